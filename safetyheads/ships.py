@@ -1,0 +1,238 @@
+"""Ships: how much ablating one head moves the next-token distribution (paper, Sec. 3).
+
+``Ships(q, h) = KL(p_clean || p_ablated)`` at the last prompt position. The sweep over every
+head is the project's hot loop; three strategies give the same numbers:
+
+* ``naive``   one full forward pass per head (the authors' approach);
+* ``batched`` one forward pass per chunk of heads, batch row r ablating head r;
+* ``prefix``  ablating a head in layer l cannot change layers < l, so the clean pass keeps each
+  layer's input and every row starts at its own layer. Rows are ordered by layer and join the
+  running batch when it reaches their layer ("staircase"), so each layer runs once per chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from .ablation import AblationSpec, RowEditor, ablate, layer_edit_for, n_units, unit_of
+from .arch import decoder_layers, geometry, get_arch, get_path, _config
+from .heads import HeadRef, all_heads
+from .prompts import encode_prompt
+
+STRATEGIES = ("prefix", "batched", "naive")
+DEFAULT_BATCH_SIZE = 96
+
+
+def kl_from_logits(clean_logits: torch.Tensor, ablated_logits: torch.Tensor, prob_floor: float = 0.0) -> torch.Tensor:
+    """KL(softmax(clean) || softmax(ablated)) in float64, one value per row of ``ablated_logits``.
+
+    ``prob_floor=1e-12`` reproduces the authors' code, which adds 1e-12 to both distributions
+    before the log; the default 0 is the exact KL.
+    """
+    lp = torch.log_softmax(clean_logits.double(), dim=-1)
+    lq = torch.log_softmax(ablated_logits.double(), dim=-1)
+    if prob_floor:
+        p = lp.exp()
+        return (p * ((p + prob_floor).log() - (lq.exp() + prob_floor).log())).sum(-1)
+    return (lp.exp() * (lp - lq)).sum(-1)
+
+
+@dataclass
+class CleanPass:
+    """The unablated run of one prompt: last-position logits and every decoder layer's call."""
+
+    logits: torch.Tensor  # [vocab]
+    layer_calls: list  # per layer: (args, kwargs) it was called with; args[0]/hidden_states = its input
+
+
+def _layer_input(call) -> torch.Tensor:
+    args, kwargs = call
+    return args[0] if args else kwargs["hidden_states"]
+
+
+@torch.no_grad()
+def clean_pass(model, input_ids: torch.Tensor) -> CleanPass:
+    layers = decoder_layers(model)
+    calls: list = [None] * len(layers)
+
+    def keeper(i):
+        def pre_hook(module, args, kwargs):
+            calls[i] = (args, kwargs)
+
+        return pre_hook
+
+    handles = [layer.register_forward_pre_hook(keeper(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        out = model(input_ids=input_ids.to(model.device), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return CleanPass(out.logits[0, -1], calls)
+
+
+def _call_layer(layer, call, hidden: torch.Tensor) -> torch.Tensor:
+    args, kwargs = call
+    if args:
+        out = layer(hidden, *args[1:], **kwargs)
+    else:
+        out = layer(**{**kwargs, "hidden_states": hidden})
+    return out[0] if isinstance(out, tuple) else out
+
+
+def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's head on final-layer hidden states: final norm, LM head, logit soft-capping."""
+    arch = get_arch(model)
+    logits = get_path(model, arch.lm_head)(get_path(model, arch.final_norm)(hidden))
+    cap = getattr(_config(model), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+@torch.no_grad()
+def _staircase_logits(model, clean: CleanPass, rows: Sequence[HeadRef], editor: RowEditor, spec: AblationSpec):
+    """Last-position logits with row r ablating ``rows[r]`` (rows sorted by layer), reusing the clean prefix."""
+    g = editor.geom
+    units = n_units(g, spec.target)
+    layers = decoder_layers(model)
+    hidden = None
+    for layer in range(rows[0].layer, g.n_layers):
+        joining = sum(1 for r in rows if r.layer == layer)
+        if joining:
+            fresh = _layer_input(clean.layer_calls[layer]).expand(joining, -1, -1)
+            hidden = fresh if hidden is None else torch.cat([hidden, fresh])
+        alive = rows[: hidden.shape[0]]
+        per_row = [[unit_of(g, r.head, spec.target)] if r.layer == layer else [] for r in alive]
+        editor.edits = {layer: layer_edit_for(per_row, units, spec.method, spec.eps)} if joining else {}
+        hidden = _call_layer(layers[layer], clean.layer_calls[layer], hidden)
+    editor.edits = {}
+    return lm_logits(model, hidden[:, -1])
+
+
+@torch.no_grad()
+def _batched_logits(model, input_ids: torch.Tensor, rows: Sequence[HeadRef], editor: RowEditor, spec: AblationSpec):
+    g = editor.geom
+    units = n_units(g, spec.target)
+    editor.edits = {
+        layer: layer_edit_for(
+            [[unit_of(g, r.head, spec.target)] if r.layer == layer else [] for r in rows], units, spec.method, spec.eps
+        )
+        for layer in {r.layer for r in rows}
+    }
+    try:
+        out = model(input_ids=input_ids.to(model.device).expand(len(rows), -1), use_cache=False)
+    finally:
+        editor.edits = {}
+    return out.logits[:, -1]
+
+
+@torch.no_grad()
+def ships_for_ids(
+    model,
+    input_ids: torch.Tensor,
+    heads: Iterable | None = None,
+    method: str = "ua",
+    eps: float = 1e-5,
+    target: str | None = None,
+    *,
+    strategy: str = "prefix",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    prob_floor: float = 0.0,
+    on_chunk: Callable[[int], None] | None = None,
+) -> tuple[tuple[HeadRef, ...], torch.Tensor]:
+    """Ships of each head (ablated alone) for one tokenised prompt ``[1, T]``.
+
+    Returns the heads in layer-major order and their scores (float64, same order).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    heads = all_heads(model) if heads is None else heads
+    spec = AblationSpec(heads, method, eps, target)
+    spec.check(model)
+    rows = tuple(sorted(spec.heads))
+    clean = clean_pass(model, input_ids)
+    scores = torch.empty(len(rows), dtype=torch.float64)
+    if strategy == "naive":
+        for i, h in enumerate(rows):
+            with ablate(model, AblationSpec((h,), spec.method, spec.eps, spec.target)):
+                logits = model(input_ids=input_ids.to(model.device), use_cache=False).logits[:, -1]
+            scores[i] = kl_from_logits(clean.logits, logits, prob_floor)[0].cpu()
+            if on_chunk:
+                on_chunk(1)
+        return rows, scores
+    with RowEditor(model, spec.target).install(sorted({h.layer for h in rows})) as editor:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            if strategy == "prefix":
+                logits = _staircase_logits(model, clean, chunk, editor, spec)
+            else:
+                logits = _batched_logits(model, input_ids, chunk, editor, spec)
+            scores[start : start + len(chunk)] = kl_from_logits(clean.logits, logits, prob_floor).cpu()
+            if on_chunk:
+                on_chunk(len(chunk))
+    return rows, scores
+
+
+def ships_scores(
+    model,
+    tok,
+    prompts: Sequence[str],
+    heads: Iterable | None = None,
+    method: str = "ua",
+    eps: float = 1e-5,
+    template: str = "direct",
+    *,
+    target: str | None = None,
+    system_prompt: str | None = None,
+    strategy: str = "prefix",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    prob_floor: float = 0.0,
+    prompt_ids: Sequence | None = None,
+    progress: bool = False,
+    on_prompt: Callable | None = None,
+):
+    """Ships of every head in ``heads`` (default: all) for every prompt, as a tidy DataFrame.
+
+    Columns: ``prompt_id, layer, head, head_name, ships``. ``on_prompt(prompt_id, rows)`` is called
+    as each prompt finishes (the CLI appends those rows to disk, so a crash loses at most one prompt).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    prompt_ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
+    if len(prompt_ids) != len(prompts):
+        raise ValueError("prompt_ids must match prompts one to one")
+    heads = all_heads(model) if heads is None else heads
+    spec = AblationSpec(heads, method, eps, target)
+    spec.check(model)
+    encoded = [encode_prompt(tok, p, template, system_prompt) for p in prompts]  # fail before any compute
+    records = []
+    bar = tqdm(total=len(prompts) * len(spec.heads), unit="head", disable=not progress, desc="Ships sweep")
+    try:
+        for pid, ids in zip(prompt_ids, encoded):
+            rows, scores = ships_for_ids(
+                model, ids, spec.heads, spec.method, spec.eps, spec.target,
+                strategy=strategy, batch_size=batch_size, prob_floor=prob_floor, on_chunk=bar.update,
+            )
+            prompt_rows = [
+                {"prompt_id": pid, "layer": h.layer, "head": h.head, "head_name": str(h), "ships": float(s)}
+                for h, s in zip(rows, scores.tolist())
+            ]
+            records.extend(prompt_rows)
+            if on_prompt:
+                on_prompt(pid, prompt_rows)
+    finally:
+        bar.close()
+    return pd.DataFrame.from_records(records, columns=["prompt_id", "layer", "head", "head_name", "ships"])
+
+
+def top_heads(table, k: int = 10):
+    """Mean Ships per head over prompts, highest first."""
+    agg = table.groupby(["layer", "head", "head_name"], as_index=False)["ships"].agg(["mean", "std", "count"])
+    agg = agg.rename(columns={"mean": "mean_ships", "std": "std_ships", "count": "n_prompts"})
+    return agg.sort_values("mean_ships", ascending=False).head(k).reset_index(drop=True)
