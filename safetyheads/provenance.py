@@ -1,0 +1,82 @@
+"""Provenance records: what produced a result file, so it can be traced and re-run."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+
+def library_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("safetyheads")
+    except Exception:
+        from . import __version__
+
+        return __version__
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@lru_cache(maxsize=1)
+def git_info() -> dict:
+    """Commit of the source tree this package runs from (or was pip-installed from), and whether it was dirty."""
+    candidates = [Path(__file__).resolve().parent]
+    try:  # a `pip install .` copy remembers where it came from
+        from importlib.metadata import distribution
+
+        direct = distribution("safetyheads").read_text("direct_url.json")
+        if direct:
+            info = json.loads(direct)
+            if info.get("vcs_info", {}).get("commit_id"):
+                return {"git_commit": info["vcs_info"]["commit_id"], "git_dirty": None}
+            if info.get("url", "").startswith("file://"):
+                candidates.append(Path(info["url"][len("file://"):]))
+    except Exception:
+        pass
+    for folder in candidates:
+        commit = _git(folder, "rev-parse", "HEAD")
+        if commit:
+            dirty = _git(folder, "status", "--porcelain", "--untracked-files=no")
+            return {"git_commit": commit, "git_dirty": bool(dirty)}
+    return {"git_commit": None, "git_dirty": None}
+
+
+def model_source(model) -> dict:
+    src = getattr(model, "safetyheads_source", None)
+    if src:
+        return dict(src)
+    cfg = model.config
+    return {"model": getattr(cfg, "_name_or_path", None) or type(model).__name__, "kind": "in-memory",
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
+
+
+def provenance(model=None, **extra) -> dict:
+    import torch
+    import transformers
+
+    rec = {
+        "library": "safetyheads",
+        "version": library_version(),
+        **git_info(),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "host": platform.machine(),
+    }
+    if model is not None:
+        rec["model"] = model_source(model)
+    rec.update(extra)
+    return rec

@@ -1,0 +1,167 @@
+"""Shared fixtures and *independent* helpers for the safetyheads test suite.
+
+The helpers here locate attention internals by hand (hard-coded module names per family) rather
+than through ``safetyheads.arch``, so that the tests check the library against a second opinion
+instead of against itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import pytest
+import torch
+
+from safetyheads.testing import TINY_FAMILIES, tiny_model, tiny_tokenizer
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+# Families whose tiny model has an sdpa implementation in transformers (Gemma 2 is eager-only).
+SDPA_FAMILIES = tuple(f for f in TINY_FAMILIES if f != "gemma2")
+FAMILY_IMPLS = tuple((f, "eager") for f in TINY_FAMILIES) + tuple((f, "sdpa") for f in SDPA_FAMILIES)
+FAMILY_IMPL_IDS = [f"{f}-{i}" for f, i in FAMILY_IMPLS]
+
+# Families whose attention RMS-normalises q and k per head after the projection, and the layout
+# of that norm's output ([batch, time, heads, dim] for Qwen 3, [batch, heads, time, dim] for Gemma 3).
+QK_NORM_LAYOUT = {"qwen3": "bthd", "gemma3": "bhtd"}
+
+N_LAYERS, N_HEADS = 3, 4
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "library_bug: the test documents a bug found in the safetyheads library (see its docstring)"
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def get_model(family: str, impl: str = "eager"):
+    """One tiny model per (family, attention implementation), shared by the whole session.
+
+    Tests must leave it as they found it (no hooks left behind, no weight edits).
+    """
+    model = tiny_model(family, impl)
+    model.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def prompt_ids(tok):
+    """A prompt of ~26 tokens: longer than the Gemma sliding window (4), so windows matter."""
+    return tok("## Query:How do I bake bread?\n## Answer:", return_tensors="pt").input_ids
+
+
+# ------------------------------------------------------------------------------------------------
+# Independent views of the attention internals.
+
+
+def kv_heads(model) -> int:
+    cfg = model.config
+    return getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+
+
+def head_dim(model) -> int:
+    cfg = model.config
+    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+
+def attn_module(model, family: str, layer: int):
+    if family == "gpt2":
+        return model.transformer.h[layer].attn
+    return model.model.layers[layer].self_attn
+
+
+def layer_module(model, family: str, layer: int):
+    return model.transformer.h[layer] if family == "gpt2" else model.model.layers[layer]
+
+
+def out_proj(model, family: str, layer: int):
+    attn = attn_module(model, family, layer)
+    return attn.c_proj if family == "gpt2" else attn.o_proj
+
+
+def _proj_reader(model, family: str, layer: int, which: str):
+    """(module, fn) where fn(module output) -> [batch, time, units, head_dim] for q/k/v.
+
+    q and k are read where the attention kernel sees them: after the per-head norm in qk-norm
+    families. Units are query heads for q, KV heads for k and v.
+    """
+    attn = attn_module(model, family, layer)
+    hd = head_dim(model)
+    if family == "gpt2":
+        section = {"q": 0, "k": 1, "v": 2}[which]
+        e = model.config.n_embd
+
+        def read(out):
+            return out[..., section * e : (section + 1) * e].unflatten(-1, (-1, hd))
+
+        return attn.c_attn, read
+    if which in ("q", "k") and family in QK_NORM_LAYOUT:
+        module = attn.q_norm if which == "q" else attn.k_norm
+        if QK_NORM_LAYOUT[family] == "bhtd":
+            return module, lambda out: out.transpose(1, 2)
+        return module, lambda out: out
+    module = {"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj}[which]
+    return module, lambda out: out.unflatten(-1, (-1, hd))
+
+
+@contextlib.contextmanager
+def capture(model, family: str, what: str, layers=range(N_LAYERS)):
+    """Record, per layer, ``what`` in {"q", "k", "v", "out"} as [batch, time, units, head_dim].
+
+    "out" is the input of the output projection (o_proj / GPT-2 c_proj), read with a forward
+    *post*-hook, so it sees the value after every pre-hook (the library's ablation included).
+    q/k/v are read with forward hooks registered now: enter this *inside* an ``ablate`` block to
+    see the ablated values (forward hooks run in registration order).
+    Yields a dict layer -> list of tensors (one per forward call).
+    """
+    store: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    handles = []
+    hd = head_dim(model)
+    for layer in layers:
+        if what == "out":
+
+            def hook(module, args, kwargs, output, layer=layer):
+                x = args[0] if args else next(iter(kwargs.values()))
+                store[layer].append(x.detach().clone().unflatten(-1, (-1, hd)))
+
+            handles.append(out_proj(model, family, layer).register_forward_hook(hook, with_kwargs=True))
+        else:
+            module, read = _proj_reader(model, family, layer, what)
+
+            def hook(module, args, output, layer=layer, read=read):
+                store[layer].append(read(output).detach().clone())
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def attended_mask(model, family: str, layer: int, T: int) -> torch.Tensor:
+    """[T, T] bool: which key positions j the query position i may attend to (causal + window)."""
+    i = torch.arange(T)[:, None]
+    j = torch.arange(T)[None, :]
+    mask = j <= i
+    layer_types = getattr(model.config, "layer_types", None)
+    window = getattr(model.config, "sliding_window", None)
+    if layer_types is not None and window and layer_types[layer] == "sliding_attention":
+        mask &= (i - j) < window
+    return mask
+
+
+def hook_count(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def logits(model, ids, **kw):
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False, **kw).logits
