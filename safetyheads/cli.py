@@ -1,0 +1,219 @@
+"""``safetyheads`` command line: thin wrappers over the library.
+
+Bad input ends with ``safetyheads: error: <what to fix>`` and exit status 2; finished work is
+already on disk, and rerunning the same command resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import SafetyheadsError
+
+EXIT_USAGE = 2
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from .models import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"embedded model name, .gguf file, local folder, or cached Hub id (default: {DEFAULT_MODEL})")
+    p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="weights dtype (default float32; half precision is meant for GPUs)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention kernel (default sdpa)")
+    p.add_argument("--allow-download", action="store_true", help="let transformers download a Hub model")
+    p.add_argument("--trust-remote-code", action="store_true", help="run a Hub model's own modeling code")
+
+
+def _add_ablation_args(p: argparse.ArgumentParser, heads_required: bool) -> None:
+    from .ablation import METHODS, TARGETS
+
+    p.add_argument("--heads", required=heads_required,
+                   help="comma-separated heads, e.g. L2H26,L3H8 (0-indexed layer and head)")
+    p.add_argument("--method", default="ua", choices=METHODS, help="ua, sc, mean or zero (default ua)")
+    p.add_argument("--eps", type=float, default=1e-5, help="scaling factor for ua/sc (default 1e-5)")
+    p.add_argument("--target", default=None, choices=TARGETS,
+                   help="q, k, v or out (default: q for ua/mean, out for sc/zero)")
+
+
+def _load(args):
+    from .models import load_model
+
+    t0 = time.time()
+    model, tok = load_model(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn,
+                            revision=args.revision, allow_download=args.allow_download,
+                            trust_remote_code=args.trust_remote_code)
+    print(f"loaded {args.model} in {time.time() - t0:.1f} s", file=sys.stderr)
+    return model, tok
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(text).name or text).strip("-")
+
+
+def cmd_ships(args) -> int:
+    from tabulate import tabulate
+
+    from .ablation import AblationSpec
+    from .data import PromptSet, load_prompts
+    from .heads import all_heads, parse_heads
+    from .prompts import encode_prompt
+    from .provenance import model_source, provenance
+    from .results import ResultsWriter, read_results
+    from .ships import STRATEGIES, ships_scores, top_heads
+
+    if args.prompt and args.data:
+        raise SafetyheadsError("give --data or --prompt, not both")
+    if args.batch_size < 1:
+        raise SafetyheadsError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.strategy not in STRATEGIES:
+        raise SafetyheadsError(f"--strategy must be one of {', '.join(STRATEGIES)}")
+    if args.prompt:
+        import hashlib
+
+        blob = "\n".join(args.prompt).encode()
+        prompts = PromptSet("command-line", tuple(args.prompt), hashlib.sha256(blob).hexdigest(), "--prompt")
+        if any(not p.strip() for p in prompts.prompts):
+            raise SafetyheadsError("--prompt must not be empty")
+    else:
+        prompts = load_prompts(args.data or "maliciousinstruct", column=args.column, limit=args.limit)
+    heads_arg = parse_heads(args.heads) if args.heads else None
+    AblationSpec(heads_arg or ("L0H0",), args.method, args.eps, args.target)  # fail on bad spec before loading
+
+    model, tok = _load(args)
+    heads = heads_arg or all_heads(model)
+    spec = AblationSpec(heads, args.method, args.eps, args.target).check(model)
+    for p in prompts.prompts:  # template problems surface before any compute
+        encode_prompt(tok, p, args.template, args.system_prompt)
+    src = model_source(model)
+    out = Path(args.out or f"safetyheads-out/ships_{_slug(src['model'])}_{spec.method}-{spec.target}_{args.template}.jsonl")
+    run = {
+        "kind": "ships", "model": src.get("model"), "model_sha256": src.get("sha256"), "revision": src.get("revision"),
+        "dtype": src.get("dtype"), "dataset": prompts.provenance(), "template": args.template,
+        "system_prompt": args.system_prompt, "method": spec.method, "eps": spec.eps, "target": spec.target,
+        "heads": "all" if heads_arg is None else [str(h) for h in spec.heads], "prob_floor": args.prob_floor,
+    }
+    header = {"run": run, "provenance": provenance(model, seeds=None, judge=None, decoding=None)}
+    columns = ["prompt_id", "prompt", "layer", "head", "head_name", "ships"]
+    writer = ResultsWriter(out, header, columns, key="prompt_id", group_size=len(spec.heads), overwrite=args.overwrite)
+    todo = [(i, p) for i, p in enumerate(prompts.prompts) if not writer.is_done(i)]
+    if writer.done:
+        print(f"resuming {out}: {len(writer.done)} of {len(prompts.prompts)} prompts already done", file=sys.stderr)
+
+    def save(pid, rows):
+        writer.append(pid, [{**r, "prompt": prompts.prompts[pid]} for r in rows])
+
+    print(f"Ships of {len(spec.heads)} heads ({spec.method} on {spec.target}, eps {spec.eps:g}) on "
+          f"{len(todo)} prompts from {prompts.name}, template {args.template!r} -> {out}", file=sys.stderr)
+    if todo:
+        ships_scores(model, tok, [p for _, p in todo], spec.heads, spec.method, spec.eps, args.template,
+                     target=spec.target, system_prompt=args.system_prompt, strategy=args.strategy,
+                     batch_size=args.batch_size, prob_floor=args.prob_floor, prompt_ids=[i for i, _ in todo],
+                     progress=not args.quiet, on_prompt=save)
+    table, _ = read_results(out)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    best = top_heads(table, args.top)
+    best.insert(0, "rank", range(1, len(best) + 1))
+    print(f"\nTop {len(best)} heads by mean Ships over {table['prompt_id'].nunique()} prompts "
+          f"({spec.method} on {spec.target}, template {args.template}):")
+    print(tabulate(best[["rank", "head_name", "mean_ships", "std_ships", "n_prompts"]],
+                   headers=["rank", "head", "mean Ships", "std", "prompts"], tablefmt="github",
+                   floatfmt=".4g", showindex=False))
+    print(f"\nall scores: {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .ablation import AblationSpec
+    from .heads import parse_heads
+    from .surgery import export_ablated
+
+    spec = AblationSpec(parse_heads(args.heads), args.method, args.eps, args.target)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise SafetyheadsError(f"{out} exists and is not empty: pass --overwrite or choose another --out")
+    model, tok = _load(args)
+    export_ablated(model, spec, out_dir=out, tokenizer=tok)
+    print(f"wrote {out} ({spec.method} on {spec.target} of {', '.join(map(str, spec.heads))}, eps {spec.eps:g}); "
+          f"load it with AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from tabulate import tabulate
+
+    from .arch import SUPPORTED_FAMILIES
+    from .models import available_models, cache_dir
+
+    rows = available_models()
+    print(tabulate(rows, headers="keys", tablefmt="github"))
+    print(f"\ncache: {cache_dir()}   supported families: {SUPPORTED_FAMILIES}")
+    print("also accepted by --model: a .gguf file, or a local folder with config.json and *.safetensors")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .data import BUNDLED
+    from .prompts import TEMPLATES
+    from .ships import DEFAULT_BATCH_SIZE, STRATEGIES
+
+    parser = argparse.ArgumentParser(prog="safetyheads", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"safetyheads {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ships", help="score every head's effect on the next-token distribution (Ships)")
+    _add_model_args(p)
+    src = p.add_argument_group("prompts")
+    src.add_argument("--data", help=f"bundled set ({', '.join(BUNDLED)}) or .csv/.jsonl file (default maliciousinstruct)")
+    src.add_argument("--column", help="column holding the prompts (default: input/Goal/goal/prompt/...)")
+    src.add_argument("--limit", type=int, help="use only the first N prompts")
+    src.add_argument("--prompt", action="append", help="a prompt given inline (repeatable)")
+    src.add_argument("--template", default="paper", choices=TEMPLATES,
+                     help="direct (raw query), paper (## Query:...## Answer:, default) or chat (model's template)")
+    src.add_argument("--system-prompt", help="system prompt for --template chat")
+    _add_ablation_args(p, heads_required=False)
+    p.add_argument("--out", help="results file, .jsonl or .csv (default safetyheads-out/ships_<model>_<method>_<template>.jsonl)")
+    p.add_argument("--csv", help="also write the tidy table to this CSV")
+    p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"ablated rows per pass (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--strategy", default="prefix", choices=STRATEGIES, help="prefix (fastest), batched or naive")
+    p.add_argument("--prob-floor", type=float, default=0.0,
+                   help="add this to both distributions before the log (1e-12 = the authors' code; default 0 = exact KL)")
+    p.add_argument("--top", type=int, default=10, help="how many top heads to print (default 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ships)
+
+    p = sub.add_parser("export", help="write an ablation into the weights and save a plain checkpoint")
+    _add_model_args(p)
+    _add_ablation_args(p, heads_required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", help="list the models available offline")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SafetyheadsError as e:
+        print(f"safetyheads: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("safetyheads: interrupted; finished prompts are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

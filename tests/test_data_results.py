@@ -1,0 +1,80 @@
+"""Bundled prompt sets, user prompt files, and resumable result files."""
+
+import json
+
+import pytest
+
+from safetyheads.data import BUNDLED, load_prompts
+from safetyheads.errors import DataError, ResultsError
+from safetyheads.results import ResultsWriter, read_results
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_sets_load_with_checked_hash(name):
+    s = load_prompts(name)
+    assert len(s.prompts) == BUNDLED[name].rows
+    assert s.sha256 == BUNDLED[name].sha256
+    assert all(p.strip() for p in s.prompts)
+
+
+def test_user_csv_and_jsonl(tmp_path):
+    (tmp_path / "a.csv").write_text("id,prompt\n1,hello there\n2,how are you\n")
+    assert load_prompts(str(tmp_path / "a.csv")).prompts == ("hello there", "how are you")
+    (tmp_path / "b.jsonl").write_text('{"q": "x y"}\n{"q": "z"}\n')
+    assert load_prompts(str(tmp_path / "b.jsonl"), column="q", limit=1).prompts == ("x y",)
+
+
+@pytest.mark.parametrize(
+    "content,suffix,match",
+    [
+        ("id,other\n1,x\n", ".csv", "no column"),
+        ("input\n", ".csv", "holds no prompts"),
+        ("input\nok\n\"\"\n", ".csv", "empty"),
+        ('{"input": "a"}\n{broken\n', ".jsonl", "not a well-formed"),
+        ("x", ".txt", ".csv, .jsonl or .json"),
+    ],
+)
+def test_bad_prompt_files(tmp_path, content, suffix, match):
+    path = tmp_path / f"p{suffix}"
+    path.write_text(content)
+    with pytest.raises(DataError, match=match) as e:
+        load_prompts(str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_missing_prompt_file():
+    with pytest.raises(DataError, match="no such prompt file"):
+        load_prompts("does/not/exist.csv")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_results_resume_and_crash_tail(tmp_path, suffix):
+    path = tmp_path / f"r{suffix}"
+    header = {"run": {"eps": 1e-5}, "provenance": {"created_utc": "t0"}}
+    cols = ["prompt_id", "head_name", "ships"]
+    w = ResultsWriter(path, header, cols, key="prompt_id", group_size=2)
+    w.append(0, [{"prompt_id": 0, "head_name": "L0H0", "ships": 0.5}, {"prompt_id": 0, "head_name": "L0H1", "ships": 0.25}])
+    # A crash while writing prompt 1: one complete row of two, then half a line.
+    with open(path, "a") as f:
+        f.write(w._serialise([{"prompt_id": 1, "head_name": "L0H0", "ships": 0.1}]))
+        f.write('{"prompt_id": 1, "hea' if suffix == ".jsonl" else "1,L0")
+    w2 = ResultsWriter(path, header, cols, key="prompt_id", group_size=2)
+    assert w2.is_done(0) and not w2.is_done(1)
+    table, head = read_results(path)
+    assert len(table) == 2 and head["run"] == {"eps": 1e-5}
+    with pytest.raises(ResultsError, match="differs in: eps"):
+        ResultsWriter(path, {"run": {"eps": 1e-4}}, cols, key="prompt_id", group_size=2)
+    w3 = ResultsWriter(path, {"run": {"eps": 1e-4}}, cols, key="prompt_id", group_size=2, overwrite=True)
+    assert not w3.done
+
+
+def test_results_bad_suffix(tmp_path):
+    with pytest.raises(ResultsError, match=".jsonl or .csv"):
+        ResultsWriter(tmp_path / "r.txt", {}, ["a"], key="a", group_size=1)
+
+
+def test_results_header_is_first_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    ResultsWriter(path, {"run": {}, "provenance": {"version": "x"}}, ["a"], key="a", group_size=1).append(1, [{"a": 1}])
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first["header"]["provenance"]["version"] == "x"
