@@ -65,7 +65,9 @@ class AblationSpec:
             raise AblationError(f"eps must be a number, got {self.eps!r}") from None
         if self.method == "zero":
             eps = 0.0
-        elif self.method != "mean" and not (0 < eps < float("inf")):  # mean ignores eps
+        elif self.method == "mean" and eps != eps:
+            raise AblationError("eps must be a number (mean ablation does not use it)")
+        elif self.method != "mean" and not (0 < eps < float("inf")):
             raise AblationError(
                 f"eps must be a finite number > 0 for method {self.method!r}, got {self.eps!r} "
                 "(for an exact 0 use method 'zero')"
@@ -76,8 +78,11 @@ class AblationSpec:
     def kv_target(self) -> bool:
         return self.target in ("k", "v")
 
-    def check(self, model) -> "AblationSpec":
-        """Raise unless every head exists in ``model``; warn about GQA group effects."""
+    def check(self, model, stacklevel: int = 2) -> "AblationSpec":
+        """Raise unless every head exists in ``model``; warn about GQA group effects.
+
+        ``stacklevel`` is passed to ``warnings.warn`` (2 = the caller of ``check``), so the warning names the user's line.
+        """
         g = geometry(model)
         for h in self.heads:
             h.validate(g.n_layers, g.n_heads)
@@ -86,7 +91,7 @@ class AblationSpec:
                 f"{self.target}-ablation on a GQA model ({g.n_heads} query heads share {g.n_kv_heads} KV heads): "
                 f"it hits every query head of each KV group: {', '.join(map(str, self.affected_heads(model)))}",
                 GQAGroupWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         return self
 
@@ -279,11 +284,12 @@ def ablate(
 ) -> Iterator[AblationSpec]:
     """Ablate ``heads`` of ``model`` inside the ``with`` block; the hooks go on exit, errors included.
 
-    ``heads`` is an AblationSpec, or anything ``parse_heads`` reads ("L2H26,L3H8", HeadRefs, ...).
+    ``heads`` is an AblationSpec (then ``method``/``eps``/``target`` come from it and the arguments
+    are ignored), or anything ``parse_heads`` reads ("L2H26,L3H8", HeadRefs, ...).
     Yields the validated AblationSpec (serialise it with ``to_dict`` for a results manifest).
     """
     spec = heads if isinstance(heads, AblationSpec) else AblationSpec(parse_heads(heads), method, eps, target)
-    spec.check(model)
+    spec.check(model, stacklevel=4)  # check -> ablate -> contextlib __enter__ -> the user's `with`
     editor = RowEditor(model, spec.target)
     editor.edits = edits_for_spec(model, spec)
     editor.install(sorted(editor.edits))

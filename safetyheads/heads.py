@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from typing import Iterable
@@ -24,15 +25,21 @@ class HeadRef:
     head: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.layer, int) or not isinstance(self.head, int) or self.layer < 0 or self.head < 0:
+        try:  # accepts numpy/torch integers, refuses floats
+            layer, head = operator.index(self.layer), operator.index(self.head)
+        except TypeError:
+            layer = head = -1
+        if layer < 0 or head < 0:
             raise HeadError(f"a head needs non-negative integer layer and head, got layer={self.layer!r} head={self.head!r}")
+        object.__setattr__(self, "layer", layer)
+        object.__setattr__(self, "head", head)
 
     @classmethod
     def parse(cls, text: "str | HeadRef | tuple[int, int]") -> "HeadRef":
         if isinstance(text, HeadRef):
             return text
         if isinstance(text, tuple) and len(text) == 2:
-            return cls(int(text[0]), int(text[1]))
+            return cls(*text)
         if not isinstance(text, str):
             raise HeadError(f"cannot read a head from {text!r}: write it as L2H26, 2-26 or 2.26")
         s = text.strip()

@@ -66,7 +66,7 @@ def clean_pass(model, input_ids: torch.Tensor) -> CleanPass:
 
     handles = [layer.register_forward_pre_hook(keeper(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
-        out = model(input_ids=input_ids.to(model.device), use_cache=False)
+        out = model(input_ids=input_ids.to(model.device), use_cache=False, logits_to_keep=1)
     finally:
         for h in handles:
             h.remove()
@@ -123,7 +123,7 @@ def _batched_logits(model, input_ids: torch.Tensor, rows: Sequence[HeadRef], edi
         for layer in {r.layer for r in rows}
     }
     try:
-        out = model(input_ids=input_ids.to(model.device).expand(len(rows), -1), use_cache=False)
+        out = model(input_ids=input_ids.to(model.device).expand(len(rows), -1), use_cache=False, logits_to_keep=1)
     finally:
         editor.edits = {}
     return out.logits[:, -1]
@@ -153,14 +153,14 @@ def ships_for_ids(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     heads = all_heads(model) if heads is None else heads
     spec = AblationSpec(heads, method, eps, target)
-    spec.check(model)
+    spec.check(model, stacklevel=3)
     rows = tuple(sorted(spec.heads))
     clean = clean_pass(model, input_ids)
     scores = torch.empty(len(rows), dtype=torch.float64)
     if strategy == "naive":
         for i, h in enumerate(rows):
             with ablate(model, AblationSpec((h,), spec.method, spec.eps, spec.target)):
-                logits = model(input_ids=input_ids.to(model.device), use_cache=False).logits[:, -1]
+                logits = model(input_ids=input_ids.to(model.device), use_cache=False, logits_to_keep=1).logits[:, -1]
             scores[i] = kl_from_logits(clean.logits, logits, prob_floor)[0].cpu()
             if on_chunk:
                 on_chunk(1)
@@ -209,7 +209,7 @@ def ships_scores(
         raise ValueError("prompt_ids must match prompts one to one")
     heads = all_heads(model) if heads is None else heads
     spec = AblationSpec(heads, method, eps, target)
-    spec.check(model)
+    spec.check(model, stacklevel=3)
     encoded = [encode_prompt(tok, p, template, system_prompt) for p in prompts]  # fail before any compute
     records = []
     bar = tqdm(total=len(prompts) * len(spec.heads), unit="head", disable=not progress, desc="Ships sweep")

@@ -262,8 +262,8 @@ GROUP_CASES = [
 
 @pytest.mark.parametrize("method,target,eps,heads", GROUP_CASES, ids=["-".join(map(str, c)) for c in GROUP_CASES])
 @pytest.mark.parametrize("family", TINY_FAMILIES)
+@pytest.mark.filterwarnings("ignore::safetyheads.ablation.GQAGroupWarning")
 def test_group_equals_nested_contexts(family, method, target, eps, heads, prompt_ids):
-    warnings.simplefilter("ignore", GQAGroupWarning)
     model = get_model(family, "eager")
     first, second = heads.split(",")
     with ablate(model, heads, method=method, eps=eps, target=target) as spec:
@@ -405,13 +405,10 @@ def test_gqa_affected_heads_multiple_groups():
     assert spec.affected_heads(model) == (HeadRef(0, 2), HeadRef(0, 3), HeadRef(2, 0), HeadRef(2, 1))
 
 
-@pytest.mark.library_bug
 def test_gqa_warning_points_at_the_caller():
-    """LIBRARY BUG (safetyheads/ablation.py, AblationSpec.check, ``stacklevel=3``).
-
-    Called from ``ablate`` (a @contextmanager generator), stacklevel 3 lands in contextlib.py, not
-    in the user's ``with`` line. Under Python's default filter ('default': once per location) every
-    GQA warning of a process then shares one location, so the user sees only the first one.
+    """Regression: the warning must name the user's ``with`` line, not contextlib.py. Under Python's
+    default filter (once per location) every GQA warning would otherwise share one location and
+    the user would see only the first one.
     """
     model = get_model("llama-gqa", "eager")
     with warnings.catch_warnings(record=True) as rec:
