@@ -14,9 +14,10 @@ from pathlib import Path
 from .errors import SafetyheadsError
 
 EXIT_USAGE = 2
+COMMAND_MODULES = ("datasets", "generate", "judge", "sahara", "asr")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
     from .models import DEFAULT_MODEL
 
     p.add_argument("--model", default=DEFAULT_MODEL,
@@ -30,7 +31,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="run a Hub model's own modeling code")
 
 
-def _add_ablation_args(p: argparse.ArgumentParser, heads_required: bool) -> None:
+def add_ablation_args(p: argparse.ArgumentParser, heads_required: bool) -> None:
     from .ablation import METHODS, TARGETS
 
     p.add_argument("--heads", required=heads_required,
@@ -41,7 +42,7 @@ def _add_ablation_args(p: argparse.ArgumentParser, heads_required: bool) -> None
                    help="q, k, v or out (default: q for ua/mean, out for sc/zero)")
 
 
-def _load(args):
+def load_from_args(args):
     from .models import load_model
 
     t0 = time.time()
@@ -85,7 +86,7 @@ def cmd_ships(args) -> int:
     heads_arg = parse_heads(args.heads) if args.heads else None
     AblationSpec(heads_arg or ("L0H0",), args.method, args.eps, args.target)  # fail on bad spec before loading
 
-    model, tok = _load(args)
+    model, tok = load_from_args(args)
     heads = heads_arg or all_heads(model)
     spec = AblationSpec(heads, args.method, args.eps, args.target).check(model)
     for p in prompts.prompts:  # template problems surface before any compute
@@ -138,7 +139,7 @@ def cmd_export(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise SafetyheadsError(f"{out} exists and is not empty: pass --overwrite or choose another --out")
-    model, tok = _load(args)
+    model, tok = load_from_args(args)
     export_ablated(model, spec, out_dir=out, tokenizer=tok)
     print(f"wrote {out} ({spec.method} on {spec.target} of {', '.join(map(str, spec.heads))}, eps {spec.eps:g}); "
           f"load it with AutoModelForCausalLM.from_pretrained({str(out)!r})")
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ships", help="score every head's effect on the next-token distribution (Ships)")
-    _add_model_args(p)
+    add_model_args(p)
     src = p.add_argument_group("prompts")
     src.add_argument("--data", help=f"bundled set ({', '.join(BUNDLED)}) or .csv/.jsonl file (default maliciousinstruct)")
     src.add_argument("--column", help="column holding the prompts (default: input/Goal/goal/prompt/...)")
@@ -178,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--template", default="paper", choices=TEMPLATES,
                      help="direct (raw query), paper (## Query:...## Answer:, default) or chat (model's template)")
     src.add_argument("--system-prompt", help="system prompt for --template chat")
-    _add_ablation_args(p, heads_required=False)
+    add_ablation_args(p, heads_required=False)
     p.add_argument("--out", help="results file, .jsonl or .csv (default safetyheads-out/ships_<model>_<method>_<template>.jsonl)")
     p.add_argument("--csv", help="also write the tidy table to this CSV")
     p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
@@ -191,14 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ships)
 
     p = sub.add_parser("export", help="write an ablation into the weights and save a plain checkpoint")
-    _add_model_args(p)
-    _add_ablation_args(p, heads_required=True)
+    add_model_args(p)
+    add_ablation_args(p, heads_required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the models available offline")
     p.set_defaults(func=cmd_models)
+
+    # Further subcommands live in safetyheads/commands/<name>.py, each with register(subparsers).
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.commands.{name}":
+                raise
+            continue
+        module.register(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Subcommands of the ``safetyheads`` CLI beyond ships/export/models: one module each, ``register(subparsers)``."""
