@@ -16,6 +16,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from .errors import ResultsError
 
@@ -65,8 +66,9 @@ def _read(path: Path) -> tuple[dict, list[dict]]:
 class ResultsWriter:
     """Append rows grouped by a key (e.g. prompt id) to a results file, resuming a matching run."""
 
-    def __init__(self, path: "str | Path", header: dict, columns: list[str], key: str, group_size: int,
-                 overwrite: bool = False):
+    def __init__(self, path: "str | Path", header: dict, columns: list[str], key: str,
+                 group_size: "int | Callable[[str], int]", overwrite: bool = False):
+        """``group_size`` is how many rows make one key complete (a number, or a function of the key)."""
         self.path = Path(path)
         self.fmt = _fmt(self.path)
         self.columns, self.key, self.group_size = columns, key, group_size
@@ -91,7 +93,8 @@ class ResultsWriter:
         counts: dict = {}
         for r in rows:
             counts[str(r[self.key])] = counts.get(str(r[self.key]), 0) + 1
-        complete = {k for k, n in counts.items() if n == self.group_size}
+        size = self.group_size if callable(self.group_size) else (lambda key: self.group_size)
+        complete = {k for k, n in counts.items() if n == size(k)}
         self.resumed_rows = [r for r in rows if str(r[self.key]) in complete]
         self.done = complete
         self.header = {**old_header, "resumed_utc": self.header.get("provenance", {}).get("created_utc")}

@@ -46,6 +46,7 @@ class CleanPass:
 
     logits: torch.Tensor  # [vocab]
     layer_calls: list  # per layer: (args, kwargs) it was called with; args[0]/hidden_states = its input
+    last_state: torch.Tensor  # [d]: final-norm output at the last position (generalized Ships' activations)
 
 
 def _layer_input(call) -> torch.Tensor:
@@ -64,13 +65,16 @@ def clean_pass(model, input_ids: torch.Tensor) -> CleanPass:
 
         return pre_hook
 
+    final: list = []
     handles = [layer.register_forward_pre_hook(keeper(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    handles.append(get_path(model, get_arch(model).final_norm).register_forward_hook(
+        lambda module, args, output: final.append(output[0, -1])))
     try:
         out = model(input_ids=input_ids.to(model.device), use_cache=False, logits_to_keep=1)
     finally:
         for h in handles:
             h.remove()
-    return CleanPass(out.logits[0, -1], calls)
+    return CleanPass(out.logits[0, -1], calls, final[-1])
 
 
 def _call_layer(layer, call, hidden: torch.Tensor) -> torch.Tensor:
@@ -84,32 +88,59 @@ def _call_layer(layer, call, hidden: torch.Tensor) -> torch.Tensor:
 
 def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """The model's head on final-layer hidden states: final norm, LM head, logit soft-capping."""
-    arch = get_arch(model)
-    logits = get_path(model, arch.lm_head)(get_path(model, arch.final_norm)(hidden))
+    logits = get_path(model, get_arch(model).lm_head)(final_norm(model, hidden))
     cap = getattr(_config(model), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
 
 
+def final_norm(model, hidden: torch.Tensor) -> torch.Tensor:
+    return get_path(model, get_arch(model).final_norm)(hidden)
+
+
 @torch.no_grad()
-def _staircase_logits(model, clean: CleanPass, rows: Sequence[HeadRef], editor: RowEditor, spec: AblationSpec):
-    """Last-position logits with row r ablating ``rows[r]`` (rows sorted by layer), reusing the clean prefix."""
+def staircase_last_hidden(
+    model,
+    clean: CleanPass,
+    rows: Sequence[HeadRef],
+    editor: RowEditor,
+    spec: AblationSpec,
+    fixed: dict[int, list[int]] | None = None,
+) -> torch.Tensor:
+    """Last-position output of the last decoder layer (before the final norm), row r ablating ``rows[r]``.
+
+    ``rows`` must be sorted by layer; each starts from ``clean``'s input to its own layer.
+    ``fixed`` maps layer -> units ablated in every row on top of the row's own head (Sahara's
+    chosen group); ``clean`` must then come from a pass with that group already ablated.
+    """
     g = editor.geom
     units = n_units(g, spec.target)
+    fixed = fixed or {}
     layers = decoder_layers(model)
     hidden = None
-    for layer in range(rows[0].layer, g.n_layers):
-        joining = sum(1 for r in rows if r.layer == layer)
-        if joining:
-            fresh = _layer_input(clean.layer_calls[layer]).expand(joining, -1, -1)
-            hidden = fresh if hidden is None else torch.cat([hidden, fresh])
-        alive = rows[: hidden.shape[0]]
-        per_row = [[unit_of(g, r.head, spec.target)] if r.layer == layer else [] for r in alive]
-        editor.edits = {layer: layer_edit_for(per_row, units, spec.method, spec.eps)} if joining else {}
-        hidden = _call_layer(layers[layer], clean.layer_calls[layer], hidden)
-    editor.edits = {}
-    return lm_logits(model, hidden[:, -1])
+    try:
+        for layer in range(rows[0].layer, g.n_layers):
+            joining = sum(1 for r in rows if r.layer == layer)
+            if joining:
+                fresh = _layer_input(clean.layer_calls[layer]).expand(joining, -1, -1)
+                hidden = fresh if hidden is None else torch.cat([hidden, fresh])
+            alive = rows[: hidden.shape[0]]
+            base = fixed.get(layer, [])
+            if joining or base:
+                per_row = [base + ([unit_of(g, r.head, spec.target)] if r.layer == layer else []) for r in alive]
+                editor.edits = {layer: layer_edit_for(per_row, units, spec.method, spec.eps)}
+            else:
+                editor.edits = {}
+            hidden = _call_layer(layers[layer], clean.layer_calls[layer], hidden)
+    finally:
+        editor.edits = {}
+    return hidden[:, -1]
+
+
+def _staircase_logits(model, clean: CleanPass, rows: Sequence[HeadRef], editor: RowEditor, spec: AblationSpec):
+    """Last-position logits with row r ablating ``rows[r]`` (rows sorted by layer), reusing the clean prefix."""
+    return lm_logits(model, staircase_last_hidden(model, clean, rows, editor, spec))
 
 
 @torch.no_grad()

@@ -1,0 +1,146 @@
+"""Sahara: greedy search for the group of heads whose joint ablation moves safety most (paper, Alg. 1).
+
+G = {}. For s = 1..S: score every candidate head h not in G by the generalized Ships of the model
+with G + {h} ablated against the clean model, over a dataset of queries; add the best to G.
+The paper uses S <= 5 and finds about 3 best.
+
+Each step reuses the Ships sweep machinery: per query, one pass with G ablated keeps every layer's
+input, and every candidate row starts at its own layer with G's later heads ablated on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from .ablation import AblationSpec, RowEditor, ablate, unit_of
+from .arch import geometry
+from .errors import SafetyheadsError
+from .heads import HeadRef, all_heads, parse_heads
+from .prompts import encode_prompt
+from .ships import DEFAULT_BATCH_SIZE, clean_pass, final_norm, staircase_last_hidden
+from .subspace import generalized_ships_batch
+
+MAX_STEPS = 5
+SCOREBOARD_COLUMNS = ["step", "rank", "layer", "head", "head_name", "score", "group_before"]
+
+
+@dataclass
+class SaharaResult:
+    group: tuple[HeadRef, ...]
+    scoreboard: "object"  # pandas DataFrame with SCOREBOARD_COLUMNS, every candidate of every step
+
+    def step_table(self, step: int, k: int = 5):
+        t = self.scoreboard[self.scoreboard["step"] == step]
+        return t.sort_values("rank").head(k)
+
+
+@torch.no_grad()
+def candidate_states(
+    model,
+    ids: torch.Tensor,
+    candidates: Sequence[HeadRef],
+    group: Sequence[HeadRef],
+    spec: AblationSpec,
+    editor: RowEditor,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> torch.Tensor:
+    """Post-final-norm last-token state of one query with ``group`` + each candidate ablated: ``[H, d]``."""
+    g = geometry(model)
+    fixed: dict[int, list[int]] = {}
+    for h in group:
+        u = unit_of(g, h.head, spec.target)
+        if u not in fixed.setdefault(h.layer, []):
+            fixed[h.layer].append(u)
+    if group:
+        with ablate(model, AblationSpec(tuple(group), spec.method, spec.eps, spec.target)):
+            base = clean_pass(model, ids)
+    else:
+        base = clean_pass(model, ids)
+    order = sorted(range(len(candidates)), key=lambda i: candidates[i])
+    rows = [candidates[i] for i in order]
+    out = torch.empty(len(rows), g.hidden_size, dtype=torch.float64)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        # A row's own unit may already be in `fixed` (same KV group on a k/v target): ablating it twice is
+        # harmless for scaling methods only if it is done once; layer_edit_for sets, not multiplies.
+        last = staircase_last_hidden(model, base, chunk, editor, spec, fixed)
+        out[start : start + len(chunk)] = final_norm(model, last).double().cpu()
+    result = torch.empty_like(out)
+    result[torch.tensor(order)] = out
+    return result
+
+
+def sahara(
+    model,
+    tok,
+    prompts: Sequence[str],
+    steps: int = 3,
+    method: str = "ua",
+    eps: float = 1e-5,
+    *,
+    target: str | None = None,
+    r: int = 1,
+    template: str = "paper",
+    system_prompt: str | None = None,
+    candidates=None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    done_steps: Sequence[Sequence[dict]] = (),
+    on_step: Callable[[int, list[dict]], None] | None = None,
+    progress: bool = False,
+) -> SaharaResult:
+    """Greedy head-group search; returns the ordered group and every step's full scoreboard.
+
+    ``done_steps`` are scoreboards of steps already finished (rows as ``on_step`` received them),
+    e.g. read back from disk after a crash: their best heads seed G and they are not recomputed.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if not 1 <= steps <= MAX_STEPS:
+        raise SafetyheadsError(f"steps must be between 1 and {MAX_STEPS} (the paper's range), got {steps}")
+    if not prompts:
+        raise SafetyheadsError("Sahara needs at least one query")
+    if not 1 <= r <= len(prompts):
+        raise SafetyheadsError(f"r must be between 1 and the number of queries ({len(prompts)}), got {r}")
+    pool = all_heads(model) if candidates is None else parse_heads(candidates)
+    spec = AblationSpec(pool, method, eps, target).check(model, stacklevel=3)
+    pool = spec.heads
+    if len(pool) < steps:
+        raise SafetyheadsError(f"{steps} steps need at least {steps} candidate heads, got {len(pool)}")
+    encoded = [encode_prompt(tok, p, template, system_prompt) for p in prompts]
+
+    records: list[dict] = []
+    group: list[HeadRef] = []
+    for step_rows in done_steps:
+        best = min(step_rows, key=lambda row: int(row["rank"]))
+        group.append(HeadRef(int(best["layer"]), int(best["head"])))
+        records.extend(step_rows)
+    if len(group) >= steps:
+        return SaharaResult(tuple(group[:steps]), pd.DataFrame.from_records(records, columns=SCOREBOARD_COLUMNS))
+
+    clean = torch.stack([clean_pass(model, ids).last_state.double().cpu() for ids in encoded])
+    with RowEditor(model, spec.target).install() as editor:
+        for step in range(len(group) + 1, steps + 1):
+            cands = [h for h in pool if h not in group]
+            states = torch.empty(len(cands), len(encoded), clean.shape[1], dtype=torch.float64)
+            bar = tqdm(total=len(encoded), unit="query", disable=not progress, desc=f"Sahara step {step}/{steps}")
+            for q, ids in enumerate(encoded):
+                states[:, q] = candidate_states(model, ids, cands, group, spec, editor, batch_size)
+                bar.update(1)
+            bar.close()
+            scores = generalized_ships_batch(clean, states, r=r)
+            order = torch.argsort(scores, descending=True, stable=True).tolist()
+            rank = {i: n + 1 for n, i in enumerate(order)}
+            step_rows = [
+                {"step": step, "rank": rank[i], "layer": h.layer, "head": h.head, "head_name": str(h),
+                 "score": float(scores[i]), "group_before": ",".join(map(str, group))}
+                for i, h in enumerate(cands)
+            ]
+            records.extend(step_rows)
+            if on_step:
+                on_step(step, step_rows)
+            group.append(cands[order[0]])
+    return SaharaResult(tuple(group), pd.DataFrame.from_records(records, columns=SCOREBOARD_COLUMNS))
