@@ -58,33 +58,43 @@ class PromptSet:
         return {"dataset": self.name, "sha256": self.sha256, "column": self.column, "n": len(self.prompts)}
 
 
-def load_prompts(source: str, column: str | None = None, limit: int | None = None) -> PromptSet:
-    """Prompts from a bundled set name or a ``.csv``/``.jsonl``/``.json`` file.
+def _load_hub_dataset(source: str, split: str):
+    """A Hub dataset id through ``datasets``, offline unless HF_HUB_OFFLINE=0 (from the local HF cache)."""
+    import os
 
-    ``column`` defaults to the bundled set's, else the first of PROMPT_COLUMNS the file has.
-    ``limit`` keeps the first N (in file order).
+    import datasets
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return datasets.load_dataset(source, split=split).to_pandas()
+    except Exception as e:  # datasets raises many types; the user needs the first line only
+        raise DataError(
+            f"cannot load dataset {source!r} (split {split!r}) from the local Hugging Face cache: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (download it where there is network, "
+            "or pass a .csv/.jsonl file)"
+        ) from None
+
+
+def load_prompts(source: str, column: str | None = None, limit: int | None = None, split: str = "train") -> PromptSet:
+    """Prompts from a bundled set name, a ``.csv``/``.jsonl``/``.json`` file, or a Hub dataset id.
+
+    Files are read through ``datasets`` (``load_dataset("csv"|"json", data_files=...)``), cached
+    under the safetyheads cache. ``column`` defaults to the bundled set's, else the first of
+    PROMPT_COLUMNS the data has. ``limit`` keeps the first N (in file order).
     """
-    import pandas as pd
-
+    path = None
     if source in BUNDLED:
         path, default_col = bundled_path(source), BUNDLED[source].column
-    else:
+    elif Path(source).expanduser().is_file():
         path, default_col = Path(source).expanduser(), None
-        if not path.is_file():
-            raise DataError(
-                f"no such prompt file or bundled set: {source!r} (bundled: {', '.join(BUNDLED)})"
-            )
-    try:
-        if path.suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        elif path.suffix in (".jsonl", ".json"):
-            frame = pd.read_json(path, lines=path.suffix == ".jsonl", dtype=False)
-        else:
+    elif "/" in source and not source.startswith((".", "/", "~")) and Path(source).suffix not in (".csv", ".jsonl", ".json"):
+        frame, default_col = _load_hub_dataset(source, split), None
+    else:
+        raise DataError(f"no such prompt file or bundled set: {source!r} (bundled: {', '.join(BUNDLED)})")
+    if path is not None:
+        if path.suffix not in (".csv", ".jsonl", ".json"):
             raise DataError(f"{path}: prompt files must be .csv, .jsonl or .json")
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path} is not a well-formed {path.suffix[1:]} file: {str(e).splitlines()[0]}") from None
+        frame = _read_file(path)
     col = column or default_col or next((c for c in PROMPT_COLUMNS if c in frame.columns), None)
     if col is None or col not in frame.columns:
         wanted = repr(column) if column else f"any of {', '.join(PROMPT_COLUMNS)}"
@@ -99,5 +109,40 @@ def load_prompts(source: str, column: str | None = None, limit: int | None = Non
         values = values[:limit]
     if not values:
         raise DataError(f"{path} holds no prompts")
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    return PromptSet(source if source in BUNDLED else str(path), tuple(values), sha, col)
+    if path is not None:
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    else:  # a Hub dataset: hash the prompts themselves
+        sha = hashlib.sha256("\n".join(frame[col].tolist()).encode()).hexdigest()
+    name = source if source in BUNDLED or path is None else str(path)
+    return PromptSet(name, tuple(values), sha, col)
+
+
+def _read_file(path: Path):
+    """A CSV/JSON(L) file as a DataFrame of strings, through ``datasets``."""
+    import datasets
+
+    from ..models import cache_dir
+
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    if len(lines) <= (1 if path.suffix == ".csv" else 0):  # datasets fails obscurely on empty data
+        raise DataError(f"{path} holds no prompts")
+    datasets.disable_progress_bars()
+    builder = "csv" if path.suffix == ".csv" else "json"
+    kwargs = {"keep_default_na": False} if builder == "csv" else {}
+    try:
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train",
+                                   cache_dir=str(cache_dir() / "datasets"), **kwargs)
+    except Exception as e:  # pyarrow/pandas parse errors surface as several exception types
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        cause = e.__cause__ or e.__context__
+        if cause is not None and str(cause):
+            msg = str(cause).splitlines()[0]
+        raise DataError(f"{path} is not a well-formed {path.suffix[1:]} file: {msg}") from None
+    return ds.to_pandas()
+
+
+def list_datasets() -> list[dict]:
+    """The bundled sets with their sizes, columns, licences and hashes (see SOURCES.md)."""
+    licences = {"advbench": "MIT", "advbench-targets": "MIT", "jailbreakbench": "MIT", "maliciousinstruct": "research release"}
+    return [{"name": s.name, "rows": s.rows, "prompt column": s.column, "licence": licences[s.name],
+             "sha256": s.sha256[:16] + "...", "file": s.file} for s in BUNDLED.values()]
