@@ -64,8 +64,8 @@ def candidate_states(
     out = torch.empty(len(rows), g.hidden_size, dtype=torch.float64)
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        # A row's own unit may already be in `fixed` (same KV group on a k/v target): ablating it twice is
-        # harmless for scaling methods only if it is done once; layer_edit_for sets, not multiplies.
+        # With a k/v target on GQA a candidate can share its KV unit with the group: layer_edit_for
+        # sets entries rather than multiplying them, so that unit is still scaled by eps once.
         last = staircase_last_hidden(model, base, chunk, editor, spec, fixed)
         out[start : start + len(chunk)] = final_norm(model, last).double().cpu()
     result = torch.empty_like(out)
