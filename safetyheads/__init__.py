@@ -5,13 +5,18 @@ __version__ = "0.1.0"
 from .ablation import AblationSpec, ablate  # noqa: E402
 from .arch import ARCHITECTURES, SUPPORTED_FAMILIES, geometry, get_arch  # noqa: E402
 from .errors import SafetyheadsError  # noqa: E402
+from .generation import DecodingSpec, generate_responses  # noqa: E402
 from .heads import HeadRef, all_heads, parse_heads  # noqa: E402
 from .models import DEFAULT_MODEL, load_model  # noqa: E402
 from .ships import kl_from_logits, ships_for_ids, ships_scores, top_heads  # noqa: E402
 from .surgery import export_ablated  # noqa: E402
+from .sahara import sahara  # noqa: E402
+from .subspace import generalized_ships  # noqa: E402
+from .activations import last_token_states  # noqa: E402
 
 __all__ = [
     "__version__", "AblationSpec", "ablate", "ARCHITECTURES", "SUPPORTED_FAMILIES", "geometry", "get_arch",
     "SafetyheadsError", "HeadRef", "all_heads", "parse_heads", "DEFAULT_MODEL", "load_model",
     "kl_from_logits", "ships_for_ids", "ships_scores", "top_heads", "export_ablated",
+    "DecodingSpec", "generate_responses", "sahara", "generalized_ships", "last_token_states",
 ]

@@ -29,6 +29,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention kernel (default sdpa)")
     p.add_argument("--allow-download", action="store_true", help="let transformers download a Hub model")
     p.add_argument("--trust-remote-code", action="store_true", help="run a Hub model's own modeling code")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; use 1 on a busy machine)")
 
 
 def add_ablation_args(p: argparse.ArgumentParser, heads_required: bool) -> None:
@@ -45,6 +46,12 @@ def add_ablation_args(p: argparse.ArgumentParser, heads_required: bool) -> None:
 def load_from_args(args):
     from .models import load_model
 
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise SafetyheadsError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     t0 = time.time()
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn,
                             revision=args.revision, allow_download=args.allow_download,
