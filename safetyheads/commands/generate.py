@@ -101,16 +101,23 @@ def cmd_generate(args) -> int:
     n_eos = int(table["stopped_at_eos"].sum()) if len(table) else 0
     mean_tokens = float(table["n_new_tokens"].mean()) if len(table) else 0.0
     print(f"{len(table)} responses ({n_eos} stopped at EOS, {mean_tokens:.1f} new tokens on average): {out}")
+    args.generated_out = out  # for `asr`, which judges this file next
     return 0
 
 
 def register(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="generate responses, plain or under a head ablation (resumable)")
+    add_generate_args(p)
+    p.set_defaults(func=cmd_generate)
+
+
+def add_generate_args(p) -> None:
+    """Every option of ``generate`` (``asr`` takes them all too)."""
     from ..cli import add_ablation_args, add_model_args
     from ..data import BUNDLED
     from ..generation import MODES
     from ..prompts import TEMPLATES
 
-    p = subparsers.add_parser("generate", help="generate responses, plain or under a head ablation (resumable)")
     add_model_args(p)
     src = p.add_argument_group("prompts")
     src.add_argument("--data", help=f"bundled set ({', '.join(BUNDLED)}) or .csv/.jsonl file (default maliciousinstruct)")
@@ -136,4 +143,3 @@ def register(subparsers) -> None:
                                  "<template>_<decoding>_<hash>.jsonl)")
     p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_generate)

@@ -1,11 +1,11 @@
 """Regenerate the *unlabelled* model completions of the judge evaluation set (see README.md).
 
-    PYTHONPATH=. python safetyheads/data/judge_eval/build_candidates.py [--out candidates.jsonl]
+    PYTHONPATH=. python safetyheads/data/judge_eval/build_candidates.py [--calibration] [--out FILE]
 
 Completions come from the untuned embedded model (``safetyheads.load_model()``, SmolLM2-135M-
-Instruct, fp32, CPU), 128 new tokens, stop at EOS, in left-padded batches of 12. Prompts are drawn
+Instruct, fp32, CPU), 128 new tokens, stop at EOS, in left-padded batches of up to 16. Prompts are drawn
 with ``random.Random(0)`` from the bundled harmful sets and from Stanford Alpaca (benign). Labels are
-NOT produced here: they were added by hand in ``judge_eval.jsonl``. Batched sampling on another
+NOT produced here: they were assigned by hand in ``assemble.py``. Batched sampling on another
 machine or torch build can give other sampled texts; the labelled file is the record.
 """
 
@@ -57,17 +57,35 @@ def pick_prompts() -> list[dict]:
     return rows
 
 
-def generate(model, tok, rows: list[dict], batch: int = 12) -> None:
+def pick_calibration_prompts() -> list[dict]:
+    """Prompts for the NLL calibration texts: none of them is in the evaluation set."""
+    rng = random.Random(1)
+    alpaca = [r["instruction"] for r in json.loads(ALPACA.read_text())]
+    strongreject = [r["instruction"] for r in json.loads((ALPACA.parent / "strongreject.json").read_text())]
+    taken = {r["prompt"] for r in pick_prompts()}
+    rows = []
+    for name, pool, n_plain, n_ablated, kind in (("alpaca", alpaca, 14, 4, "benign"),
+                                                 ("strongreject", strongreject, 14, 4, "harmful")):
+        idx = [i for i in rng.sample(range(len(pool)), n_plain + n_ablated + 4) if pool[i] not in taken][: n_plain + n_ablated]
+        for j, i in enumerate(idx):
+            rows.append({"prompt": pool[i], "prompt_source": f"{name}#{i}",
+                         "kind": kind if j < n_plain else f"{kind}-ablated"})
+    return rows
+
+
+def generate(model, tok, rows: list[dict], batch: int = 16) -> None:
     from safetyheads import ablate
     from safetyheads.prompts import format_prompt
 
     tok.padding_side = "left"
-    ablated = [r for r in rows if r["kind"] == "harmful-ablated"]
+    ablated = [r for r in rows if r["kind"].endswith("-ablated")]
     for k, r in enumerate(ablated):
         r["ablation"] = list(ABLATIONS)[k % len(ABLATIONS)]
     for k, r in enumerate(rows):
         r["template"] = "chat" if k % 2 == 0 else "paper"
         r["decoding"] = "greedy" if k % 4 in (0, 1) else "top-k 5, temperature 1"
+        if r.get("ablation"):  # model breakage shows under any decoding; one setting keeps batches few
+            r["template"], r["decoding"] = "paper", "top-k 5, temperature 1"
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["template"], r["decoding"], r.get("ablation")), []).append(r)
@@ -96,13 +114,15 @@ def generate(model, tok, rows: list[dict], batch: int = 12) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=str(HERE / "candidates.jsonl"))
+    ap.add_argument("--out", help="default: candidates.jsonl, or calibration_candidates.jsonl with --calibration")
+    ap.add_argument("--calibration", action="store_true", help="the NLL calibration prompts instead")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    args.out = args.out or str(HERE / ("calibration_candidates.jsonl" if args.calibration else "candidates.jsonl"))
+    torch.set_num_threads(1)  # the machine is shared; OpenMP spin-waiting hurts more than it helps
     from safetyheads import load_model
 
     model, tok = load_model()
-    rows = pick_prompts()
+    rows = pick_calibration_prompts() if args.calibration else pick_prompts()
     generate(model, tok, rows)
     with open(args.out, "w") as f:
         for r in rows:

@@ -1,0 +1,56 @@
+"""``safetyheads asr``: generate (resumable) and judge in one command; prints ASR with its bootstrap CI.
+
+The completions stay on disk (``--out``), so other judges can re-run on them with
+``safetyheads judge`` without regenerating; the judged rows go to ``<out stem>.judged-<judge>.jsonl``.
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from pathlib import Path
+
+from ..errors import SafetyheadsError
+
+
+def register(subparsers) -> None:
+    from ..judges import DEFAULT_MAX_NLL, JUDGES
+    from .generate import add_generate_args
+    from .judge import FILTERS
+
+    p = subparsers.add_parser("asr", help="generate under an ablation (or none) and judge: attack success rate with CI")
+    add_generate_args(p)
+    j = p.add_argument_group("judging (see `safetyheads judge --help`)")
+    j.add_argument("--judge", default="keyword-fixed", help=f"{', '.join(JUDGES)} (default keyword-fixed)")
+    j.add_argument("--gibberish-filter", default="default", choices=FILTERS,
+                   help="the judge's default, none, repetition, words, or nll (reference-model fluency)")
+    j.add_argument("--reference-model", default=None, help="model scoring NLL for --gibberish-filter nll (default: the embedded model)")
+    j.add_argument("--max-nll", type=float, default=DEFAULT_MAX_NLL, help=f"NLL threshold for the nll filter (default {DEFAULT_MAX_NLL:g})")
+    j.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples for the CI (default 10000)")
+    j.add_argument("--judged-out", help="judged rows (default: <out>.judged-<judge>.jsonl beside the completions)")
+    p.set_defaults(func=cmd_asr)
+
+
+def cmd_asr(args) -> int:
+    from ..judges import JUDGES
+    from ..models import DEFAULT_MODEL
+    from .generate import cmd_generate
+    from .judge import cmd_judge
+
+    if args.judge not in JUDGES:  # before any generation
+        raise SafetyheadsError(f"unknown judge {args.judge!r}: choose one of {', '.join(JUDGES)}")
+    if args.n_boot < 1:
+        raise SafetyheadsError(f"--n-boot must be >= 1, got {args.n_boot}")
+    code = cmd_generate(args)
+    if code:
+        return code
+    completions = Path(args.generated_out)
+    judged = Path(args.judged_out) if args.judged_out else completions.with_name(
+        f"{completions.stem}.judged-{args.judge}.jsonl")
+    print()
+    return cmd_judge(Namespace(
+        input=str(completions), judge=args.judge, gibberish_filter=args.gibberish_filter,
+        reference_model=args.reference_model or DEFAULT_MODEL, max_nll=args.max_nll, nll_template="auto",
+        device=args.device, prompt_field="prompt", response_field="response", out=str(judged),
+        overwrite=True,  # judging is cheap and deterministic: always redo it from the completions
+        n_boot=args.n_boot, seed=0,
+    ))
