@@ -32,6 +32,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; use 1 on a busy machine)")
 
 
+def add_prompt_args(p: argparse.ArgumentParser):
+    """--data/--column/--limit/--prompt/--template/--system-prompt; returns the argument group."""
+    from .data import BUNDLED
+    from .prompts import TEMPLATES
+
+    src = p.add_argument_group("prompts")
+    src.add_argument("--data", help=f"bundled set ({', '.join(BUNDLED)}) or .csv/.jsonl file (default maliciousinstruct)")
+    src.add_argument("--column", help="column holding the prompts (default: input/Goal/goal/prompt/...)")
+    src.add_argument("--limit", type=int, help="use only the first N prompts")
+    src.add_argument("--prompt", action="append", help="a prompt given inline (repeatable)")
+    src.add_argument("--template", default="paper", choices=TEMPLATES,
+                     help="direct (raw query), paper (## Query:...## Answer:, default) or chat (model's template)")
+    src.add_argument("--system-prompt", help="system prompt for --template chat")
+    return src
+
+
 def add_ablation_args(p: argparse.ArgumentParser, heads_required: bool) -> None:
     from .ablation import METHODS, TARGETS
 
@@ -168,8 +184,6 @@ def cmd_models(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .data import BUNDLED
-    from .prompts import TEMPLATES
     from .ships import DEFAULT_BATCH_SIZE, STRATEGIES
 
     parser = argparse.ArgumentParser(prog="safetyheads", description=__doc__.splitlines()[0])
@@ -178,14 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ships", help="score every head's effect on the next-token distribution (Ships)")
     add_model_args(p)
-    src = p.add_argument_group("prompts")
-    src.add_argument("--data", help=f"bundled set ({', '.join(BUNDLED)}) or .csv/.jsonl file (default maliciousinstruct)")
-    src.add_argument("--column", help="column holding the prompts (default: input/Goal/goal/prompt/...)")
-    src.add_argument("--limit", type=int, help="use only the first N prompts")
-    src.add_argument("--prompt", action="append", help="a prompt given inline (repeatable)")
-    src.add_argument("--template", default="paper", choices=TEMPLATES,
-                     help="direct (raw query), paper (## Query:...## Answer:, default) or chat (model's template)")
-    src.add_argument("--system-prompt", help="system prompt for --template chat")
+    add_prompt_args(p)
     add_ablation_args(p, heads_required=False)
     p.add_argument("--out", help="results file, .jsonl or .csv (default safetyheads-out/ships_<model>_<method>_<template>.jsonl)")
     p.add_argument("--csv", help="also write the tidy table to this CSV")

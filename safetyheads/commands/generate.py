@@ -113,20 +113,13 @@ def register(subparsers) -> None:
 
 def add_generate_args(p) -> None:
     """Every option of ``generate`` (``asr`` takes them all too)."""
-    from ..cli import add_ablation_args, add_model_args
+    from ..cli import add_ablation_args, add_model_args, add_prompt_args
     from ..data import BUNDLED
     from ..generation import MODES
     from ..prompts import TEMPLATES
 
     add_model_args(p)
-    src = p.add_argument_group("prompts")
-    src.add_argument("--data", help=f"bundled set ({', '.join(BUNDLED)}) or .csv/.jsonl file (default maliciousinstruct)")
-    src.add_argument("--column", help="column holding the prompts (default: input/Goal/goal/prompt/...)")
-    src.add_argument("--limit", type=int, help="use only the first N prompts")
-    src.add_argument("--prompt", action="append", help="a prompt given inline (repeatable)")
-    src.add_argument("--template", default="paper", choices=TEMPLATES,
-                     help="direct (raw query), paper (## Query:...## Answer:, default) or chat (model's template)")
-    src.add_argument("--system-prompt", help="system prompt for --template chat")
+    src = add_prompt_args(p)
     src.add_argument("--prefill", help="text appended verbatim to the formatted prompt, which the model continues "
                                        "(e.g. 'Sure, here is'); recorded with each response")
     add_ablation_args(p, heads_required=False)  # no --heads: the vanilla model
