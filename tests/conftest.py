@@ -200,3 +200,23 @@ def _no_hooks_left_behind(request):
 def _cached_models():
     """The models get_model has built so far, keyed by (family, impl)."""
     return dict(_MODELS)
+
+
+# ------------------------------------------------------------------ CLI tests: a saved tiny model, offline
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A tiny GQA Llama saved with its tokenizer, as a user's local model folder."""
+    path = tmp_path_factory.mktemp("tiny-llama-gqa")
+    tiny_model("llama-gqa").save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def offline_cache(tmp_path, monkeypatch):
+    """An empty safetyheads cache and HF home, with the Hub switched off."""
+    monkeypatch.setenv("SAFETYHEADS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -281,21 +281,6 @@ def test_generation_config_of_the_checkpoint_does_not_leak(tok):
 # ------------------------------------------------------------------------------------ CLI
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-llama-gqa-gen")
-    tiny_model("llama-gqa").save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def offline_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAFETYHEADS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def _generate(folder, out, *extra, prompts=PROMPTS[:3]):
     args = ["generate", "--model", str(folder), "--attn", "eager", "--quiet", "--max-new-tokens", "6"]
     args += ["--out", str(out)] if out else []
@@ -415,3 +400,8 @@ def test_embedded_model_padded_batch_equals_unpadded():
         alone = [generate_responses(model, tok, [p], ablation=spec, decoding=dec, template="chat", prompt_ids=[i])[0]
                  for i, p in enumerate(prompts)]
         assert batched == alone
+
+
+@pytest.fixture(autouse=True)
+def _offline(offline_cache):
+    """Every test here runs with an empty cache and no Hub."""

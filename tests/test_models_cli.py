@@ -14,21 +14,6 @@ from safetyheads.results import read_results
 from safetyheads.testing import tiny_model, tiny_tokenizer
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-llama-gqa")
-    tiny_model("llama-gqa").save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def offline_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAFETYHEADS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def test_load_local_folder(folder):
     model, tok = load_model(str(folder), attn_implementation="eager")
     assert model.safetyheads_source["kind"] == "folder"
@@ -190,3 +175,8 @@ def test_cli_export_loads_without_safetyheads(folder, tmp_path):
 def test_cli_models_lists_embedded(capsys):
     assert main(["models"]) == 0
     assert "smollm2-135m-instruct" in capsys.readouterr().out
+
+
+@pytest.fixture(autouse=True)
+def _offline(offline_cache):
+    """Every test here runs with an empty cache and no Hub."""

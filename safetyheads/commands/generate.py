@@ -14,13 +14,11 @@ COLUMNS = ["prompt_id", "prompt", "template", "prefill", "response", "n_new_toke
            "ablation", "decoding"]
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(text).name or text).strip("-")
-
-
 def default_out(run: dict) -> Path:
     """``safetyheads-out/generate_<model>_<dataset>_<ablation>_<template>_<decoding>_<hash>.jsonl``; the
     hash covers every run setting, so two different runs never share a default file."""
+    from ..cli import _slug
+
     abl = run["ablation"]
     if abl is None:
         tag = "vanilla"
