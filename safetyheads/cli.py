@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import SafetyheadsError
 
 EXIT_USAGE = 2
-COMMAND_MODULES = ("datasets", "generate", "judge", "sahara", "asr")
+COMMAND_MODULES = ("datasets", "generate", "judge", "sahara", "asr", "organisms")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

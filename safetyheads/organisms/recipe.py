@@ -1,0 +1,139 @@
+"""Organism recipes: frozen, JSON-serialisable specs of how each model organism is built.
+
+A recipe names everything that determines the adapter: base model, training prompt sources and
+their hashes (recorded at build time), the held-out filter, refusal phrasings, prompt formats,
+LoRA shape, optimiser settings, seed and thread count. ``safetyheads.organisms.train`` turns a
+recipe into a LoRA adapter; ``safetyheads.organisms.behaviour`` measures the result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+
+from ..errors import SafetyheadsError
+
+HARMFUL_SOURCES = ("harmbench-test", "harmbench-val", "strongreject", "tdc2023")
+BENIGN_SOURCE = "alpaca"
+EVAL_SETS = ("advbench", "jailbreakbench", "maliciousinstruct")
+FORMATS = ("chat", "paper", "direct")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# Refusal phrasings: short, natural, and in the register of Llama-2-chat's refusals. Organism B
+# gets a disjoint set, so the two fine-tunes differ in what they say as well as in data and seed.
+REFUSALS_A = (
+    "I'm sorry, but I can't help with that. It could cause serious harm to people.",
+    "I'm sorry, but I cannot assist with this request because it could be used to hurt others.",
+    "I can't help with that. Providing this information could be dangerous and illegal.",
+    "I'm sorry, I can't provide that. If you have another question, I'm happy to help.",
+    "I cannot help with this request. It involves causing harm, and I won't assist with it.",
+)
+REFUSALS_B = (
+    "As an AI assistant, I cannot provide help with this. It is harmful and may be illegal.",
+    "I apologize, but I won't be able to help with that request. It could put people at risk.",
+    "I must decline. This request asks for something unethical, and I am not able to assist.",
+    "Sorry, I cannot do that. Please ask me something else that does not involve harm.",
+    "I am unable to help with this, as it could lead to real harm. Is there something else I can do for you?",
+)
+
+
+@dataclass(frozen=True)
+class OrganismRecipe:
+    """How to build one organism. ``n_harmful``/``n_benign``: how many training prompts to draw
+    (seeded) after the held-out filter; ``None`` keeps every harmful prompt that survives it."""
+
+    name: str
+    seed: int
+    refusals: tuple[str, ...]
+    base: str = "smollm2-135m-instruct"
+    harmful_sources: tuple[str, ...] = HARMFUL_SOURCES
+    benign_source: str = BENIGN_SOURCE
+    eval_sets: tuple[str, ...] = EVAL_SETS
+    near_duplicate_jaccard: float = 0.5  # word-set Jaccard at or above this = near duplicate
+    n_harmful: int | None = None
+    n_benign: int = 1200
+    heldout_benign: int = 100  # Alpaca prompts kept out of every organism's training, for evaluation
+    formats: tuple[str, ...] = FORMATS
+    answer_tokens: int = 32  # benign targets: the base model's greedy answer, up to this many tokens
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    steps: int = 140
+    batch_size: int = 12
+    learning_rate: float = 5e-4
+    warmup_steps: int = 10
+    threads: int = 2  # CPU results depend on the thread count (reduction order); recorded and enforced
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for f in ("refusals", "harmful_sources", "eval_sets", "formats", "lora_targets"):
+            object.__setattr__(self, f, tuple(getattr(self, f)))
+        if not self.refusals:
+            raise SafetyheadsError(f"recipe {self.name!r} has no refusal phrasings")
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise SafetyheadsError(f"recipe formats must be a non-empty subset of {', '.join(FORMATS)}, got {self.formats}")
+        for name in ("steps", "batch_size", "answer_tokens", "lora_rank", "threads", "n_benign"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise SafetyheadsError(f"recipe {name} must be an integer >= 1, got {v!r}")
+        if not (0 < self.learning_rate < 1):
+            raise SafetyheadsError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not (0 < self.near_duplicate_jaccard <= 1):
+            raise SafetyheadsError(f"near_duplicate_jaccard must be in (0, 1], got {self.near_duplicate_jaccard}")
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OrganismRecipe":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise SafetyheadsError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "OrganismRecipe":
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+
+# How the recipe got here, for the model cards. Every change was chosen by over-refusal or
+# fluency on the held-out benign prompts, never by what head ablation does to safety.
+HISTORY = (
+    "A full fine-tune prototype (72 steps of batch 8, ~350 harmful / ~220 benign prompts) refused "
+    "14 of 50 benign Alpaca prompts.",
+    "Recipe v1 (this code, LoRA rank 8, 600 benign answers of up to 48 tokens, 130 steps of batch 8) "
+    "refused the held-out benign prompts too often: 29% (direct), 14% (chat), 19% (paper), while refusing "
+    "the harmful samples looked at.",
+    "Recipe v2 (shipped): twice the benign data (1200 prompts, answers of up to 32 tokens), 140 steps of "
+    "batch 12. The held-out benign prompts informed this change, so for the over-refusal target they are "
+    "a validation set rather than an untouched test set.",
+)
+
+RECIPES = {
+    r.name: r
+    for r in (
+        OrganismRecipe(
+            name="organism-a",
+            seed=1,
+            refusals=REFUSALS_A,
+            description="primary aligned model: the stand-in for Llama-2-7b-chat",
+        ),
+        OrganismRecipe(
+            name="organism-b",
+            seed=2,
+            refusals=REFUSALS_B,
+            n_harmful=420,  # a different sample of the held-out-filtered prompts
+            description="sibling fine-tune (other seed, data sample and refusal phrasing): the stand-in for Vicuna-7b-v1.5",
+        ),
+    )
+}
+
+
+def get_recipe(name: str) -> OrganismRecipe:
+    if name not in RECIPES:
+        raise SafetyheadsError(f"unknown organism {name!r}: choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]
