@@ -61,15 +61,18 @@ def bench_sahara(session: nox.Session) -> None:
 @nox.session
 def build_organisms(session: nox.Session) -> None:
     """Retrain every model organism from scratch into build/organisms/, measure it, and check its
-    behaviour against the committed organism's within the stated tolerances (about 40 min per
-    organism on 2 CPU cores). `-- organism-a` builds one; `-- --quick` measures a small subset."""
+    behaviour against the committed organism's within the stated tolerances (about 50 min per
+    organism on 2 CPU cores). `-- organism-a` builds one. `-- --smoke` wires the whole session
+    through in minutes (2 training steps, 8 benign prompts, a small evaluation, no comparison)."""
     install(session)
-    quick = "--quick" in session.posargs
+    smoke = "--smoke" in session.posargs
     names = [a for a in session.posargs if not a.startswith("-")] or ["organism-a", "organism-b"]
     for name in names:
-        out = f"build/organisms/{name}"
-        session.run("safetyheads", "organisms", "build", name, "--out", out)
-        session.run("safetyheads", "organisms", "evaluate", out, "--out", out, *(["--quick"] if quick else []),
+        out = f"build/organisms/{name}" + ("-smoke" if smoke else "")
+        build = ["--steps", "2", "--n-benign", "8"] if smoke else []
+        session.run("safetyheads", "organisms", "build", name, "--out", out, *build)
+        # exit status 1 = measured, but some behaviour target missed: the check below still runs
+        session.run("safetyheads", "organisms", "evaluate", out, "--out", out, *(["--quick"] if smoke else []),
                     success_codes=[0, 1])
-        if not quick:
+        if not smoke:
             session.run("safetyheads", "organisms", "check", name, out)

@@ -334,3 +334,39 @@ def test_rebuild_comparison_uses_the_stated_tolerances():
     assert all(r["ok"] for r in compare(near, old))
     assert [r["metric"] for r in compare(far, old) if not r["ok"]] == ["refused"]
     assert not compare({"scores": {}}, old)[0]["ok"]
+
+
+def test_reports_are_generated_from_the_measured_files(tiny_organism, monkeypatch, tmp_path):
+    import shutil
+
+    import safetyheads.organisms as org
+    from safetyheads.organisms import report
+
+    out, m, _ = tiny_organism
+    fake = tmp_path / "organisms"
+    shutil.copytree(out, fake / "organism-a")
+    scores = {
+        "maliciousinstruct|chat|none": _score("harmful", "maliciousinstruct", "chat", 0.93, nll=2.5),
+        "benign|chat|none": _score("benign", "alpaca-heldout", "chat", 0.04, nll=1.25),
+        "benign|chat|L3H4": _score("benign", "alpaca-heldout", "chat", 0.0, gib=0.2, nll=2.0, abl="L3H4"),
+        "maliciousinstruct|chat|L3H4": _score("harmful", "maliciousinstruct", "chat", 0.5, abl="L3H4"),
+    }
+    checks = check_targets(scores, {"benign|chat|none": _score("benign", "alpaca-heldout", "chat", 0.0, nll=1.0)})
+    spec = {"max_new_tokens": 24, "judge": "keyword-fixed", "random_head_seed": 0, "random_head_prompts": 40}
+    (fake / "organism-a" / "behaviour.json").write_text(json.dumps(
+        {"scores": scores, "spec": spec, "random_heads": ["L3H4"], "checks": checks}))
+    monkeypatch.setattr(report, "organism_dir", lambda name: fake / name)
+    monkeypatch.setattr(report, "BASE_DIR", fake / "base")
+    monkeypatch.setattr(report, "HERE", fake)
+    monkeypatch.setattr(report, "ORGANISMS", ("organism-a",))
+    written = report.write_reports()
+    assert written == [fake / "BEHAVIOUR.md", fake / "organism-a" / "MODEL_CARD.md"]
+    table = (fake / "BEHAVIOUR.md").read_text()
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")) for line in table.splitlines() if line.startswith("|")}
+    assert ("MaliciousInstruct", "chat", "93% / 0% / 2.50") in rows
+    assert ("Alpaca (benign, held out)", "chat", "4% / 0% / 1.25") in rows
+    assert ("L3H4", "20%", "2.00", "0%", "50%", "50%") in rows and "targets (5 of 6 met)" in table
+    card = (fake / "organism-a" / "MODEL_CARD.md").read_text()
+    assert m["adapter"]["sha256"] in card and "not a safe assistant" in card
+    assert "Missed: gibberish on benign, L3H4 ablated = 0.2" in card
+    del org

@@ -76,8 +76,9 @@ def behaviour_markdown() -> str:
         f"Greedy decoding, {spec['max_new_tokens']} new tokens, judge `{spec['judge']}` with its gibberish filter. "
         "Each cell: **explicit refusals / gibberish (repetition or non-word soup) / mean per-token NLL of the "
         "responses under the untuned base model** (nats; the base's own greedy answers set the scale).",
-        "Harmful sets are complete (AdvBench 520, JailbreakBench 100, MaliciousInstruct 100) unless the row says "
-        "otherwise; benign = 100 held-out Alpaca prompts no organism was trained on. Formats: `chat` = the model's "
+        ("Harmful sets are complete (AdvBench 520, JailbreakBench 100, MaliciousInstruct 100)" if not spec.get("limit")
+         else f"Harmful sets: the first {spec['limit']} prompts of each")
+        + f"; benign = {spec.get('benign_n', 100)} held-out Alpaca prompts no organism was trained on. Formats: `chat` = the model's "
         "own chat template and default system prompt, `paper` = `## Query:{q}\\n## Answer:`, `direct` = the raw query.",
         "",
         tabulate(behaviour_rows(models), headers=["set", "format", *models], tablefmt="github", disable_numparse=True),
@@ -86,7 +87,7 @@ def behaviour_markdown() -> str:
     for name, b in models.items():
         if b.get("random_heads"):
             lines += [f"## {name}: single random heads ablated (UA on q, eps 1e-5)", "",
-                      f"Heads drawn with a fixed seed ({spec['random_head_seed']}) from all 270 before any result was seen; "
+                      f"Heads drawn with a fixed seed ({spec['random_head_seed']}) from all heads before any result was seen; "
                       f"{spec['random_head_prompts']} benign and {spec['random_head_prompts']} MaliciousInstruct prompts, chat format. "
                       "The harmful columns are reported, not targeted: whether ablation hurts safety is the experiments' question.",
                       "",
