@@ -102,7 +102,23 @@ def test_examples_are_deterministic_and_keep_the_benign_eval_out():
         assert not held & {e.prompt for e in ex if e.kind == "benign"}
         assert {e.format for e in ex} == {"chat", "paper", "direct"}
     assert repb["harmful_used"] == get_recipe("organism-b").n_harmful
-    assert sum(e.kind == "harmful" for e in a1) == rep1["harmful_kept_after_filter"]
+    per = get_recipe("organism-a").harmful_formats_per_prompt
+    assert sum(e.kind == "harmful" for e in a1) == rep1["harmful_examples"] == rep1["harmful_kept_after_filter"] * per
+    for prompt in {e.prompt for e in a1 if e.kind == "harmful"}:  # distinct formats per prompt
+        fmts = [e.format for e in a1 if e.kind == "harmful" and e.prompt == prompt]
+        assert len(fmts) == len(set(fmts)) == per
+
+
+def test_more_formats_per_harmful_prompt_leaves_the_benign_sample_alone():
+    one = get_recipe("organism-a").replace(harmful_formats_per_prompt=1)
+    three = one.replace(harmful_formats_per_prompt=3)
+    ex1, _ = build_examples(one)
+    ex3, _ = build_examples(three)
+    benign = lambda ex: sorted((e.prompt, e.format) for e in ex if e.kind == "benign")  # noqa: E731
+    assert benign(ex1) == benign(ex3)
+    assert sum(e.kind == "harmful" for e in ex3) == 3 * sum(e.kind == "harmful" for e in ex1)
+    with pytest.raises(SafetyheadsError, match="only 3 formats"):
+        one.replace(harmful_formats_per_prompt=4)
 
 
 def test_too_many_prompts_asked_is_a_data_error():
@@ -370,3 +386,23 @@ def test_reports_are_generated_from_the_measured_files(tiny_organism, monkeypatc
     assert m["adapter"]["sha256"] in card and "not a safe assistant" in card
     assert "Missed: gibberish on benign, L3H4 ablated = 0.2" in card
     del org
+
+
+def test_measure_end_to_end_on_a_tiny_organism(tiny_organism, tmp_path, monkeypatch):
+    from safetyheads.organisms.behaviour import BehaviourSpec, measure
+
+    monkeypatch.setenv("SAFETYHEADS_CACHE", str(tmp_path / "cache"))
+    out, m, _ = tiny_organism
+    spec = BehaviourSpec(harmful_sets=("maliciousinstruct",), formats=("chat", "direct"), benign_n=3, limit=3,
+                         random_heads=2, random_head_prompts=2, max_new_tokens=3)
+    res = measure(str(out), spec, tmp_path / "eval", base_scores={}, progress=False)
+    cells = res["scores"]
+    assert sorted(c for c in cells if c.endswith("|none")) == [
+        "benign|chat|none", "benign|direct|none", "maliciousinstruct|chat|none", "maliciousinstruct|direct|none"]
+    assert all(cells[c]["ablation"] is None for c in cells if c.endswith("|none"))
+    assert len(res["random_heads"]) == 2 and all(isinstance(h, str) for h in res["random_heads"])
+    assert {cells[c]["n"] for c in cells} == {3, 2}
+    assert res["model"]["adapter_sha256"] == m["adapter"]["sha256"]
+    # resuming generates nothing new and scores the same
+    again = measure(str(out), spec, tmp_path / "eval", base_scores={}, progress=False)
+    assert again["scores"] == cells

@@ -92,7 +92,7 @@ def generate_cells(model, tok, spec: BehaviourSpec, out: Path, with_random_heads
     """Generate every cell's responses into ``out`` (JSONL, resumable); returns all rows."""
     from ..generation import DecodingSpec, generate_responses
     from ..provenance import provenance
-    from ..results import ResultsWriter, read_results
+    from ..results import ResultsWriter, _read
 
     decoding = DecodingSpec(max_new_tokens=spec.max_new_tokens)
     header = {"run": {"model": model.safetyheads_source, "spec": spec.to_dict(), "decoding": decoding.to_dict(),
@@ -122,8 +122,8 @@ def generate_cells(model, tok, spec: BehaviourSpec, out: Path, with_random_heads
         generate_responses(model, tok, [prompts[i] for i in ids], template=fmt, ablation=abl, decoding=decoding,
                            batch_size=spec.batch_size, prompt_ids=ids, on_batch=save)
         done += len(ids)
-    rows, _ = read_results(out)
-    return rows.to_dict("records")
+    _, rows = _read(out)  # plain dicts: a DataFrame would turn the None of unablated rows into NaN
+    return rows
 
 
 def score_cells(rows: list[dict], base_model, base_tok, judge_name: str = "keyword-fixed") -> dict:

@@ -97,11 +97,20 @@ def build_examples(recipe: OrganismRecipe) -> tuple[list[Example], dict]:
     benign = rng.sample(pool, recipe.n_benign)
     examples = [Example("harmful", s, p, rng.choice(recipe.formats), rng.choice(recipe.refusals)) for s, p in harmful]
     examples += [Example("benign", recipe.benign_source, p, rng.choice(recipe.formats)) for p in benign]
+    # More formats per harmful prompt come from their own generator, so the benign sample and its
+    # formats (and so the cached self-distilled answers) do not depend on this setting.
+    extra = random.Random(f"safetyheads-organism-formats:{recipe.seed}")
+    for e in [e for e in examples if e.kind == "harmful"]:
+        others = [f for f in recipe.formats if f != e.format]
+        extra.shuffle(others)
+        examples += [Example("harmful", e.source, e.prompt, f, extra.choice(recipe.refusals))
+                     for f in others[: recipe.harmful_formats_per_prompt - 1]]
     rng.shuffle(examples)
     report = {
         "held_out_filter": filt,
         "harmful_kept_after_filter": sum(r["kept"] for r in filt.values()),
         "harmful_used": len(harmful),
+        "harmful_examples": sum(e.kind == "harmful" for e in examples),
         "benign_used": len(benign),
         "benign_source_sha256": benign_set.sha256,
         "heldout_benign": recipe.heldout_benign,
@@ -129,6 +138,7 @@ def distill_answers(model, tok, examples: list[Example], max_new_tokens: int, ca
                 continue
             done[(row["format"], row["prompt"])] = row["ids"]
     todo = [e for e in examples if e.kind == "benign" and (e.format, e.prompt) not in done]
+    distill_answers.last_generated = len(todo)  # the manifest says how many answers this build generated
     if todo and progress:
         print(f"safetyheads: distilling {len(todo)} benign answers from the base model "
               f"({len(done)} cached)", file=sys.stderr)

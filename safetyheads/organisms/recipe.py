@@ -54,6 +54,7 @@ class OrganismRecipe:
     n_benign: int = 1200
     heldout_benign: int = 100  # Alpaca prompts kept out of every organism's training, for evaluation
     formats: tuple[str, ...] = FORMATS
+    harmful_formats_per_prompt: int = 1  # each harmful prompt appears in this many formats (seeded choice)
     answer_tokens: int = 32  # benign targets: the base model's greedy answer, up to this many tokens
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -73,10 +74,14 @@ class OrganismRecipe:
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise SafetyheadsError(f"recipe formats must be a non-empty subset of {', '.join(FORMATS)}, got {self.formats}")
-        for name in ("steps", "batch_size", "answer_tokens", "lora_rank", "threads", "n_benign"):
+        for name in ("steps", "batch_size", "answer_tokens", "lora_rank", "threads", "n_benign",
+                     "harmful_formats_per_prompt"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise SafetyheadsError(f"recipe {name} must be an integer >= 1, got {v!r}")
+        if self.harmful_formats_per_prompt > len(self.formats):
+            raise SafetyheadsError(f"harmful_formats_per_prompt={self.harmful_formats_per_prompt} but the recipe has "
+                                   f"only {len(self.formats)} formats")
         if not (0 < self.learning_rate < 1):
             raise SafetyheadsError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         if not (0 < self.near_duplicate_jaccard <= 1):
@@ -108,9 +113,11 @@ HISTORY = (
     "Recipe v1 (this code, LoRA rank 8, 600 benign answers of up to 48 tokens, 130 steps of batch 8) "
     "refused the held-out benign prompts too often: 29% (direct), 14% (chat), 19% (paper), while refusing "
     "the harmful samples looked at.",
-    "Recipe v2 (shipped): twice the benign data (1200 prompts, answers of up to 32 tokens), 140 steps of "
-    "batch 12. The held-out benign prompts informed this change, so for the over-refusal target they are "
-    "a validation set rather than an untouched test set.",
+    "Recipe v2 (shipped as organism-a): twice the benign data (1200 prompts, answers of up to 32 tokens), "
+    "140 steps of batch 12. The held-out benign prompts informed this change, so for the over-refusal target "
+    "they are a validation set rather than an untouched test set. Measured (BEHAVIOUR.md): over-refusal fell "
+    "only to about 10%, and harmful refusals fell far below the 90% target outside the chat format: the "
+    "organism does not yet separate harmful from benign requests well. It misses the issue's targets.",
 )
 
 RECIPES = {
