@@ -100,10 +100,9 @@ def _evaluate(args) -> int:
                   "NLL targets are not checked", file=sys.stderr)
         if args.quick:
             base_scores = base_scores or {}
-    out.mkdir(parents=True, exist_ok=True)
     result = measure(args.name, spec, out, base_scores=base_scores,
                      with_random_heads=not (is_base or args.no_random_heads))
-    (out / "behaviour.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "behaviour.json").write_text(json.dumps(result, indent=1) + "\n")  # measure() made the folder
     for c in result.get("checks", []):
         print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['value']} (target {c['target']})")
     print(out / "behaviour.json")

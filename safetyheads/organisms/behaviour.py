@@ -194,6 +194,7 @@ def measure(name_or_folder: str, spec: BehaviourSpec, work: Path, base_scores: d
     from ..provenance import provenance
 
     model, tok = load_model(name_or_folder)  # a GPU when there is one
+    work.mkdir(parents=True, exist_ok=True)  # only once the model loaded: a bad name leaves nothing behind
     base_name = model.safetyheads_source.get("base", model.safetyheads_source.get("model"))
     gens = work / "generations.jsonl"
     rows = generate_cells(model, tok, spec, gens, with_random_heads=with_random_heads, progress=progress)
