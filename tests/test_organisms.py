@@ -159,7 +159,7 @@ def _tiny_examples(tok):
     return ex, answers
 
 
-def _train_tiny(tmp_path, steps=4, fail_at=None, monkeypatch=None):
+def _train_tiny(tmp_path, steps=4):
     tok = tiny_tokenizer()
     model = tiny_model("llama-gqa")
     recipe = get_recipe("organism-a").replace(steps=steps, batch_size=4, warmup_steps=1, learning_rate=1e-2,
@@ -309,14 +309,12 @@ def test_tampered_organism_is_refused(tiny_organism, tmp_path):
 
 def test_missing_organism_adapter_says_how_to_build(monkeypatch, tmp_path):
     import safetyheads.organisms as org
-    from safetyheads.models import load_model
 
     monkeypatch.setattr(org, "organism_dir", lambda name: tmp_path / name)
     import safetyheads.models as models
 
     with pytest.raises(ModelLoadError, match="safetyheads organisms build organism-b"):
         models._load_organism("organism-b", tmp_path / "organism-b", torch.float32, "cpu", "sdpa")
-    del load_model
 
 
 # ------------------------------------------------------------------ behaviour bookkeeping
@@ -355,7 +353,6 @@ def test_rebuild_comparison_uses_the_stated_tolerances():
 def test_reports_are_generated_from_the_measured_files(tiny_organism, monkeypatch, tmp_path):
     import shutil
 
-    import safetyheads.organisms as org
     from safetyheads.organisms import report
 
     out, m, _ = tiny_organism
@@ -385,7 +382,6 @@ def test_reports_are_generated_from_the_measured_files(tiny_organism, monkeypatc
     card = (fake / "organism-a" / "MODEL_CARD.md").read_text()
     assert m["adapter"]["sha256"] in card and "not a safe assistant" in card
     assert "Missed: gibberish on benign, L3H4 ablated = 0.2" in card
-    del org
 
 
 def test_measure_end_to_end_on_a_tiny_organism(tiny_organism, tmp_path, monkeypatch):

@@ -47,7 +47,7 @@ def build_organism(recipe: OrganismRecipe, out: "str | Path", progress: bool = T
     examples, data_report = build_examples(recipe)
     # The base's answers depend only on the base, the prompt, its format and the length: one cache for all recipes.
     distilled = cache_dir() / "organisms" / f"distilled-{base_source.get('sha256', 'unknown')[:16]}-{recipe.answer_tokens}.jsonl"
-    answers = distill_answers(model, tok, examples, recipe.answer_tokens, cache=distilled, progress=progress)
+    answers, generated = distill_answers(model, tok, examples, recipe.answer_tokens, cache=distilled, progress=progress)
     t_distill = time.time() - t0
     peft_model, log = train_adapter(model, tok, recipe, examples, answers, work, progress=progress)
     t_train = time.time() - t0 - t_distill
@@ -65,9 +65,8 @@ def build_organism(recipe: OrganismRecipe, out: "str | Path", progress: bool = T
         "training": {"steps": recipe.steps, "final_loss_mean_last10": round(sum(r["loss"] for r in log[-10:]) / len(log[-10:]), 4),
                      "loss": [r["loss"] for r in log]},
         "build": {"seconds_distill": round(t_distill, 1), "seconds_train": round(t_train, 1),
-                  "answers_generated": getattr(distill_answers, "last_generated", None),
-                  "answers_from_cache": sum(e.kind == "benign" for e in examples)
-                  - (getattr(distill_answers, "last_generated", 0) or 0),
+                  "answers_generated": generated,
+                  "answers_from_cache": sum(e.kind == "benign" for e in examples) - generated,
                   "device": str(model.device), "threads": torch.get_num_threads(),
                   "cpu": platform.processor() or platform.machine(),
                   "cpu_count": os.cpu_count()},

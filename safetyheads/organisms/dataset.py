@@ -122,10 +122,10 @@ def build_examples(recipe: OrganismRecipe) -> tuple[list[Example], dict]:
 
 
 def distill_answers(model, tok, examples: list[Example], max_new_tokens: int, cache: Path | None = None,
-                    batch_size: int = 48, progress: bool = True) -> dict[tuple[str, str], list[int]]:
+                    batch_size: int = 48, progress: bool = True) -> tuple[dict[tuple[str, str], list[int]], int]:
     """The base model's greedy answer (token ids, EOS included when it stopped) to every benign
     example, keyed by (format, prompt). ``cache`` (JSONL) keeps finished answers, so an interrupted
-    build resumes without regenerating them."""
+    build resumes without regenerating them. Returns (answers, how many this call generated)."""
     from ..generation import DecodingSpec, eos_token_ids, generate_responses
 
     eos = eos_token_ids(model, tok)
@@ -138,7 +138,6 @@ def distill_answers(model, tok, examples: list[Example], max_new_tokens: int, ca
                 continue
             done[(row["format"], row["prompt"])] = row["ids"]
     todo = [e for e in examples if e.kind == "benign" and (e.format, e.prompt) not in done]
-    distill_answers.last_generated = len(todo)  # the manifest says how many answers this build generated
     if todo and progress:
         print(f"safetyheads: distilling {len(todo)} benign answers from the base model "
               f"({len(done)} cached)", file=sys.stderr)
@@ -160,4 +159,4 @@ def distill_answers(model, tok, examples: list[Example], max_new_tokens: int, ca
     finally:
         if out is not None:
             out.close()
-    return done
+    return done, len(todo)
