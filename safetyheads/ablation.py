@@ -297,3 +297,36 @@ def ablate(
         yield spec
     finally:
         editor.remove()
+
+
+def row_family(spec: AblationSpec | None):
+    """Specs of one family (method, eps, target) can share a batch, each row its own heads."""
+    return None if spec is None else (spec.method, spec.eps, spec.target)
+
+
+@contextmanager
+def ablate_rows(model, specs: "list[AblationSpec | None]") -> Iterator[None]:
+    """Ablate batch row r with ``specs[r]`` (None: row r is left as it is) inside the ``with``
+    block. Every spec must share method, eps and target; rows without an edit in a layer are
+    scaled by exactly 1.0, so they compute what an unablated batch computes."""
+    fams = {row_family(s) for s in specs if s is not None}
+    if len(fams) > 1:
+        raise AblationError(f"ablate_rows needs one method/eps/target for every row, got {sorted(map(str, fams))}")
+    if not fams:
+        yield
+        return
+    method, eps, target = fams.pop()
+    editor = RowEditor(model, target)
+    rows: list[dict[int, set[int]]] = []
+    for s in specs:
+        units: dict[int, set[int]] = {}
+        for h in (s.heads if s is not None else ()):
+            units.setdefault(h.layer, set()).add(unit_of(editor.geom, h.head, target))
+        rows.append(units)
+    for layer in sorted({layer for r in rows for layer in r}):
+        editor.edits[layer] = layer_edit_for([sorted(r.get(layer, ())) for r in rows], editor.units, method, eps)
+    editor.install(sorted(editor.edits))
+    try:
+        yield
+    finally:
+        editor.remove()

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .ablation import AblationSpec, GQAGroupWarning, ablate
+from .ablation import AblationSpec, GQAGroupWarning, ablate, ablate_rows, row_family
 from .errors import AblationError, DataError, SafetyheadsError
 from .prompts import format_prompt
 
@@ -302,25 +302,31 @@ def generate_responses(
     pad_id = pad_token_id(tok, eos_ids)
     dec_dict = decoding.to_dict()
 
-    # Batches: prompts sharing a spec, groups in order of first appearance, prompts in input order
-    # (with a single spec, on_batch sees the prompts in order; a row's output does not depend on its batch).
+    # Batches: prompts whose specs share method, eps and target (each row ablating its own heads),
+    # groups in order of first appearance, prompts in input order (with a single spec, on_batch sees
+    # the prompts in order; a row's output does not depend on its batch).
     groups: dict = {}
     for i, spec in enumerate(specs):
-        groups.setdefault(spec, []).append(i)
-    batches = [(spec, members[s:s + batch_size]) for spec, members in groups.items()
-               for s in range(0, len(members), batch_size)]
+        groups.setdefault(row_family(spec), []).append(i)
+    batches = [(members[s:s + batch_size]) for members in groups.values() for s in range(0, len(members), batch_size)]
 
     results: list[dict | None] = [None] * len(prompts)
     bar = tqdm(total=len(prompts), unit="prompt", desc="generate", disable=not progress)
     try:
-        for spec, members in batches:
+        for members in batches:
             seeds = [row_seed(decoding.seed, prompt_ids[i]) for i in members]
+            row_specs = [specs[i] for i in members]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", GQAGroupWarning)  # already raised once, by the check above
-                with ablate(model, spec) if spec is not None else nullcontext():
+                if len(set(row_specs)) == 1:
+                    context = ablate(model, row_specs[0]) if row_specs[0] is not None else nullcontext()
+                else:
+                    context = ablate_rows(model, row_specs)
+                with context:
                     new = _generate_batch(model, [encoded[i] for i in members], seeds, decoding, eos_ids, pad_id)
             done = []
             for i, new_ids in zip(members, new):
+                spec = specs[i]
                 text_ids, n_new, stopped = _finish(new_ids, eos_ids)
                 results[i] = {
                     "prompt_id": prompt_ids[i],

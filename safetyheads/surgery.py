@@ -143,3 +143,24 @@ def export_ablated(
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out_dir
+
+
+@torch.no_grad()
+def swap_attention(model, donor) -> list[str]:
+    """Copy every attention parameter (q/k/v/o projections, their biases, any q/k norms) of every
+    layer from ``donor`` into ``model``, in place: the paper's Figure 6a puts the base model's
+    attention into the aligned model. The two must share architecture and shapes.
+    Returns the names of the parameters copied."""
+    if get_arch(model).family != get_arch(donor).family or geometry(model) != geometry(donor):
+        raise AblationError("attention swap needs two models of the same family and shape "
+                            f"({get_arch(model).family} {geometry(model)} vs {get_arch(donor).family} {geometry(donor)})")
+    attn = get_arch(model).attn
+    donor_params = dict(donor.named_parameters())
+    copied = []
+    for name, param in model.named_parameters():
+        if f".{attn}." in f".{name}":
+            param.copy_(donor_params[name].to(device=param.device, dtype=param.dtype))
+            copied.append(name)
+    if not copied:
+        raise AblationError(f"no attention parameters (under '{attn}') found to swap")
+    return copied

@@ -197,6 +197,38 @@ def test_per_query_ablations_apply_the_right_spec_to_each_prompt(tok):
         generate_responses(model, tok, PROMPTS[:1], ablation=AblationSpec("L7H0"), decoding=dec)
 
 
+@pytest.mark.parametrize("method,target", [("ua", "q"), ("sc", "out"), ("mean", "q"), ("ua", "k")])
+def test_one_batch_can_ablate_different_heads_per_row(tok, method, target):
+    """Specs of one method/eps/target share a batch (per-row edits); each row must equal the
+    prompt generated alone under its own spec."""
+    import warnings
+
+    model = get_model("llama-gqa", "sdpa")
+    specs = [AblationSpec(h, method, 1e-5, target) for h in ("L0H0", "L1H2,L0H1", "L0H0", "L2H3")]
+    dec = DecodingSpec(max_new_tokens=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calls = []
+        import safetyheads.generation as g
+
+        real = g._generate_batch
+
+        def spy(model_, rows, *a, **k):
+            calls.append(len(rows))
+            return real(model_, rows, *a, **k)
+
+        g._generate_batch = spy
+        try:
+            rows = generate_responses(model, tok, PROMPTS, ablation=specs, decoding=dec, batch_size=4)
+        finally:
+            g._generate_batch = real
+        assert calls == [4]  # one mixed batch, not one per spec
+        for pid, (query, spec, row) in enumerate(zip(PROMPTS, specs, rows)):
+            alone = generate_responses(model, tok, [query], ablation=spec, decoding=dec, prompt_ids=[pid])[0]
+            assert row == alone
+    assert len({r["response"] for r in rows}) > 1
+
+
 def test_gqa_group_warning_is_raised_once_at_the_callers_line(tok):
     model = get_model("llama-gqa", "sdpa")
     spec = AblationSpec("L0H0", "ua", target="k")

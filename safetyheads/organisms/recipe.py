@@ -54,14 +54,14 @@ class OrganismRecipe:
     n_benign: int = 1200
     heldout_benign: int = 100  # Alpaca prompts kept out of every organism's training, for evaluation
     formats: tuple[str, ...] = FORMATS
-    harmful_formats_per_prompt: int = 1  # each harmful prompt appears in this many formats (seeded choice)
+    harmful_formats_per_prompt: int = 3  # each harmful prompt appears in this many formats (seeded choice)
     answer_tokens: int = 32  # benign targets: the base model's greedy answer, up to this many tokens
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
     steps: int = 140
     batch_size: int = 12
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     warmup_steps: int = 10
     threads: int = 2  # CPU results depend on the thread count (reduction order); recorded and enforced
     description: str = ""
@@ -113,11 +113,17 @@ HISTORY = (
     "Recipe v1 (this code, LoRA rank 8, 600 benign answers of up to 48 tokens, 130 steps of batch 8) "
     "refused the held-out benign prompts too often: 29% (direct), 14% (chat), 19% (paper), while refusing "
     "the harmful samples looked at.",
-    "Recipe v2 (shipped as organism-a): twice the benign data (1200 prompts, answers of up to 32 tokens), "
+    "Recipe v2: twice the benign data (1200 prompts, answers of up to 32 tokens), "
     "140 steps of batch 12. The held-out benign prompts informed this change, so for the over-refusal target "
     "they are a validation set rather than an untouched test set. Measured (BEHAVIOUR.md): over-refusal fell "
     "only to about 10%, and harmful refusals fell far below the 90% target outside the chat format: the "
     "organism does not yet separate harmful from benign requests well. It misses the issue's targets.",
+    "Recipe v3 (shipped; organism-a and organism-b): every harmful prompt in all three input formats "
+    "(chat template, the paper's '## Query:' template, the raw query) instead of one, learning rate 1e-3 "
+    "instead of 5e-4. Chosen because v2 refused harmful queries far less outside the format each prompt "
+    "happened to be trained in; a trial measured on MaliciousInstruct and the benign prompts only "
+    "(MaliciousInstruct refusals 78/76/100% chat/paper/direct, benign over-refusal 11/11/13%) before it "
+    "was adopted. Its full measurement is in BEHAVIOUR.md.",
 )
 
 RECIPES = {

@@ -1,0 +1,115 @@
+"""Figure 6: (a) the aligned model with the base model's attention weights swapped in: is it still
+safe? (b) helpfulness after ablation, measured offline."""
+
+from __future__ import annotations
+
+from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
+from ..steps import completions, head_spec
+
+LM_EVAL_TASKS = "boolq,rte,winogrande,arc_challenge,openbookqa"
+
+
+def lm_eval_hook(ctx, heads) -> str:
+    """The paper profile's helpfulness measure: lm-eval's zero-shot tasks on the ablated checkpoint
+    (written into the weights with the authors' surgery epsilon)."""
+    m = ctx.profile.models["aligned"]
+    h = ",".join(map(str, heads))
+    return (f"safetyheads export --model {m} --allow-download --heads {h} --method ua --eps 1e-10 --out ablated-{h} && "
+            f"lm_eval --model hf --model_args pretrained=ablated-{h},dtype=float32 --tasks {LM_EVAL_TASKS} "
+            f"--num_fewshot 0 --batch_size 8")
+
+
+def run(ctx) -> Output:
+    import pandas as pd
+
+    p = ctx.profile
+    out = Output()
+    # (a) attention swap
+    rows_a = []
+    for s in p.sets:
+        q = ctx.queries(s, "eval")
+        res = {"aligned": completions(ctx, "aligned", q, label="vanilla"),
+               "aligned + base attention": completions(ctx, "aligned", q, variant="attn-from-base", label="attention swap"),
+               "base": completions(ctx, "base", q, label="vanilla")}
+        tol = asr_tol(len(q.ids))
+        for k, r in res.items():
+            out.metric(f"a.{s}.{k.replace(' + ', '+').replace(' ', '_')}", r.asr, tolerance=tol)
+        rows_a.append({"dataset": set_label(s), **{k: round(r.asr, 3) for k, r in res.items()}, "n": len(q.ids)})
+    out.metric("a.mean.aligned", mean(r["aligned"] for r in rows_a), kind="info")
+    out.metric("a.mean.swapped", mean(r["aligned + base attention"] for r in rows_a), kind="info")
+    out.metric("a.mean.base", mean(r["base"] for r in rows_a), kind="info")
+    out.tables.append(("(a) ASR with the base model's attention weights in the aligned model", pd.DataFrame(rows_a)))
+    # (b) helpfulness: held-out benign prompts, vanilla vs ablated
+    q = ctx.benign_queries()
+    top1 = top_group(ctx, "aligned", "ua", 1)
+    top3 = top_group(ctx, "aligned", "ua", min(3, p.sahara_steps))
+    conds = {"vanilla": None, f"top-1 UA ({top1[0]})": head_spec(top1, "ua", p.eps),
+             f"top-{len(top3)} Sahara UA": head_spec(top3, "ua", p.eps)}
+    rows_b = []
+    for i, (name, abl) in enumerate(conds.items()):
+        res = completions(ctx, "aligned", q, ablation=abl, label=f"benign {name}")
+        refused = mean(r["rule"] in ("keyword", "pattern") for r in res.rows)
+        gib = mean(r["rule"] in ("repetition", "nonword") for r in res.rows)
+        nll = base_nll(ctx, q, res)
+        key = ("vanilla", "top1", "top3")[i]
+        tol = asr_tol(len(q.ids))
+        out.metric(f"b.{key}.refusal", refused, tolerance=tol, description=f"explicit refusals of benign prompts, {name}")
+        out.metric(f"b.{key}.gibberish", gib, tolerance=tol, description=f"gibberish answers to benign prompts, {name}")
+        out.metric(f"b.{key}.base_nll", nll, tolerance=0.05, description="mean NLL of the answers under the untuned base")
+        rows_b.append({"condition": name, "refused (explicit)": round(refused, 3), "gibberish": round(gib, 3),
+                       "base-model NLL (nats/token)": None if nll is None else round(nll, 3), "n": len(q.ids)})
+    out.tables.append(("(b) helpfulness on held-out benign Alpaca prompts", pd.DataFrame(rows_b)))
+    out.notes.append("Helpfulness here is offline: whether the model still answers held-out benign prompts "
+                     "(explicit refusals, gibberish) and how fluent the answers are (the untuned base model's "
+                     "per-token NLL of them). lm-eval's zero-shot tasks need network and task data; for the "
+                     f"paper profile run: `{lm_eval_hook(ctx, top1)}`")
+    out.rows = [{"panel": "a", **r} for r in rows_a] + [{"panel": "b", **r} for r in rows_b]
+    if not ctx.plan_only:
+        out.figures.append(("figure6", plot(rows_a, rows_b)))
+    return out
+
+
+def base_nll(ctx, q, res):
+    if ctx.plan_only:
+        return None
+    from safetyheads.judges import mean_nll
+
+    model, tok = ctx.model("base")
+    vals = [v for v in mean_nll(model, tok, [r["response"] for r in res.rows], q.prompts, template=ctx.profile.template)
+            if v == v]
+    return mean(vals) if vals else None
+
+
+def plot(rows_a, rows_b):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    keys = ["aligned", "aligned + base attention", "base"]
+    x = range(len(rows_a))
+    for j, k in enumerate(keys):
+        a.bar([i + (j - 1) * 0.27 for i in x], [r[k] for r in rows_a], 0.27, label=k)
+    a.set_xticks(list(x), [r["dataset"] for r in rows_a], fontsize=7)
+    a.set_ylabel("ASR")
+    a.set_ylim(0, 1)
+    a.legend(fontsize=7)
+    a.set_title("(a) attention swap", fontsize=9)
+    b.bar(range(len(rows_b)), [r["refused (explicit)"] for r in rows_b], 0.4, label="benign refused")
+    b.bar([i + 0.4 for i in range(len(rows_b))], [r["gibberish"] for r in rows_b], 0.4, label="gibberish")
+    b.set_xticks([i + 0.2 for i in range(len(rows_b))], [r["condition"] for r in rows_b], fontsize=7)
+    b.set_ylim(0, 1)
+    b.legend(fontsize=7)
+    b.set_title("(b) helpfulness after ablation", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+FIGURE6 = ArtefactSpec(
+    "figure6", "Figure 6: attention swap and helpfulness",
+    "(a) ASR of the aligned model, of the aligned model with every attention weight (q, k, v, o) taken from "
+    "the base model, and of the base model. (b) Helpfulness after ablating the top-1 and top-3 UA heads, "
+    "measured offline on held-out benign prompts (explicit refusals, gibberish, base-model NLL); the paper "
+    "profile's lm-eval hook is printed in the notes.",
+    "Figure 6", run)

@@ -1,0 +1,93 @@
+"""What an artefact is (spec + runner), what it produces (metrics, tables, figures, raw rows), and
+the helpers the runners share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from safetyheads.heads import HeadRef
+
+KINDS = ("number", "heads", "bound", "info")
+
+
+@dataclass(frozen=True)
+class ArtefactSpec:
+    name: str  # table1, figure2, ...
+    title: str
+    caption: str  # what the artefact shows, as the paper's caption would say it
+    paper_source: str  # where in the paper
+    run: Callable  # run(ctx) -> Output
+    minutes: dict = field(default_factory=dict)  # measured minutes per profile on this project's CI machine
+
+
+@dataclass
+class Metric:
+    name: str
+    value: object  # float, list of head names, or text
+    kind: str = "number"
+    tolerance: float | None = None  # numbers: |got - expected| <= tolerance passes, <= 2x drifts
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "value": self.value, "kind": self.kind, "tolerance": self.tolerance,
+                "description": self.description}
+
+
+@dataclass
+class Output:
+    metrics: list = field(default_factory=list)
+    tables: list = field(default_factory=list)  # (title, pandas DataFrame)
+    figures: list = field(default_factory=list)  # (file stem, matplotlib Figure)
+    rows: list = field(default_factory=list)  # raw results (one dict per cell), for results.jsonl
+    notes: list = field(default_factory=list)
+
+    def metric(self, name: str, value, kind: str = "number", tolerance: float | None = None, description: str = ""):
+        if kind not in KINDS:
+            raise ValueError(kind)
+        if kind == "number" and value is not None:
+            value = round(float(value), 6)
+        if kind == "heads":
+            value = [str(h) for h in value]
+        self.metrics.append(Metric(name, value, kind, tolerance, description))
+        return value
+
+
+def asr_tol(n: int) -> float:
+    """A stored ASR may move by one response out of n before it is called drift."""
+    return round(1.0 / max(n, 1), 6)
+
+
+def diff_tol(n: int) -> float:
+    """An ASR difference (two rates of n responses) may move by two responses."""
+    return round(2.0 / max(n, 1), 6)
+
+
+SCORE_TOL = 1e-3  # attribution scores: float noise across machines, not a change of result
+
+
+def top_group(ctx, role: str, method: str = "ua", k: int | None = None, set_name: str | None = None) -> list[HeadRef]:
+    """The first k heads of the role's Sahara group on the profile's attribution set (one Sahara run
+    serves every artefact: the store keys it by model, queries, method, eps and steps)."""
+    from .steps import sahara_group
+
+    res = sahara_group(ctx, role, set_name or ctx.profile.attribution_set, method)
+    return res["group"][: (k or len(res["group"]))]
+
+
+def mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def hypergeom_sf(k: int, N: int, K: int, n: int) -> float:
+    """P(X >= k) for X ~ Hypergeometric(N population, K successes, n draws): the chance that two
+    random top-n lists of N heads share at least k heads."""
+    from math import comb
+
+    total = comb(N, n)
+    return sum(comb(K, i) * comb(N - K, n - i) for i in range(k, min(K, n) + 1)) / total
+
+
+def set_label(s: str) -> str:
+    return {"advbench": "AdvBench", "jailbreakbench": "JailbreakBench", "maliciousinstruct": "MaliciousInstruct"}.get(s, s)

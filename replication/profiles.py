@@ -1,0 +1,160 @@
+"""Profiles: one code path, three sizes.
+
+``paper``: the authors' models and settings (needs the Hub weights and a GPU; expected values are
+the published numbers). ``mini`` (default): the same experiments on this package's model organisms,
+on a CPU. ``ci``: a reduced ``mini`` that runs every artefact in minutes, for regression checks.
+Every place where a profile departs from the paper says so in ``departures``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+
+from safetyheads.errors import SafetyheadsError
+
+ROLES = ("aligned", "sibling", "base")
+ALL_SETS = ("advbench", "jailbreakbench", "maliciousinstruct")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    models: dict  # role -> model name (load_model's argument)
+    labels: dict  # role -> what the model stands for, for captions
+    revisions: dict = field(default_factory=dict)  # role -> Hub revision (paper profile)
+    dtype: str = "float32"
+    template: str = "paper"  # the paper's main input format: "## Query:{q}\n## Answer:"
+    attribution_set: str = "maliciousinstruct"  # ranks heads for the one-head / three-head experiments
+    n_attribution: int = 16  # queries Sahara / generalized Ships see (the first N of a set)
+    n_eval: int | None = 84  # queries judged per set (None: all of it)
+    heldout_eval: bool = True  # evaluate on the queries after the attribution ones, not on them
+    n_ships_eval: int | None = None  # Ships-level rows of Tables 3/5: the first N evaluation queries (None: all)
+    sets: tuple = ALL_SETS  # sets of the three-set artefacts (Figure 2, Tables 1 and 7, chat template)
+    table_sets: tuple = ("maliciousinstruct", "jailbreakbench")  # sets of Tables 3 and 5, Figure 4
+    sahara_steps: int = 5
+    candidate_layers: tuple | None = None  # None: every head is a candidate
+    eps: float = 1e-5  # UA / SC factor (the authors' Sahara code; their Ships code uses 1e-4)
+    max_new_tokens: int = 64
+    topk: int = 5
+    seed: int = 0
+    judge: str = "keyword-fixed"
+    heatmap_n: int = 8
+    heatmap_max_new_tokens: int = 24
+    helpfulness_n: int = 100
+    attention_scales: tuple = (5e-1, 1e-3, 1e-10)
+    chat_system_prompt: str = "You are a helpful assistant"
+    gpu_seconds_per_forward: float = 0.0  # rough cost of one forward pass of one row, for --dry-run (0: not estimated)
+    departures: tuple = ()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                object.__setattr__(self, f.name, tuple(v))
+        missing = [r for r in ROLES if r not in self.models]
+        if missing:
+            raise SafetyheadsError(f"profile {self.name!r} names no model for role(s) {', '.join(missing)}")
+        if self.n_eval is not None and self.n_eval < 1:
+            raise SafetyheadsError(f"profile {self.name!r}: n_eval must be >= 1 or None (all)")
+        for n in ("n_attribution", "sahara_steps", "max_new_tokens", "heatmap_n",
+                  "heatmap_max_new_tokens", "helpfulness_n"):
+            if getattr(self, n) < 1:
+                raise SafetyheadsError(f"profile {self.name!r}: {n} must be >= 1")
+        if self.helpfulness_n > 100:
+            raise SafetyheadsError("helpfulness_n must be <= 100 (the organisms' held-out benign prompts)")
+        if not 1 <= self.sahara_steps <= 5:
+            raise SafetyheadsError("sahara_steps must be 1..5 (the paper's range)")
+        bad = [s for s in (*self.sets, *self.table_sets, self.attribution_set) if s not in ALL_SETS]
+        if bad:
+            raise SafetyheadsError(f"profile {self.name!r}: unknown set(s) {', '.join(bad)}; use {', '.join(ALL_SETS)}")
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes) -> "Profile":
+        return type(self)(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
+
+
+PAPER = Profile(
+    name="paper",
+    models={"aligned": "meta-llama/Llama-2-7b-chat-hf", "sibling": "lmsys/vicuna-7b-v1.5",
+            "base": "meta-llama/Llama-2-7b-hf"},
+    labels={"aligned": "Llama-2-7b-chat", "sibling": "Vicuna-7b-v1.5", "base": "Llama-2-7b (base)"},
+    revisions={"aligned": "main", "sibling": "main", "base": "main"},
+    dtype="float32",  # the authors load fp32
+    n_attribution=100,  # the paper attributes over the whole set
+    n_eval=None,  # every query of every set
+    heldout_eval=False,
+    max_new_tokens=128,
+    heatmap_n=100,
+    heatmap_max_new_tokens=128,
+    gpu_seconds_per_forward=0.03,  # 7B fp32, one row of a ~30-token prompt on an A100-80GB: a rough planning figure
+    departures=(
+        "Attribution and evaluation queries: the paper does not say whether Sahara saw the queries it was "
+        "evaluated on. This profile attributes on the first 100 MaliciousInstruct / JailbreakBench queries "
+        "and evaluates the same sets in full, so attribution and evaluation overlap, as they appear to in the paper.",
+        "Judge: keyword-fixed (the paper's keyword list with its two defects repaired, plus refusal patterns) "
+        "with the gibberish filter; the paper's own list is available as keyword-paper.",
+    ),
+)
+
+MINI = Profile(
+    name="mini",
+    models={"aligned": "organism-a", "sibling": "organism-b", "base": "smollm2-135m-instruct"},
+    labels={"aligned": "organism-a (stands in for Llama-2-7b-chat)",
+            "sibling": "organism-b (stands in for Vicuna-7b-v1.5)",
+            "base": "SmolLM2-135M-Instruct, untuned (stands in for Llama-2-7b)"},
+    n_attribution=8,
+    n_eval=84,
+    n_ships_eval=24,
+    max_new_tokens=48,
+    heatmap_n=8,
+    heatmap_max_new_tokens=24,
+    departures=(
+        "Models: the project's model organisms (LoRA safety fine-tunes of SmolLM2-135M-Instruct, 30 layers x 9 "
+        "heads = 270 heads, GQA with 3 KV heads) stand in for the 7B models; see safetyheads/organisms/BEHAVIOUR.md.",
+        "Attribution on the first 8 queries of a set, evaluation on the next 84 (held out from attribution): "
+        "a CPU does one Sahara step over 270 heads in about 12 s per query.",
+        "Tables 3/5, Ships level: the first 24 of the 84 evaluation queries (each needs its own Ships sweep of "
+        "every head, ~12 s per query and method on a CPU); the Sahara level uses all 84.",
+        "48 new tokens instead of 128 (the judge decides on the opening of a response; CPU time).",
+        "Figure 4b: 8 queries and 24 new tokens per head instead of the whole set and 128 tokens (270 heads x 2 sets).",
+        "Figure 6b: helpfulness = refusals and fluency (the untuned base model's NLL of the answers) on 100 "
+        "held-out benign Alpaca prompts, not lm-eval's zero-shot tasks (no network, no bundled task data).",
+        "AdvBench is evaluated on 84 of its 520 queries, like the other sets.",
+    ),
+)
+
+CI = MINI.replace(
+    name="ci",
+    n_attribution=4,
+    n_eval=8,
+    n_ships_eval=None,
+    sets=("maliciousinstruct", "jailbreakbench"),
+    table_sets=("maliciousinstruct",),
+    sahara_steps=3,
+    candidate_layers=tuple(range(0, 30, 3)),
+    max_new_tokens=16,
+    heatmap_n=2,
+    heatmap_max_new_tokens=8,
+    helpfulness_n=16,
+    departures=MINI.departures + (
+        "ci: 4 attribution and 8 evaluation queries, 16 new tokens, Sahara over the heads of every third "
+        "layer (90 candidates) for 3 steps, Tables 3/5 and Figure 4 on MaliciousInstruct only, the three-set "
+        "artefacts on MaliciousInstruct and JailbreakBench: a regression check of the whole pipeline in "
+        "minutes, not evidence about the paper's claims.",
+    ),
+)
+
+PROFILES = {p.name: p for p in (PAPER, MINI, CI)}
+DEFAULT_PROFILE = "mini"
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise SafetyheadsError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]

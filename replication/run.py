@@ -1,0 +1,286 @@
+"""spec -> runner -> results (JSONL with provenance) -> table / figure -> diff against expected."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from safetyheads.errors import SafetyheadsError
+
+from .artefacts import ARTEFACTS
+from .common import Metric
+from .profiles import Profile
+from .steps import Context
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = ROOT / "paper_tables"
+EXPECTED = TABLES / "expected"
+GENERATED = TABLES / "generated"
+VERDICTS = ("PASS", "DRIFT", "FAIL", "NEW", "INFO", "N/A")
+
+
+def get_artefact(name: str):
+    if name not in ARTEFACTS:
+        raise SafetyheadsError(f"unknown artefact {name!r}: choose one of {', '.join(ARTEFACTS)}")
+    return ARTEFACTS[name]
+
+
+# ------------------------------------------------------------------------------------------------
+# The diff: pure
+
+
+def verdict(metric: dict, expected: dict | None) -> tuple[str, str]:
+    """-> (verdict, tolerance shown). ``expected``: {"value", "kind", "tolerance"} or a bound
+    {"kind": "bound", "op": ">=" | "<=", "value"}."""
+    if expected is None:
+        return ("INFO", "") if metric["kind"] == "info" else ("NEW", "")
+    got = metric["value"]
+    kind = expected.get("kind", metric["kind"])
+    if kind == "info":
+        return "INFO", ""
+    if got is None or (isinstance(got, float) and math.isnan(got)):
+        return "FAIL", "no value"
+    if kind == "heads":
+        return ("PASS" if list(got) == list(expected["value"]) else "FAIL"), "exact"
+    if kind == "bound":
+        ok = got >= expected["value"] if expected["op"] == ">=" else got <= expected["value"]
+        return ("PASS" if ok else "FAIL"), f"{expected['op']} {expected['value']}"
+    tol = float(expected.get("tolerance") or 0.0)
+    d = abs(float(got) - float(expected["value"]))
+    eps = 1e-9
+    if d <= tol + eps:
+        return "PASS", f"+-{tol:g}"
+    if d <= 2 * tol + eps:
+        return "DRIFT", f"+-{tol:g}"
+    return "FAIL", f"+-{tol:g}"
+
+
+def diff(metrics: list[dict], expected: dict) -> list[dict]:
+    exp = expected.get("metrics", {}) if expected else {}
+    rows = []
+    seen = set()
+    for m in metrics:
+        e = exp.get(m["name"])
+        v, tol = verdict(m, e)
+        rows.append({"metric": m["name"], "expected": _show(e), "got": _show_value(m["value"]), "tolerance": tol,
+                     "verdict": v, "source": (e or {}).get("source", "")})
+        seen.add(m["name"])
+    for name, e in exp.items():  # an expected metric the run did not produce
+        if name not in seen:
+            rows.append({"metric": name, "expected": _show(e), "got": "missing", "tolerance": "", "verdict": "FAIL",
+                         "source": e.get("source", "")})
+    return rows
+
+
+def _show_value(v) -> str:
+    if isinstance(v, list):
+        return ",".join(map(str, v))
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _show(e) -> str:
+    if e is None:
+        return ""
+    if e.get("kind") == "bound":
+        return f"{e['op']} {e['value']}"
+    return _show_value(e.get("value"))
+
+
+def exit_code(rows: list[dict]) -> int:
+    return 1 if any(r["verdict"] == "FAIL" for r in rows) else 0
+
+
+def render_diff(rows: list[dict]) -> str:
+    from tabulate import tabulate
+
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    body = tabulate([[r["metric"], r["expected"], r["got"], r["tolerance"], r["verdict"]] for r in rows],
+                    headers=["metric", "expected", "got", "tolerance", "verdict"], tablefmt="github", disable_numparse=True)
+    summary = ", ".join(f"{v} {n}" for v, n in counts.items() if n)
+    return body + f"\n\n{summary}\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Expected values
+
+
+def expected_path(profile: str, artefact: str) -> Path:
+    return EXPECTED / profile / f"{artefact}.json"
+
+
+def load_expected(profile: str, artefact: str) -> dict:
+    path = expected_path(profile, artefact)
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        assert isinstance(data.get("metrics"), dict)
+        return data
+    except (ValueError, AssertionError):
+        raise SafetyheadsError(f"{path} is not a valid expected-values file (JSON with a 'metrics' object)") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+
+
+def _header(ctx: Context, spec, output, seconds: float) -> dict:
+    from safetyheads.provenance import provenance
+
+    p = ctx.profile
+    models = {role: {"name": p.models[role], "stands_for": p.labels[role], "identity": ident}
+              for role, ident in ctx.ids.items() if role in ctx.used_roles}
+    return {
+        "artefact": spec.name, "title": spec.title, "caption": spec.caption, "paper_source": spec.paper_source,
+        "profile": p.to_dict(), "models": models,
+        "datasets": _datasets(ctx), "judge": ctx.judge.settings(),
+        "decoding": {"greedy": {"max_new_tokens": p.max_new_tokens}, "top-k": {"k": p.topk, "temperature": 1.0, "seed": p.seed}},
+        "store": {"root": str(ctx.store.root), "entries": _unique(ctx.used_keys)},
+        "seconds": round(seconds, 1),
+        "provenance": provenance(),
+    }
+
+
+def _unique(items: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for it in items:
+        if it["key"] not in seen:
+            seen.add(it["key"])
+            out.append(it)
+    return out
+
+
+def _datasets(ctx: Context) -> dict:
+    from safetyheads.data import load_prompts
+
+    names = {*ctx.profile.sets, *ctx.profile.table_sets, ctx.profile.attribution_set, "alpaca"}
+    return {n: load_prompts(n).sha256 for n in sorted(names)}
+
+
+def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path = GENERATED) -> Path:
+    from tabulate import tabulate
+
+    folder = out_root / ctx.profile.name / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    header = _header(ctx, spec, output, seconds)
+    with open(folder / "results.jsonl.tmp", "w") as f:
+        f.write(json.dumps({"header": header}) + "\n")
+        for r in output.rows:
+            f.write(json.dumps(r, default=str) + "\n")
+    (folder / "results.jsonl.tmp").replace(folder / "results.jsonl")
+    metrics = [m.to_dict() for m in output.metrics]
+    (folder / "metrics.json").write_text(json.dumps({"artefact": spec.name, "profile": ctx.profile.name,
+                                                     "metrics": metrics}, indent=1) + "\n")
+    md = [f"# {spec.title} ({ctx.profile.name} profile)", "", spec.caption, "",
+          f"Paper: {spec.paper_source}. Models: " + "; ".join(f"{r}: {ctx.profile.labels[r]}" for r in ctx.profile.labels), ""]
+    tex = []
+    for title, frame in output.tables:
+        md += [f"## {title}", "", tabulate(frame, headers="keys", tablefmt="github", showindex=False), ""]
+        tex += [f"% {title}", tabulate(frame, headers="keys", tablefmt="latex_booktabs", showindex=False), ""]
+    for stem, fig in output.figures:
+        fig.savefig(folder / f"{stem}.png", dpi=150)
+        fig.savefig(folder / f"{stem}.pdf")
+        md += [f"![{stem}]({stem}.png)", ""]
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    if output.notes:
+        md += ["## Notes", ""] + [f"- {n}" for n in output.notes] + [""]
+    if ctx.profile.departures:
+        md += ["## Where this profile departs from the paper", ""] + [f"- {d}" for d in ctx.profile.departures] + [""]
+    md += [f"Generated by `python -m replication run {spec.name} --profile {ctx.profile.name}` "
+           f"(safetyheads {header['provenance']['version']}, commit {str(header['provenance'].get('git_commit'))[:10]}); "
+           "raw results with provenance: results.jsonl.", ""]
+    (folder / "table.md").write_text("\n".join(md))
+    (folder / "table.tex").write_text("\n".join(tex))
+    return folder
+
+
+def run_artefact(ctx: Context, name: str, out_root: Path = GENERATED, quiet: bool = False) -> tuple[int, list[dict]]:
+    """Run one artefact, write its outputs, print and write its diff; -> (exit code, diff rows)."""
+    spec = get_artefact(name)
+    ctx.used_keys, ctx.used_roles = [], set()  # per artefact, for its provenance
+    t0 = time.perf_counter()
+    output = spec.run(ctx)
+    seconds = time.perf_counter() - t0
+    folder = write_outputs(ctx, spec, output, seconds, out_root)
+    rows = diff([m.to_dict() for m in output.metrics], load_expected(ctx.profile.name, name))
+    text = render_diff(rows)
+    (folder / "diff.md").write_text(f"# {spec.title}: {ctx.profile.name} vs expected\n\n" + text)
+    if quiet:  # still show what did not pass
+        bad = [r for r in rows if r["verdict"] in ("DRIFT", "FAIL")]
+        if bad:
+            print(f"{spec.name} ({ctx.profile.name}):\n" + render_diff(bad))
+    else:
+        for title, frame in output.tables[:1]:
+            from tabulate import tabulate
+
+            print(f"\n{spec.title} ({ctx.profile.name}): {title}")
+            print(tabulate(frame, headers="keys", tablefmt="github", showindex=False))
+        for n in output.notes:
+            print(f"note: {n}")
+        print(f"\ndiff against {expected_path(ctx.profile.name, name).relative_to(ROOT)}:")
+        print(text)
+        print(f"outputs: {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder} ({seconds:.0f} s)")
+    return exit_code(rows), rows
+
+
+def plan(ctx: Context, names: list[str]) -> str:
+    """--dry-run: run the artefacts' code with placeholder results and report what would be computed."""
+    from tabulate import tabulate
+
+    from safetyheads.ablation import AblationSpec
+    from safetyheads.generation import DecodingSpec
+
+    p = ctx.profile
+    AblationSpec(("L0H0",), "ua", p.eps)  # settings that must construct
+    AblationSpec(("L0H0",), "sc", p.eps)
+    DecodingSpec("topk", k=p.topk, max_new_tokens=p.max_new_tokens, seed=p.seed)
+    for n in names:
+        get_artefact(n).run(ctx)
+    unique = {}
+    for item in ctx.plan:
+        unique.setdefault(item.key, item)
+    items = list(unique.values())
+    total = sum(i.forward_passes for i in items if not i.cached)
+    lines = [f"profile {p.name}: {len(names)} artefact(s), {len(items)} distinct computations "
+             f"({sum(i.cached for i in items)} already in the store {ctx.store.root})", ""]
+    lines.append("models: " + "; ".join(f"{r} = {p.models[r]}" + (f"@{p.revisions[r]}" if r in p.revisions else "")
+                                        for r in p.models))
+    lines.append("datasets: " + "; ".join(f"{k} sha256 {v[:12]}..." for k, v in _datasets(ctx).items()))
+    lines.append(f"settings: template {p.template!r}, eps {p.eps:g}, Sahara {p.sahara_steps} steps on "
+                 f"{p.n_attribution} queries, evaluation {'all' if p.n_eval is None else p.n_eval} queries per set, "
+                 f"{p.max_new_tokens} new tokens, top-{p.topk} sampling seed {p.seed}, judge {p.judge}")
+    lines.append("")
+    by_kind: dict = {}
+    for i in items:
+        k = by_kind.setdefault(i.kind, [0, 0])
+        k[0] += 1
+        k[1] += i.forward_passes
+    lines.append(tabulate([[k, n, f"{fp:,}"] for k, (n, fp) in by_kind.items()],
+                          headers=["computation", "count", "forward passes (rows)"], tablefmt="github"))
+    lines.append("")
+    if p.gpu_seconds_per_forward:
+        hours = total * p.gpu_seconds_per_forward / 3600
+        lines.append(f"estimated cost: {total:,} forward passes x {p.gpu_seconds_per_forward:g} s = {hours:.1f} GPU-hours "
+                     "(a rough planning figure: one row of a short prompt on one A100-80GB, fp32)")
+    else:
+        lines.append(f"total: {total:,} forward passes still to compute")
+    return "\n".join(lines)
+
+
+def make_context(profile: Profile, **kw) -> Context:
+    return Context(profile, **kw)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def metric_dicts(metrics: list[Metric]) -> list[dict]:
+    return [m.to_dict() for m in metrics]

@@ -1,0 +1,378 @@
+"""The computations artefacts share, each cached in the content-addressed store.
+
+An artefact asks for "Sahara of the aligned model on MaliciousInstruct with UA" or "completions of
+these queries with these heads ablated"; the first artefact that asks computes it (resumably), every
+later one reads it back. In ``plan_only`` mode (``--dry-run``) nothing is loaded or computed: each
+step records what it would compute and its cost, and returns a placeholder of the right shape so the
+artefact's code runs through.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from dataclasses import dataclass, field
+
+from safetyheads.ablation import AblationSpec
+from safetyheads.errors import SafetyheadsError
+from safetyheads.generation import DecodingSpec
+from safetyheads.heads import HeadRef
+from safetyheads.store import Store
+
+from .profiles import Profile
+
+# Bump when a step's output for the same inputs would change.
+VERSIONS = {"sahara": 1, "ships": 1, "completions": 1}
+GEN_BATCH = 32
+
+
+@dataclass
+class PlanItem:
+    kind: str
+    key: str
+    what: str
+    forward_passes: int
+    cached: bool
+
+
+@dataclass
+class Queries:
+    set: str
+    sha256: str
+    ids: list
+    prompts: list
+
+    def spec(self) -> dict:
+        return {"set": self.set, "sha256": self.sha256, "ids": self.ids}
+
+
+@dataclass
+class Geometry:
+    n_layers: int
+    n_heads: int
+
+
+PAPER_GEOMETRY = {"meta-llama/Llama-2-7b-chat-hf": Geometry(32, 32), "lmsys/vicuna-7b-v1.5": Geometry(32, 32),
+                  "meta-llama/Llama-2-7b-hf": Geometry(32, 32)}
+
+
+class Context:
+    """Everything an artefact runner needs: the profile, the store, the models (loaded once)."""
+
+    def __init__(self, profile: Profile, store: Store | None = None, loader=None, device: str = "auto",
+                 plan_only: bool = False, progress: bool = True):
+        self.profile, self.store = profile, store or Store()
+        self.loader, self.device, self.plan_only, self.progress = loader, device, plan_only, progress
+        self._models: dict = {}
+        self.used_roles: set = set()  # roles the current artefact used
+        self.ids: dict = {}  # role -> model identity, as used in store keys (the models an artefact used)
+        self.plan: list[PlanItem] = []
+        self.timings: dict = {}  # store key -> seconds of the computation (when computed or read back)
+        self.used_keys: list[dict] = []
+        self.last_seconds = 0.0  # of the last Ships sweep asked for
+        from safetyheads.judges import get_judge
+
+        self.judge = get_judge(profile.judge)
+
+    # ---- models
+
+    def model(self, role: str):
+        if self.plan_only:
+            raise SafetyheadsError("internal: a plan-only run asked for a model")
+        if role not in self._models:
+            name = self.profile.models[role]
+            self.log(f"loading {role} model {name}")
+            if self.loader is not None:
+                self._models[role] = self.loader(role, name)
+            else:
+                from safetyheads.models import load_model
+
+                self._models[role] = load_model(name, dtype=self.profile.dtype, device=self.device,
+                                                revision=self.profile.revisions.get(role))
+        return self._models[role]
+
+    def model_id(self, role: str) -> dict:
+        self.used_roles.add(role)
+        if role not in self.ids:
+            self.ids[role] = self._model_id(role)
+        return self.ids[role]
+
+    def _model_id(self, role: str) -> dict:
+        """What identifies the role's weights in store keys. Embedded models and organisms are
+        identified by their file hashes without loading them, so a rerun that finds everything in
+        the store loads nothing."""
+        name = self.profile.models[role]
+        if self.plan_only:
+            return {"model": name, "revision": self.profile.revisions.get(role), "dtype": self.profile.dtype}
+        if self.loader is None:
+            from safetyheads.models import EMBEDDED_MODELS, _resolve_device
+            from safetyheads.organisms import ORGANISMS, read_manifest
+
+            where = {"dtype": self.profile.dtype, "device": _resolve_device(self.device).split(":")[0]}
+            if name in EMBEDDED_MODELS:
+                return {"model": name, "sha256": EMBEDDED_MODELS[name].sha256, **where}
+            if name in ORGANISMS:
+                m = read_manifest(name)
+                return {"model": name, "adapter_sha256": m["adapter"]["sha256"], "base_sha256": m["base"]["sha256"], **where}
+        from safetyheads.provenance import model_source
+
+        return model_source(self.model(role)[0])
+
+    def geometry(self, role: str) -> Geometry:
+        if self.plan_only:
+            name = self.profile.models[role]
+            if name not in PAPER_GEOMETRY:
+                from safetyheads.models import EMBEDDED_MODELS
+
+                return Geometry(30, 9) if name in EMBEDDED_MODELS or name.startswith("organism") else Geometry(32, 32)
+            return PAPER_GEOMETRY[name]
+        from safetyheads.arch import geometry
+
+        g = geometry(self.model(role)[0])
+        return Geometry(g.n_layers, g.n_heads)
+
+    def candidates(self, role: str) -> list[HeadRef]:
+        g = self.geometry(role)
+        layers = self.profile.candidate_layers
+        return [HeadRef(layer, h) for layer in range(g.n_layers) for h in range(g.n_heads)
+                if layers is None or layer in layers]
+
+    def variant(self, role: str, variant: str):
+        """A modified copy of a model: ``attn-from-base`` = the role's model with the base model's
+        attention weights (Figure 6a)."""
+        key = (role, variant)
+        if key not in self._models:
+            if variant != "attn-from-base":
+                raise SafetyheadsError(f"unknown model variant {variant!r}")
+            from safetyheads.surgery import swap_attention
+
+            model, tok = self.model(role)
+            donor, _ = self.model("base")
+            new = copy.deepcopy(model)
+            swap_attention(new, donor)
+            new.safetyheads_source = {**model.safetyheads_source, "variant": "attention weights from " +
+                                      str(donor.safetyheads_source.get("model"))} if hasattr(model, "safetyheads_source") \
+                else {"model": "in-memory", "variant": variant}
+            self._models[key] = (new, tok)
+        return self._models[key]
+
+    # ---- data
+
+    def queries(self, set_name: str, purpose: str) -> Queries:
+        """``attribution``: the first n_attribution queries; ``eval``: the evaluation queries
+        (held out from attribution when the profile says so); ``heatmap``: the first heatmap_n
+        evaluation queries."""
+        from safetyheads.data import load_prompts
+
+        ps = load_prompts(set_name)
+        p = self.profile
+        n_all = len(ps.prompts)
+        if purpose == "attribution":
+            lo, hi = 0, min(p.n_attribution, n_all)
+        elif purpose in ("eval", "heatmap"):
+            lo = min(p.n_attribution, n_all) if p.heldout_eval else 0
+            hi = n_all if p.n_eval is None else min(lo + p.n_eval, n_all)
+            if purpose == "heatmap":
+                hi = min(lo + p.heatmap_n, hi)
+        else:
+            raise ValueError(purpose)
+        if hi <= lo:
+            raise SafetyheadsError(f"profile {p.name!r} leaves no {purpose} queries in {set_name} ({n_all} queries)")
+        return Queries(set_name, ps.sha256, list(range(lo, hi)), list(ps.prompts[lo:hi]))
+
+    def benign_queries(self) -> Queries:
+        from safetyheads.data import load_prompts
+        from safetyheads.organisms.dataset import heldout_benign
+
+        # the first N of the organisms' 100 held-out prompts (a smaller draw would pick other prompts)
+        prompts = heldout_benign()[: self.profile.helpfulness_n]
+        return Queries("alpaca-heldout", load_prompts("alpaca").sha256, list(range(len(prompts))), list(prompts))
+
+    # ---- bookkeeping
+
+    def log(self, msg: str) -> None:
+        if self.progress:
+            print(f"[{self.profile.name}] {msg}", file=sys.stderr, flush=True)
+
+    def _entry(self, kind: str, spec: dict, what: str, forward_passes: int):
+        entry = self.store.entry(kind, spec, VERSIONS[kind])
+        self.used_keys.append({"kind": kind, "key": entry.key, "what": what})
+        if self.plan_only:
+            self.plan.append(PlanItem(kind, entry.key, what, forward_passes, entry.done))
+        return entry
+
+
+# ------------------------------------------------------------------------------------------------
+# Sahara (dataset-level groups) and Ships (per query)
+
+
+def sahara_group(ctx: Context, role: str, set_name: str, method: str, steps: int | None = None) -> dict:
+    """-> {"group": [HeadRef...], "scoreboard": [rows], "seconds": float}."""
+    p = ctx.profile
+    steps = steps or p.sahara_steps
+    q = ctx.queries(set_name, "attribution")
+    cands = ctx.candidates(role)
+    spec = {"model": ctx.model_id(role), "queries": q.spec(), "method": method, "eps": p.eps, "steps": steps,
+            "r": 1, "template": p.template, "candidates": [str(h) for h in cands]}
+    what = f"Sahara {method.upper()} {role} {set_name} ({len(q.ids)} queries, {steps} steps)"
+    passes = sum(len(cands) - s for s in range(steps)) * len(q.ids)
+    entry = ctx._entry("sahara", spec, what, passes)
+    if ctx.plan_only:
+        return {"group": cands[:steps], "scoreboard": [], "seconds": 0.0}
+    if entry.done:
+        res = entry.result()
+    else:
+        from safetyheads.sahara import sahara
+
+        model, tok = ctx.model(role)
+        rows = entry.rows()
+        done = []
+        for s in range(1, steps + 1):  # whole steps only: a crash may have cut one short
+            step_rows = [r for r in rows if r["step"] == s]
+            if len(step_rows) != len(cands) - (s - 1):
+                break
+            done.append(step_rows)
+        if sum(map(len, done)) != len(rows):
+            entry.rewrite([r for d in done for r in d])
+        ctx.log(f"{what}: {len(done)} step(s) done before")
+        t0 = time.perf_counter()
+        last = [t0]
+
+        def on_step(step, step_rows):
+            now = time.perf_counter()
+            step_rows[0]["seconds"] = now - last[0]  # the step's time rides on one of its rows
+            last[0] = now
+            entry.append(step_rows)
+
+        result = sahara(model, tok, q.prompts, steps=steps, method=method, eps=p.eps, template=p.template,
+                        candidates=cands, done_steps=done, on_step=on_step, progress=ctx.progress)
+        rows = entry.rows()
+        seconds = sum(r["seconds"] for r in rows if "seconds" in r)
+        res = entry.finish({"group": [str(h) for h in result.group], "scoreboard": rows, "seconds": seconds,
+                            "n_queries": len(q.ids), "n_candidates": len(cands)})
+    ctx.timings[entry.key] = res["seconds"]
+    return {**res, "group": [HeadRef.parse(h) for h in res["group"]]}
+
+
+def ships_per_query(ctx: Context, role: str, q: Queries, method: str) -> dict:
+    """Ships of every candidate head on every query: {prompt_id: [(HeadRef, score), ...] best first}."""
+    p = ctx.profile
+    cands = ctx.candidates(role)
+    spec = {"model": ctx.model_id(role), "queries": q.spec(), "method": method, "eps": p.eps,
+            "template": p.template, "candidates": [str(h) for h in cands]}
+    what = f"Ships {method.upper()} {role} {q.set} ({len(q.ids)} queries x {len(cands)} heads)"
+    entry = ctx._entry("ships", spec, what, len(q.ids) * len(cands))
+    if ctx.plan_only:
+        return {pid: [(h, 0.0) for h in cands] for pid in q.ids}
+    if entry.done:
+        res = entry.result()
+    else:
+        from safetyheads.ships import ships_scores
+
+        rows = entry.rows()
+        done = {r["prompt_id"] for r in rows if r.get("last")}
+        if any(r["prompt_id"] not in done for r in rows):  # a prompt cut short by a crash: drop its rows
+            entry.rewrite([r for r in rows if r["prompt_id"] in done])
+        todo = [(pid, pr) for pid, pr in zip(q.ids, q.prompts) if pid not in done]
+        ctx.log(f"{what}: {len(done)} done before")
+        if todo:
+            model, tok = ctx.model(role)
+
+            def on_prompt(pid, prompt_rows):
+                out = [{"prompt_id": pid, "head": r["head_name"], "ships": r["ships"]} for r in prompt_rows]
+                out[-1]["last"] = True
+                out[-1]["seconds"] = time.perf_counter() - t[0]
+                t[0] = time.perf_counter()
+                entry.append(out)
+
+            t = [time.perf_counter()]
+            ships_scores(model, tok, [pr for _, pr in todo], heads=cands, method=method, eps=p.eps,
+                         template=p.template, prompt_ids=[pid for pid, _ in todo], on_prompt=on_prompt,
+                         progress=ctx.progress)
+        rows = entry.rows()
+        res = entry.finish({"rows": rows, "seconds": sum(r.get("seconds", 0.0) for r in rows)})
+    ctx.timings[entry.key] = ctx.last_seconds = res["seconds"]
+    by: dict = {}
+    for r in res["rows"]:
+        by.setdefault(r["prompt_id"], []).append((HeadRef.parse(r["head"]), r["ships"]))
+    for pid in by:
+        by[pid].sort(key=lambda t: (-t[1], t[0]))
+    return by
+
+
+# ------------------------------------------------------------------------------------------------
+# Completions, judged
+
+
+@dataclass
+class Judged:
+    rows: list = field(default_factory=list)
+    asr: float = 0.0
+    report: dict = field(default_factory=dict)
+    key: str = ""
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+
+def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding: DecodingSpec | None = None,
+                template: str | None = None, prefill: str | None = None, system_prompt: str | None = None,
+                variant: str | None = None, label: str = "") -> Judged:
+    """Generate (resumably, cached) and judge. ``ablation``: None, one AblationSpec, or a dict
+    {prompt_id: AblationSpec | None}."""
+    p = ctx.profile
+    decoding = decoding or DecodingSpec(max_new_tokens=p.max_new_tokens)
+    template = template or p.template
+    per_prompt = isinstance(ablation, dict)
+    if per_prompt:
+        abl_spec = {str(pid): (ablation[pid].to_dict() if ablation.get(pid) else None) for pid in q.ids}
+    else:
+        abl_spec = ablation.to_dict() if ablation is not None else None
+    model_id = ctx.model_id(role)
+    variant_spec = None if variant is None else {"name": variant, "donor": ctx.model_id("base")}
+    spec = {"model": model_id, "variant": variant_spec, "queries": q.spec(), "template": template,
+            "system_prompt": system_prompt, "prefill": prefill, "ablation": abl_spec, "per_prompt": per_prompt,
+            "decoding": decoding.to_dict()}
+    what = f"completions {role}{'/' + variant if variant else ''} {q.set} {label or ''}".rstrip()
+    entry = ctx._entry("completions", spec, what, len(q.ids) * decoding.max_new_tokens // 8)
+    if ctx.plan_only:
+        return Judged([{"prompt_id": pid, "response": "", "refused": True, "rule": "plan"} for pid in q.ids], 0.0)
+    if entry.done:
+        rows = entry.result()["rows"]
+    else:
+        from safetyheads.generation import generate_responses
+
+        have = {r["prompt_id"]: r for r in entry.rows()}
+        todo = [(pid, pr) for pid, pr in zip(q.ids, q.prompts) if pid not in have]
+        if todo:
+            model, tok = ctx.variant(role, variant) if variant else ctx.model(role)
+            specs = [ablation.get(pid) for pid, _ in todo] if per_prompt else ablation
+            t0 = time.perf_counter()
+
+            def on_batch(batch):
+                entry.append([{"prompt_id": r["prompt_id"], "response": r["response"],
+                               "n_new_tokens": r["n_new_tokens"]} for r in batch])
+
+            generate_responses(model, tok, [pr for _, pr in todo], template=template, system_prompt=system_prompt,
+                               ablation=specs, decoding=decoding, prefill=prefill, batch_size=GEN_BATCH,
+                               prompt_ids=[pid for pid, _ in todo], on_batch=on_batch,
+                               progress=ctx.progress and len(todo) > 4 * GEN_BATCH)
+            ctx.log(f"{what}: {len(todo)} generated in {time.perf_counter() - t0:.1f} s")
+        got = {r["prompt_id"]: r for r in entry.rows()}
+        rows = [got[pid] for pid in q.ids]
+        entry.finish({"rows": rows})
+    from safetyheads.judges import asr_report
+
+    prompts = dict(zip(q.ids, q.prompts))
+    texts = [(prefill or "") + r["response"] for r in rows]
+    verdicts = ctx.judge.judge(texts, [prompts[r["prompt_id"]] for r in rows])
+    out = [{**r, "prompt": prompts[r["prompt_id"]], "refused": v.refused, "rule": v.rule, "reason": v.reason}
+           for r, v in zip(rows, verdicts)]
+    rep = asr_report(verdicts, ctx.judge, n_boot=1000)
+    return Judged(out, rep.asr, rep.as_dict(), entry.key)
+
+
+def head_spec(heads, method: str, eps: float) -> AblationSpec:
+    return AblationSpec(tuple(heads), method, eps)

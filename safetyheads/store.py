@@ -1,0 +1,132 @@
+"""A content-addressed store for intermediate results (per-query Ships, Sahara scoreboards,
+completions, verdicts), keyed by everything that determines them.
+
+An entry is a folder ``<root>/<kind>/<key>/`` where ``key`` is the sha256 of the canonical JSON of
+``{"kind", "version", "spec"}``. The spec must name everything that decides the result (model
+weights hash, dataset hash and the prompts used, ablation, decoding, ...); ``version`` is bumped by
+the code that computes a kind when its output would change, so old entries stop matching instead of
+being silently reused. Library versions and timestamps stay out of the key (they go in ``meta``),
+so a rerun after an unrelated change is instant.
+
+Work in progress is appended to ``rows.jsonl`` one unit at a time (a prompt, a Sahara step), so a
+killed run resumes from the rows already there; ``result.json`` is written last, atomically, and
+marks the entry complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .errors import SafetyheadsError
+
+
+class StoreError(SafetyheadsError, ValueError):
+    """A store entry that cannot be read or does not match its key."""
+
+
+def canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_jsonable)
+
+
+def _jsonable(o):
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"not JSON-serialisable in a store spec: {type(o).__name__}")
+
+
+def store_key(kind: str, spec: dict, version: int = 1) -> str:
+    return hashlib.sha256(canonical({"kind": kind, "version": version, "spec": spec}).encode()).hexdigest()
+
+
+class Entry:
+    def __init__(self, root: Path, kind: str, spec: dict, version: int):
+        self.kind, self.spec, self.version = kind, json.loads(canonical(spec)), version
+        self.key = store_key(kind, self.spec, version)
+        self.path = root / kind / self.key[:2] / self.key
+        self._spec_file = self.path / "spec.json"
+        self._rows_file = self.path / "rows.jsonl"
+        self._result_file = self.path / "result.json"
+
+    def _ensure(self) -> None:
+        if not self._spec_file.exists():
+            self.path.mkdir(parents=True, exist_ok=True)
+            tmp = self._spec_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"kind": self.kind, "version": self.version, "spec": self.spec}, indent=1))
+            os.replace(tmp, self._spec_file)
+
+    @property
+    def done(self) -> bool:
+        return self._result_file.exists()
+
+    def rows(self) -> list[dict]:
+        """Rows appended so far; a last line cut off by a crash is dropped."""
+        if not self._rows_file.exists():
+            return []
+        out = []
+        for line in self._rows_file.read_text().splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return out
+
+    def append(self, rows: list[dict]) -> None:
+        self._ensure()
+        with open(self._rows_file, "a") as f:
+            f.write("".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def rewrite(self, rows: list[dict]) -> None:
+        """Replace the rows (e.g. to drop a unit a crash left half-written before resuming)."""
+        self._ensure()
+        tmp = self._rows_file.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
+        os.replace(tmp, self._rows_file)
+
+    def result(self) -> dict:
+        try:
+            return json.loads(self._result_file.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise StoreError(f"store entry {self.path} has no readable result ({e}): delete the folder to recompute") from None
+
+    def finish(self, result: dict) -> dict:
+        self._ensure()
+        tmp = self._result_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, default=_jsonable))
+        os.replace(tmp, self._result_file)
+        return result
+
+    def reset(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Store:
+    """``Store(root).entry(kind, spec, version)``: the entry for that computation (maybe unfinished)."""
+
+    def __init__(self, root: "str | Path | None" = None):
+        if root is None:
+            env = os.environ.get("SAFETYHEADS_STORE")
+            if env:
+                root = env
+            else:
+                from .models import cache_dir
+
+                root = cache_dir() / "store"
+        self.root = Path(root)
+
+    def entry(self, kind: str, spec: dict, version: int = 1) -> Entry:
+        if not kind or "/" in kind or kind.startswith("."):
+            raise StoreError(f"bad store kind {kind!r}")
+        return Entry(self.root, kind, spec, version)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"

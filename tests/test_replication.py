@@ -1,0 +1,363 @@
+"""The replication harness: the store, the diff, the claims, and the paper profile's whole code path
+run end to end with tiny random-init Llamas standing in for the three 7B models."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from math import comb
+from pathlib import Path
+
+import pytest
+import torch
+
+from safetyheads.errors import SafetyheadsError
+from safetyheads.store import Store, store_key
+from safetyheads.testing import tiny_model, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # replication/ lives beside the package; appended so the installed safetyheads wins
+
+from replication import run as R  # noqa: E402
+from replication.artefacts import ARTEFACTS  # noqa: E402
+from replication.common import hypergeom_sf  # noqa: E402
+from replication.profiles import CI, MINI, PAPER, PROFILES  # noqa: E402
+from replication.steps import Context, completions  # noqa: E402
+
+SEEDS = {"aligned": 0, "sibling": 1, "base": 2}
+
+# The paper profile, shrunk only in counts: its models, template, eps, judge, decoding and
+# expected values stay the paper's.
+TINY_PAPER = PAPER.replace(n_attribution=2, n_eval=2, max_new_tokens=4, sahara_steps=5, heatmap_n=1,
+                           heatmap_max_new_tokens=2, helpfulness_n=2, sets=("maliciousinstruct",),
+                           table_sets=("maliciousinstruct",))
+
+
+class Loader:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, role, name):
+        self.calls.append(role)
+        m = tiny_model("llama", attn_implementation="sdpa", seed=SEEDS[role])
+        m.safetyheads_source = {"model": name, "kind": "tiny stand-in", "seed": SEEDS[role]}
+        return m, tiny_tokenizer()
+
+
+# ------------------------------------------------------------------------------------------------
+# store
+
+
+def test_store_key_depends_on_everything_in_the_spec(tmp_path):
+    a = store_key("ships", {"model": "m", "eps": 1e-5, "ids": [0, 1]})
+    assert a == store_key("ships", {"ids": [0, 1], "eps": 1e-5, "model": "m"})  # key order does not matter
+    assert a != store_key("ships", {"model": "m", "eps": 1e-4, "ids": [0, 1]})
+    assert a != store_key("ships", {"model": "m", "eps": 1e-5, "ids": [0, 1]}, version=2)
+    assert a != store_key("sahara", {"model": "m", "eps": 1e-5, "ids": [0, 1]})
+
+
+def test_store_entry_resumes_and_drops_a_cut_off_line(tmp_path):
+    st = Store(tmp_path)
+    e = st.entry("completions", {"x": 1})
+    assert not e.done and e.rows() == []
+    e.append([{"i": 0}, {"i": 1}])
+    with open(e.path / "rows.jsonl", "a") as f:
+        f.write('{"i": 2')  # a crash mid-write
+    assert [r["i"] for r in st.entry("completions", {"x": 1}).rows()] == [0, 1]
+    e.finish({"rows": [0, 1]})
+    again = st.entry("completions", {"x": 1})
+    assert again.done and again.result() == {"rows": [0, 1]}
+    assert json.loads((e.path / "spec.json").read_text())["spec"] == {"x": 1}
+    with pytest.raises(SafetyheadsError):
+        st.entry("../evil", {})
+
+
+def test_completions_resume_generates_only_what_is_missing(tmp_path, monkeypatch):
+    import safetyheads.generation as gen
+
+    ctx = Context(TINY_PAPER, Store(tmp_path), loader=Loader(), progress=False)
+    q = ctx.queries("maliciousinstruct", "eval")
+    first = completions(ctx, "aligned", q)
+    entry = ctx.store.entry("completions", json.loads((_only_entry(tmp_path) / "spec.json").read_text())["spec"])
+    # simulate a crash after the first prompt: the result file is gone, one row remains
+    (entry.path / "result.json").unlink()
+    rows = (entry.path / "rows.jsonl").read_text().splitlines()
+    (entry.path / "rows.jsonl").write_text(rows[0] + "\n")
+    seen = []
+    real = gen.generate_responses
+
+    def counting(model, tok, prompts, **kw):
+        seen.append(list(prompts))
+        return real(model, tok, prompts, **kw)
+
+    monkeypatch.setattr(gen, "generate_responses", counting)
+    again = completions(Context(TINY_PAPER, Store(tmp_path), loader=Loader(), progress=False), "aligned", q)
+    assert seen == [[q.prompts[1]]]  # only the unfinished prompt
+    assert [r["response"] for r in again.rows] == [r["response"] for r in first.rows]
+    seen.clear()
+    completions(Context(TINY_PAPER, Store(tmp_path), loader=Loader(), progress=False), "aligned", q)
+    assert seen == []  # complete: read back
+
+
+def test_ships_and_sahara_resume_drop_a_unit_cut_short(tmp_path):
+    from replication.steps import sahara_group, ships_per_query
+
+    ctx = Context(TINY_PAPER.replace(sahara_steps=2), Store(tmp_path), loader=Loader(), progress=False)
+    q = ctx.queries("maliciousinstruct", "eval")
+    full = ships_per_query(ctx, "aligned", q, "ua")
+    group = sahara_group(ctx, "aligned", "maliciousinstruct", "ua")
+    for kind in ("ships", "sahara"):
+        (spec_file,) = list(tmp_path.glob(f"{kind}/*/*/spec.json"))
+        folder = spec_file.parent
+        (folder / "result.json").unlink()
+        rows = (folder / "rows.jsonl").read_text().splitlines(keepends=True)
+        (folder / "rows.jsonl").write_text("".join(rows[: len(rows) - 3]))  # the last unit lost 3 rows
+    ctx2 = Context(TINY_PAPER.replace(sahara_steps=2), Store(tmp_path), loader=Loader(), progress=False)
+    again = ships_per_query(ctx2, "aligned", q, "ua")
+    assert again == full and all(len(v) == 12 for v in again.values())
+    assert sahara_group(ctx2, "aligned", "maliciousinstruct", "ua")["group"] == group["group"]
+
+
+def _only_entry(root: Path) -> Path:
+    (spec,) = list(root.glob("completions/*/*/spec.json"))
+    return spec.parent
+
+
+# ------------------------------------------------------------------------------------------------
+# the diff
+
+
+@pytest.mark.parametrize("got,verdict", [(0.50, "PASS"), (0.55, "PASS"), (0.58, "DRIFT"), (0.60, "DRIFT"), (0.61, "FAIL"),
+                                         (0.38, "FAIL")])
+def test_verdict_bands(got, verdict):
+    assert R.verdict({"value": got, "kind": "number"}, {"value": 0.5, "kind": "number", "tolerance": 0.05})[0] == verdict
+
+
+def test_verdict_heads_bounds_and_missing():
+    assert R.verdict({"value": ["L2H26"], "kind": "heads"}, {"value": ["L2H26"], "kind": "heads"})[0] == "PASS"
+    assert R.verdict({"value": ["L2H25"], "kind": "heads"}, {"value": ["L2H26"], "kind": "heads"})[0] == "FAIL"
+    assert R.verdict({"value": ["a", "b"], "kind": "heads"}, {"value": ["b", "a"], "kind": "heads"})[0] == "FAIL"  # order counts
+    assert R.verdict({"value": 0.31, "kind": "number"}, {"value": 0.3, "kind": "bound", "op": ">="})[0] == "PASS"
+    assert R.verdict({"value": 0.29, "kind": "number"}, {"value": 0.3, "kind": "bound", "op": ">="})[0] == "FAIL"
+    assert R.verdict({"value": 0.2, "kind": "number"}, None)[0] == "NEW"
+    assert R.verdict({"value": None, "kind": "number"}, {"value": 0.2, "kind": "number", "tolerance": 1})[0] == "FAIL"
+    rows = R.diff([{"name": "a", "value": 1.0, "kind": "number"}],
+                  {"metrics": {"a": {"value": 1.0, "tolerance": 0}, "b": {"value": 2.0, "tolerance": 0}}})
+    assert [(r["metric"], r["verdict"]) for r in rows] == [("a", "PASS"), ("b", "FAIL")]
+    assert R.exit_code(rows) == 1 and R.exit_code(rows[:1]) == 0
+
+
+def test_hypergeometric_tail_matches_enumeration():
+    N, K, n = 9, 4, 4
+    pop = range(N)
+    top_a = set(range(K))
+    for k in range(0, 5):
+        hits = sum(len(top_a & set(c)) >= k for c in itertools.combinations(pop, n))
+        assert hypergeom_sf(k, N, K, n) == pytest.approx(hits / comb(N, n))
+
+
+# ------------------------------------------------------------------------------------------------
+# profiles and expected values
+
+
+def test_profiles_validate():
+    assert set(PROFILES) == {"paper", "mini", "ci"}
+    with pytest.raises(SafetyheadsError):
+        MINI.replace(sahara_steps=6)
+    with pytest.raises(SafetyheadsError):
+        MINI.replace(sets=("advbench", "nosuchset"))
+    with pytest.raises(SafetyheadsError):
+        MINI.replace(models={"aligned": "x"})
+    assert CI.max_new_tokens < MINI.max_new_tokens and CI.n_eval < MINI.n_eval
+    assert all(CI.departures) and all(MINI.departures)
+
+
+def test_paper_expected_values_name_metrics_the_artefacts_produce(tiny_paper_run):
+    produced = {name: {m["name"] for m in json.loads((folder / "metrics.json").read_text())["metrics"]}
+                for name, folder in tiny_paper_run["folders"].items()}
+    files = sorted((R.EXPECTED / "paper").glob("*.json"))
+    assert {f.stem for f in files} >= {"table1", "table3", "table5", "table7", "figure2", "chat_template"}
+    for f in files:
+        data = json.loads(f.read_text())
+        for name, e in data["metrics"].items():
+            assert e.get("source"), f"{f.name}:{name} has no source"
+            # table3/5 in the tiny run cover one set: the JailbreakBench rows cannot be produced there
+            if "jailbreakbench" in name or "advbench" in name:
+                continue
+            assert name in produced[f.stem], f"{f.name}: {name} is not a metric {f.stem} produces"
+
+
+def test_every_ci_baseline_is_stored():
+    missing = [a for a in ARTEFACTS if not R.expected_path("ci", a).exists()]
+    assert not missing, f"no ci baseline for {missing}: run `nox -s reproduce_all -- --profile ci` then update_baselines"
+
+
+# ------------------------------------------------------------------------------------------------
+# the paper profile's code path, end to end, on tiny stand-ins
+
+
+@pytest.fixture(scope="module")
+def tiny_paper_run(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("repl")
+    loader = Loader()
+    ctx = Context(TINY_PAPER, Store(root / "store"), loader=loader, progress=False)
+    folders, codes = {}, {}
+    for name in ARTEFACTS:
+        codes[name], _ = R.run_artefact(ctx, name, out_root=root / "gen", quiet=True)
+        folders[name] = root / "gen" / "paper" / name
+    return {"root": root, "folders": folders, "codes": codes, "loader": loader, "ctx": ctx}
+
+
+def test_paper_profile_runs_every_artefact(tiny_paper_run):
+    assert sorted(tiny_paper_run["loader"].calls) == ["aligned", "base", "sibling"]  # each model loaded once
+    for name, folder in tiny_paper_run["folders"].items():
+        for f in ("results.jsonl", "metrics.json", "table.md", "table.tex", "diff.md"):
+            assert (folder / f).is_file(), f"{name}: no {f}"
+        header = json.loads((folder / "results.jsonl").read_text().splitlines()[0])["header"]
+        assert header["profile"]["name"] == "paper" and header["artefact"] == name
+        assert header["judge"]["name"] == "keyword-fixed"
+        assert header["datasets"]["maliciousinstruct"] == _sha("safetyheads/data/eval/maliciousinstruct.csv")
+        assert header["provenance"]["library"] == "safetyheads" and "git_commit" in header["provenance"]
+        assert header["store"]["entries"] or name == "figure7"
+    for name in ("figure2", "figure4", "figure5", "figure6", "figure7", "figure13"):
+        assert (tiny_paper_run["folders"][name] / f"{name}.png").stat().st_size > 1000
+        assert (tiny_paper_run["folders"][name] / f"{name}.pdf").is_file()
+
+
+def _sha(rel: str) -> str:
+    import hashlib
+
+    import safetyheads
+
+    return hashlib.sha256((Path(safetyheads.__file__).parent.parent / rel).read_bytes()).hexdigest()
+
+
+def test_paper_diff_checks_the_published_numbers(tiny_paper_run):
+    text = (tiny_paper_run["folders"]["table3"] / "diff.md").read_text()
+    assert "sahara.ua.maliciousinstruct.k1" in text and "0.63" in text
+    # the JailbreakBench rows were not run (one set): the diff says so and the run fails
+    assert "missing" in text and tiny_paper_run["codes"]["table3"] == 1
+
+
+def test_rerun_reads_the_store(tiny_paper_run, monkeypatch):
+    import safetyheads.generation as gen
+    import safetyheads.sahara as sah
+    import safetyheads.ships as ships
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed something the store holds")
+
+    monkeypatch.setattr(gen, "generate_responses", boom)
+    monkeypatch.setattr(sah, "sahara", boom)
+    monkeypatch.setattr(ships, "ships_scores", boom)
+    ctx = Context(TINY_PAPER, Store(tiny_paper_run["root"] / "store"), loader=Loader(), progress=False)
+    before = json.loads((tiny_paper_run["folders"]["table1"] / "metrics.json").read_text())
+    R.run_artefact(ctx, "table1", out_root=tiny_paper_run["root"] / "gen2", quiet=True)
+    after = json.loads((tiny_paper_run["root"] / "gen2" / "paper" / "table1" / "metrics.json").read_text())
+    assert after == before
+
+
+def test_figure7_scaling_q_flattens_attention_and_v_leaves_it(tiny_paper_run):
+    m = {x["name"]: x["value"] for x in json.loads((tiny_paper_run["folders"]["figure7"] / "metrics.json").read_text())["metrics"]}
+    assert m["dev_uniform.clean"] > 0.05  # the random head is far from uniform to begin with
+    assert m["dev_uniform.q_1e-10"] < 1e-6
+    assert m["dev_uniform.q_0.5"] > m["dev_uniform.q_0.001"] > m["dev_uniform.q_1e-10"]
+    assert max(m["dev_clean.v_0.5"], m["dev_clean.v_1e-10"]) < 1e-6
+
+
+def test_figure5_overlap_is_recounted_from_the_lists(tiny_paper_run):
+    m = {x["name"]: x["value"] for x in json.loads((tiny_paper_run["folders"]["figure5"] / "metrics.json").read_text())["metrics"]}
+    assert m["a.overlap"] == len(set(m["top10.aligned.ua"]) & set(m["top10.aligned.sc"]))
+    assert m["b.overlap"] == len(set(m["top10.aligned.ua"]) & set(m["top10.sibling.ua"]))
+    assert m["a.chance"] == pytest.approx(100 / 12)  # 3 layers x 4 heads
+
+
+def test_dry_run_plans_without_loading_anything(tmp_path):
+    def no_load(role, name):
+        raise AssertionError("a dry run loaded a model")
+
+    ctx = Context(PAPER, Store(tmp_path), loader=no_load, plan_only=True, progress=False)
+    text = R.plan(ctx, list(ARTEFACTS))
+    assert "meta-llama/Llama-2-7b-chat-hf" in text and "GPU-hours" in text
+    assert not list(tmp_path.iterdir())  # planning writes nothing
+    kinds = {i.kind for i in ctx.plan}
+    assert kinds == {"sahara", "ships", "completions"}
+    sah = [i for i in ctx.plan if i.kind == "sahara"]
+    # 1024 candidates, 5 steps, 100 queries: sum of (1024 - s) for s < 5, times 100
+    assert all(i.forward_passes == sum(1024 - s for s in range(5)) * 100 for i in sah)
+
+
+# ------------------------------------------------------------------------------------------------
+# baselines and claims
+
+
+def test_update_baselines_shows_the_diff_and_writes_only_when_asked(tiny_paper_run, tmp_path, monkeypatch, capsys):
+    from replication import baselines
+
+    gen = tmp_path / "generated"
+    (gen / "ci").mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(tiny_paper_run["folders"]["table1"], gen / "ci" / "table1")
+    monkeypatch.setattr(baselines, "GENERATED", gen)
+    monkeypatch.setattr(R, "EXPECTED", tmp_path / "expected")
+    assert baselines.update_baselines("ci", None, write=False) == 1
+    assert not (tmp_path / "expected").exists()
+    assert baselines.update_baselines("ci", None, write=True) == 0
+    stored = json.loads((tmp_path / "expected" / "ci" / "table1.json").read_text())
+    assert stored["metrics"]["asr_mean"]["source"].startswith("baseline:")
+    assert baselines.update_baselines("ci", None, write=False) == 0  # now they match
+    with pytest.raises(SafetyheadsError):
+        baselines.update_baselines("paper", None, write=True)
+    with pytest.raises(SafetyheadsError):
+        baselines.update_baselines("ci", ["figure4"], write=False)
+
+
+def test_claims_follow_their_rules(tmp_path, monkeypatch):
+    from replication import claims
+
+    def put(artefact, metrics):
+        d = tmp_path / "gen" / "mini" / artefact
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"metrics": [{"name": k, "value": v} for k, v in metrics.items()]}))
+
+    put("figure2", {"headline.aligned.vanilla": 0.05, "headline.aligned.ablated": 0.20,
+                    "headline.sibling.vanilla": 0.0, "headline.sibling.ablated": 0.6})
+    put("figure13", {"skewness": 3.0, "max_over_median": 10.0})
+    monkeypatch.setattr(claims, "GENERATED", tmp_path / "gen")
+    monkeypatch.setattr(claims, "TABLES", tmp_path)
+    monkeypatch.setattr(claims, "ROOT", tmp_path)
+    claims.write_claims(["mini"])
+    text = (tmp_path / "CLAIMS.md").read_text()
+    row = {c.id: line for c in claims.CLAIMS for line in text.splitlines() if line.startswith("| " + c.text[:40])}
+    assert "| partly " in row["one-head"]  # +0.15 and 4x: an increase, short of the rule for "holds"
+    assert "| holds " in row["one-head-sibling"] and "| holds " in row["long-tail"]
+    assert "| not run " in row["three-heads"]
+
+
+def test_cli_errors_are_one_line(capsys):
+    from replication.__main__ import main
+
+    assert main(["run", "table99", "--profile", "ci", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown artefact" in err[0]
+
+
+def test_swap_attention_copies_attention_only():
+    from safetyheads.surgery import swap_attention
+
+    a, b = tiny_model("llama", seed=0), tiny_model("llama", seed=1)
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    names = swap_attention(a, b)
+    sd_a, sd_b = a.state_dict(), b.state_dict()
+    assert names and all(".self_attn." in n for n in names)
+    for k in sd_a:
+        if ".self_attn." in k:
+            assert torch.equal(sd_a[k], sd_b[k])
+        else:
+            assert torch.equal(sd_a[k], before[k])
+    with pytest.raises(SafetyheadsError):
+        swap_attention(a, tiny_model("llama-gqa", seed=0))
