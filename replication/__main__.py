@@ -84,7 +84,9 @@ def _dispatch(args) -> int:
         if len(names) > 1:
             print("\nsummary:")
             for n, c in summary:
-                print(f"  {n:14s} " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
+                print(f"  {n:14s} {ctx.artefact_seconds.get(n, 0):7.0f} s  " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
+            print(f"  {'total':14s} {sum(ctx.artefact_seconds.values()):7.0f} s (shared results are computed by the "
+                  "first artefact that needs them)")
         return worst
     if args.command == "update-baselines":
         from .baselines import update_baselines

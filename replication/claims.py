@@ -246,7 +246,8 @@ def write_claims(profiles: list[str]) -> str:
                 used = p
                 break
         counts[verdict] = counts.get(verdict, 0) + 1
-        rows.append([c.text, c.source, f"{evidence}" + (f" ({used} profile)" if used else ""), verdict, c.rule])
+        cells = [c.text, c.source, f"{evidence}" + (f" ({used} profile)" if used else ""), verdict, c.rule]
+        rows.append([x.replace("|", "\\|") for x in cells])  # a bare | would split the Markdown cell
     lines = [
         "# The paper's claims at small scale",
         "",

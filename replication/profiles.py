@@ -102,6 +102,17 @@ PAPER = Profile(
     ),
 )
 
+COMMON_DEPARTURES = (
+    "Models: the project's model organisms (LoRA safety fine-tunes of SmolLM2-135M-Instruct, 30 layers x 9 "
+    "heads = 270 heads, GQA with 3 KV heads) stand in for the 7B models; see safetyheads/organisms/BEHAVIOUR.md.",
+    "Evaluation queries are held out from attribution: Sahara sees the first queries of a set, ASR is measured "
+    "on the ones after them.",
+    "Figure 6b: helpfulness = refusals and fluency (the untuned base model's NLL of the answers) on held-out "
+    "benign Alpaca prompts, not lm-eval's zero-shot tasks (no network, no bundled task data).",
+    "Judge: keyword-fixed (the paper's keyword list with its two defects repaired, plus refusal patterns) "
+    "with the gibberish filter.",
+)
+
 MINI = Profile(
     name="mini",
     models={"aligned": "organism-a", "sibling": "organism-b", "base": "smollm2-135m-instruct"},
@@ -114,18 +125,13 @@ MINI = Profile(
     max_new_tokens=48,
     heatmap_n=8,
     heatmap_max_new_tokens=24,
-    departures=(
-        "Models: the project's model organisms (LoRA safety fine-tunes of SmolLM2-135M-Instruct, 30 layers x 9 "
-        "heads = 270 heads, GQA with 3 KV heads) stand in for the 7B models; see safetyheads/organisms/BEHAVIOUR.md.",
-        "Attribution on the first 8 queries of a set, evaluation on the next 84 (held out from attribution): "
-        "a CPU does one Sahara step over 270 heads in about 12 s per query.",
+    departures=COMMON_DEPARTURES + (
+        "Sizes: Sahara on the first 8 queries of a set (a CPU does one Sahara step over 270 heads in about "
+        "12 s per query), ASR on the next 84 (AdvBench too, not its 520), 48 new tokens instead of 128 (the "
+        "judge decides on the opening of a response).",
         "Tables 3/5, Ships level: the first 24 of the 84 evaluation queries (each needs its own Ships sweep of "
         "every head, ~12 s per query and method on a CPU); the Sahara level uses all 84.",
-        "48 new tokens instead of 128 (the judge decides on the opening of a response; CPU time).",
         "Figure 4b: 8 queries and 24 new tokens per head instead of the whole set and 128 tokens (270 heads x 2 sets).",
-        "Figure 6b: helpfulness = refusals and fluency (the untuned base model's NLL of the answers) on 100 "
-        "held-out benign Alpaca prompts, not lm-eval's zero-shot tasks (no network, no bundled task data).",
-        "AdvBench is evaluated on 84 of its 520 queries, like the other sets.",
     ),
 )
 
@@ -142,11 +148,11 @@ CI = MINI.replace(
     heatmap_n=2,
     heatmap_max_new_tokens=8,
     helpfulness_n=16,
-    departures=MINI.departures + (
-        "ci: 4 attribution and 8 evaluation queries, 16 new tokens, Sahara over the heads of every third "
-        "layer (90 candidates) for 3 steps, Tables 3/5 and Figure 4 on MaliciousInstruct only, the three-set "
-        "artefacts on MaliciousInstruct and JailbreakBench: a regression check of the whole pipeline in "
-        "minutes, not evidence about the paper's claims.",
+    departures=COMMON_DEPARTURES + (
+        "ci sizes: 4 attribution and 8 evaluation queries per set, 16 new tokens, Sahara over the heads of every "
+        "third layer (90 candidates) for 3 steps, Tables 3/5 and Figure 4 on MaliciousInstruct only, the three-set "
+        "artefacts on MaliciousInstruct and JailbreakBench, Figure 4b on 2 queries x 8 tokens, Figure 6b on 16 "
+        "benign prompts: a regression check of the whole pipeline in minutes, not evidence about the paper's claims.",
     ),
 )
 

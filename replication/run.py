@@ -208,6 +208,7 @@ def run_artefact(ctx: Context, name: str, out_root: Path = GENERATED, quiet: boo
     t0 = time.perf_counter()
     output = spec.run(ctx)
     seconds = time.perf_counter() - t0
+    ctx.artefact_seconds[name] = seconds
     folder = write_outputs(ctx, spec, output, seconds, out_root)
     rows = diff([m.to_dict() for m in output.metrics], load_expected(ctx.profile.name, name))
     text = render_diff(rows)

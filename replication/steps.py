@@ -23,7 +23,7 @@ from safetyheads.store import Store
 from .profiles import Profile
 
 # Bump when a step's output for the same inputs would change.
-VERSIONS = {"sahara": 1, "ships": 1, "completions": 1}
+VERSIONS = {"sahara": 1, "ships": 1, "completions": 1, "small": 1}
 GEN_BATCH = 32
 
 
@@ -71,6 +71,7 @@ class Context:
         self.timings: dict = {}  # store key -> seconds of the computation (when computed or read back)
         self.used_keys: list[dict] = []
         self.last_seconds = 0.0  # of the last Ships sweep asked for
+        self.artefact_seconds: dict = {}  # wall time of each artefact run in this context
         from safetyheads.judges import get_judge
 
         self.judge = get_judge(profile.judge)
@@ -127,10 +128,14 @@ class Context:
 
                 return Geometry(30, 9) if name in EMBEDDED_MODELS or name.startswith("organism") else Geometry(32, 32)
             return PAPER_GEOMETRY[name]
-        from safetyheads.arch import geometry
+        def compute():
+            from safetyheads.arch import geometry
 
-        g = geometry(self.model(role)[0])
-        return Geometry(g.n_layers, g.n_heads)
+            g = geometry(self.model(role)[0])
+            return [g.n_layers, g.n_heads]
+
+        # kept in the store, so a rerun that finds everything there loads no model
+        return Geometry(*cached(self, "geometry", {"model": self.model_id(role)}, compute))
 
     def candidates(self, role: str) -> list[HeadRef]:
         g = self.geometry(role)
@@ -372,6 +377,17 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
            for r, v in zip(rows, verdicts)]
     rep = asr_report(verdicts, ctx.judge, n_boot=1000)
     return Judged(out, rep.asr, rep.as_dict(), entry.key)
+
+
+def cached(ctx: Context, what: str, spec: dict, compute):
+    """A small JSON-able result (an NLL, a parameter count, attention maps) kept in the store, so a
+    rerun does not load a model to recompute it. ``compute()`` runs only on a miss."""
+    if ctx.plan_only:
+        return None
+    entry = ctx._entry("small", {"what": what, **spec}, what, 0)
+    if entry.done:
+        return entry.result()["value"]
+    return entry.finish({"value": compute()})["value"]
 
 
 def head_spec(heads, method: str, eps: float) -> AblationSpec:

@@ -68,8 +68,10 @@ def load_from_args(args):
         import torch
 
         torch.set_num_threads(args.threads)
+    from .distributed import device_for_process
+
     t0 = time.time()
-    model, tok = load_model(args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn,
+    model, tok = load_model(args.model, dtype=args.dtype, device=device_for_process(args.device), attn_implementation=args.attn,
                             revision=args.revision, allow_download=args.allow_download,
                             trust_remote_code=args.trust_remote_code)
     print(f"loaded {args.model} in {time.time() - t0:.1f} s", file=sys.stderr)
@@ -124,10 +126,15 @@ def cmd_ships(args) -> int:
     }
     header = {"run": run, "provenance": provenance(model, seeds=None, judge=None, decoding=None)}
     columns = ["prompt_id", "prompt", "layer", "head", "head_name", "ships"]
-    writer = ResultsWriter(out, header, columns, key="prompt_id", group_size=len(spec.heads), overwrite=args.overwrite)
-    todo = [(i, p) for i, p in enumerate(prompts.prompts) if not writer.is_done(i)]
-    if writer.done:
-        print(f"resuming {out}: {len(writer.done)} of {len(prompts.prompts)} prompts already done", file=sys.stderr)
+    from .distributed import broadcast, is_main
+
+    # Under `accelerate launch` only the main process touches the file; the others learn what is done.
+    writer = ResultsWriter(out, header, columns, key="prompt_id", group_size=len(spec.heads),
+                           overwrite=args.overwrite) if is_main() else None
+    done = broadcast(sorted(writer.done) if writer else None)
+    todo = [(i, p) for i, p in enumerate(prompts.prompts) if str(i) not in done]
+    if done and is_main():
+        print(f"resuming {out}: {len(done)} of {len(prompts.prompts)} prompts already done", file=sys.stderr)
 
     def save(pid, rows):
         writer.append(pid, [{**r, "prompt": prompts.prompts[pid]} for r in rows])
@@ -139,6 +146,8 @@ def cmd_ships(args) -> int:
                      target=spec.target, system_prompt=args.system_prompt, strategy=args.strategy,
                      batch_size=args.batch_size, prob_floor=args.prob_floor, prompt_ids=[i for i, _ in todo],
                      progress=not args.quiet, on_prompt=save)
+    if not is_main():
+        return 0
     table, _ = read_results(out)
     if args.csv:
         table.to_csv(args.csv, index=False)

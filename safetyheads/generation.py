@@ -310,39 +310,51 @@ def generate_responses(
         groups.setdefault(row_family(spec), []).append(i)
     batches = [(members[s:s + batch_size]) for members in groups.values() for s in range(0, len(members), batch_size)]
 
+    from .distributed import is_main, sharded_map
+
     results: list[dict | None] = [None] * len(prompts)
-    bar = tqdm(total=len(prompts), unit="prompt", desc="generate", disable=not progress)
-    try:
-        for members in batches:
-            seeds = [row_seed(decoding.seed, prompt_ids[i]) for i in members]
-            row_specs = [specs[i] for i in members]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", GQAGroupWarning)  # already raised once, by the check above
-                if len(set(row_specs)) == 1:
-                    context = ablate(model, row_specs[0]) if row_specs[0] is not None else nullcontext()
-                else:
-                    context = ablate_rows(model, row_specs)
-                with context:
-                    new = _generate_batch(model, [encoded[i] for i in members], seeds, decoding, eos_ids, pad_id)
-            done = []
-            for i, new_ids in zip(members, new):
-                spec = specs[i]
-                text_ids, n_new, stopped = _finish(new_ids, eos_ids)
-                results[i] = {
-                    "prompt_id": prompt_ids[i],
-                    "prompt": prompts[i],
-                    "template": template,
-                    "prefill": prefill,
-                    "response": tok.decode(text_ids, skip_special_tokens=True),
-                    "n_new_tokens": n_new,
-                    "stopped_at_eos": stopped,
-                    "ablation": None if spec is None else spec.to_dict(),
-                    "decoding": dec_dict,
-                }
-                done.append(results[i])
+    bar = tqdm(total=len(prompts), unit="prompt", desc="generate", disable=not (progress and is_main()))
+
+    # Under `accelerate launch` the batches are dealt over the processes (a batch = a unit computed as
+    # alone); on_batch runs on the main process, in batch order, as each round is gathered.
+    def run_batch(members):
+        seeds = [row_seed(decoding.seed, prompt_ids[i]) for i in members]
+        row_specs = [specs[i] for i in members]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GQAGroupWarning)  # already raised once, by the check above
+            if len(set(row_specs)) == 1:
+                context = ablate(model, row_specs[0]) if row_specs[0] is not None else nullcontext()
+            else:
+                context = ablate_rows(model, row_specs)
+            with context:
+                new = _generate_batch(model, [encoded[i] for i in members], seeds, decoding, eos_ids, pad_id)
+        done = []
+        for i, new_ids in zip(members, new):
+            spec = specs[i]
+            text_ids, n_new, stopped = _finish(new_ids, eos_ids)
+            done.append({
+                "prompt_id": prompt_ids[i],
+                "prompt": prompts[i],
+                "template": template,
+                "prefill": prefill,
+                "response": tok.decode(text_ids, skip_special_tokens=True),
+                "n_new_tokens": n_new,
+                "stopped_at_eos": stopped,
+                "ablation": None if spec is None else spec.to_dict(),
+                "decoding": dec_dict,
+            })
+        return done
+
+    def finished(rounds):
+        for _, done in rounds:
             if on_batch:
                 on_batch(done)
-            bar.update(len(members))
+            bar.update(len(done))
+
+    try:
+        for members, done in zip(batches, sharded_map(run_batch, batches, on_round=finished)):
+            for i, row in zip(members, done):
+                results[i] = row
     finally:
         bar.close()
     return results

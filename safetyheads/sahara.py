@@ -121,16 +121,36 @@ def sahara(
     if len(group) >= steps:
         return SaharaResult(tuple(group[:steps]), pd.DataFrame.from_records(records, columns=SCOREBOARD_COLUMNS))
 
+    from .distributed import is_main, sharded_map, state
+
     clean = torch.stack([clean_pass(model, ids).last_state.double().cpu() for ids in encoded])
     with RowEditor(model, spec.target).install() as editor:
         for step in range(len(group) + 1, steps + 1):
             cands = [h for h in pool if h not in group]
             states = torch.empty(len(cands), len(encoded), clean.shape[1], dtype=torch.float64)
-            bar = tqdm(total=len(encoded), unit="query", disable=not progress, desc=f"Sahara step {step}/{steps}")
-            for q, ids in enumerate(encoded):
-                states[:, q] = candidate_states(model, ids, cands, group, spec, editor, batch_size)
-                bar.update(1)
-            bar.close()
+            if state() is None:
+                bar = tqdm(total=len(encoded), unit="query", disable=not progress, desc=f"Sahara step {step}/{steps}")
+                for q, ids in enumerate(encoded):
+                    states[:, q] = candidate_states(model, ids, cands, group, spec, editor, batch_size)
+                    bar.update(1)
+                bar.close()
+            else:
+                # Under `accelerate launch`: each process takes whole chunks of the layer-sorted
+                # candidates, the same chunks one process would run, so every state is bit-identical.
+                order = sorted(range(len(cands)), key=lambda i: cands[i])
+                chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+                bar = tqdm(total=len(chunks), unit="chunk", disable=not (progress and is_main()),
+                           desc=f"Sahara step {step}/{steps}")
+
+                def chunk_states(idx, _cands=cands):
+                    out = torch.stack([candidate_states(model, ids, [_cands[i] for i in idx], group, spec, editor,
+                                                        batch_size) for ids in encoded], dim=1)
+                    bar.update(1)
+                    return out
+
+                for idx, st in zip(chunks, sharded_map(chunk_states, chunks)):
+                    states[torch.tensor(idx)] = st
+                bar.close()
             scores = generalized_ships_batch(clean, states, r=r)
             order = torch.argsort(scores, descending=True, stable=True).tolist()
             rank = {i: n + 1 for n, i in enumerate(order)}
@@ -140,7 +160,7 @@ def sahara(
                 for i, h in enumerate(cands)
             ]
             records.extend(step_rows)
-            if on_step:
+            if on_step and is_main():
                 on_step(step, step_rows)
             group.append(cands[order[0]])
     return SaharaResult(tuple(group), pd.DataFrame.from_records(records, columns=SCOREBOARD_COLUMNS))

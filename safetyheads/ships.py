@@ -242,23 +242,30 @@ def ships_scores(
     spec = AblationSpec(heads, method, eps, target)
     spec.check(model, stacklevel=3)
     encoded = [encode_prompt(tok, p, template, system_prompt) for p in prompts]  # fail before any compute
-    records = []
-    bar = tqdm(total=len(prompts) * len(spec.heads), unit="head", disable=not progress, desc="Ships sweep")
+    from .distributed import is_main, sharded_map
+
+    # Under `accelerate launch` each process sweeps its share of the prompts (one prompt = one unit,
+    # computed exactly as alone); on_prompt runs on the main process as each round is gathered.
+    bar = tqdm(total=len(prompts) * len(spec.heads), unit="head", disable=not (progress and is_main()), desc="Ships sweep")
+
+    def sweep(unit):
+        pid, ids = unit
+        rows, scores = ships_for_ids(
+            model, ids, spec.heads, spec.method, spec.eps, spec.target,
+            strategy=strategy, batch_size=batch_size, prob_floor=prob_floor, on_chunk=bar.update,
+        )
+        return [{"prompt_id": pid, "layer": h.layer, "head": h.head, "head_name": str(h), "ships": float(s)}
+                for h, s in zip(rows, scores.tolist())]
+
+    def saved(done):
+        for _, prompt_rows in done:
+            on_prompt(prompt_rows[0]["prompt_id"], prompt_rows)
+
     try:
-        for pid, ids in zip(prompt_ids, encoded):
-            rows, scores = ships_for_ids(
-                model, ids, spec.heads, spec.method, spec.eps, spec.target,
-                strategy=strategy, batch_size=batch_size, prob_floor=prob_floor, on_chunk=bar.update,
-            )
-            prompt_rows = [
-                {"prompt_id": pid, "layer": h.layer, "head": h.head, "head_name": str(h), "ships": float(s)}
-                for h, s in zip(rows, scores.tolist())
-            ]
-            records.extend(prompt_rows)
-            if on_prompt:
-                on_prompt(pid, prompt_rows)
+        per_prompt = sharded_map(sweep, list(zip(prompt_ids, encoded)), on_round=saved if on_prompt else None)
     finally:
         bar.close()
+    records = [r for rows in per_prompt for r in rows]
     return pd.DataFrame.from_records(records, columns=["prompt_id", "layer", "head", "head_name", "ships"])
 
 

@@ -4,7 +4,7 @@ safe? (b) helpfulness after ablation, measured offline."""
 from __future__ import annotations
 
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
-from ..steps import completions, head_spec
+from ..steps import cached, completions, head_spec
 
 LM_EVAL_TASKS = "boolq,rte,winogrande,arc_challenge,openbookqa"
 
@@ -70,14 +70,17 @@ def run(ctx) -> Output:
 
 
 def base_nll(ctx, q, res):
-    if ctx.plan_only:
-        return None
-    from safetyheads.judges import mean_nll
+    """Mean per-token NLL of the responses under the untuned base model (kept in the store)."""
+    def compute():
+        from safetyheads.judges import mean_nll
 
-    model, tok = ctx.model("base")
-    vals = [v for v in mean_nll(model, tok, [r["response"] for r in res.rows], q.prompts, template=ctx.profile.template)
-            if v == v]
-    return mean(vals) if vals else None
+        model, tok = ctx.model("base")
+        vals = [v for v in mean_nll(model, tok, [r["response"] for r in res.rows], q.prompts,
+                                    template=ctx.profile.template) if v == v]
+        return mean(vals) if vals else None
+
+    return cached(ctx, "base-model NLL", {"completions": res.key, "reference": ctx.model_id("base"),
+                                          "template": ctx.profile.template}, compute)
 
 
 def plot(rows_a, rows_b):

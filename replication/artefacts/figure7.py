@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 
 from ..common import ArtefactSpec, Output, top_group
+from ..steps import cached
 
 PARTS = ("q", "k", "v")
 
@@ -55,15 +56,24 @@ def run(ctx) -> Output:
     if ctx.plan_only:
         return out
     q = ctx.queries(p.attribution_set, "attribution")
-    ctx.model_id("aligned")  # recorded in the provenance
-    model, tok = ctx.model("aligned")
-    ids = encode_prompt(tok, q.prompts[0], p.template).to(model.device)
     conds = {"clean": None}
     for part in PARTS:
         for s in p.attention_scales:
             method, target = ("ua", part) if part in ("q", "k") else ("sc", "v")
             conds[f"{part} x {s:g}"] = AblationSpec((head,), method, s, target)
-    maps = attention_maps(model, ids, head, conds)
+
+    def compute():
+        model, tok = ctx.model("aligned")
+        ids = encode_prompt(tok, q.prompts[0], p.template).to(model.device)
+        return {k: v.tolist() for k, v in attention_maps(model, ids, head, conds).items()}
+
+    import torch
+
+    maps = cached(ctx, "attention maps", {"model": ctx.model_id("aligned"), "queries": q.spec() | {"ids": q.ids[:1]},
+                                          "template": p.template, "head": str(head),
+                                          "conditions": {k: v and v.to_dict() for k, v in conds.items()}}, compute)
+    maps = {k: torch.tensor(v) for k, v in maps.items()}
+    n_tokens = maps["clean"].shape[0]
     uni = uniform_causal(maps["clean"].shape[0])
     rows = []
     for name, m in maps.items():
@@ -74,8 +84,8 @@ def run(ctx) -> Output:
         out.metric(f"dev_uniform.{key}", dev_uniform, tolerance=1e-3, description=f"max deviation from uniform causal attention, {name}")
         if name != "clean":
             out.metric(f"dev_clean.{key}", dev_clean, tolerance=1e-3, description=f"max change from the clean map, {name}")
-    out.tables.append((f"Attention of {head} on query 0 of {q.set} ({ids.shape[1]} tokens)", pd.DataFrame(rows)))
-    out.rows = rows + [{"head": str(head), "query": q.prompts[0], "tokens": ids.shape[1]}]
+    out.tables.append((f"Attention of {head} on query 0 of {q.set} ({n_tokens} tokens)", pd.DataFrame(rows)))
+    out.rows = rows + [{"head": str(head), "query": q.prompts[0], "tokens": n_tokens}]
     out.figures.append(("figure7", plot(maps, head)))
     return out
 

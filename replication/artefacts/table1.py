@@ -4,7 +4,7 @@ the prior methods' rows are cited from the paper, not rerun."""
 from __future__ import annotations
 
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
-from ..steps import completions, head_spec
+from ..steps import cached, completions, head_spec
 
 CITED = [  # method, parameters modified, ASR, source
     ("ActSVD", "~5%", "0.73 +- 0.03", "cited: paper Table 1"),
@@ -20,11 +20,16 @@ def params_modified(ctx, heads) -> tuple[int, int]:
         g = ctx.geometry("aligned")
         d = 4096 if g.n_heads == 32 else 576
         return len(heads) * (d // g.n_heads) * d, 6_738_415_616 if g.n_heads == 32 else 134_515_008
-    from safetyheads.surgery import changed_parameter_count
+    def compute():
+        from safetyheads.surgery import changed_parameter_count
 
-    model, _ = ctx.model("aligned")
-    spec = head_spec(heads, "ua", 1e-10)  # the authors' surgery epsilon
-    return changed_parameter_count(model, spec), sum(p.numel() for p in model.parameters())
+        model, _ = ctx.model("aligned")
+        spec = head_spec(heads, "ua", 1e-10)  # the authors' surgery epsilon
+        return [changed_parameter_count(model, spec), sum(p.numel() for p in model.parameters())]
+
+    changed, total = cached(ctx, "parameters modified", {"model": ctx.model_id("aligned"),
+                                                         "heads": [str(h) for h in heads]}, compute)
+    return changed, total
 
 
 def run(ctx) -> Output:

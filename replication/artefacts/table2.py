@@ -14,10 +14,9 @@ def hardware(ctx) -> str:
         return "planned"
     import torch
 
-    model, _ = ctx.model("aligned")
-    dev = next(model.parameters()).device
-    if dev.type == "cuda":
-        return f"{torch.cuda.get_device_name(dev)} ({str(next(model.parameters()).dtype).replace('torch.', '')})"
+    ident = ctx.model_id("aligned")
+    if str(ident.get("device", "cpu")).startswith("cuda"):
+        return f"{torch.cuda.get_device_name(0)} ({ident.get('dtype')})"
     return f"CPU {platform.machine()}, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
 
 

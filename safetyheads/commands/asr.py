@@ -41,7 +41,9 @@ def cmd_asr(args) -> int:
     if args.n_boot < 1:
         raise SafetyheadsError(f"--n-boot must be >= 1, got {args.n_boot}")
     code = cmd_generate(args)
-    if code:
+    from ..distributed import is_main
+
+    if code or not is_main():  # under `accelerate launch` the main process judges
         return code
     completions = Path(args.generated_out)
     judged = Path(args.judged_out) if args.judged_out else completions.with_name(

@@ -73,10 +73,14 @@ def cmd_generate(args) -> int:
     out = Path(args.out) if args.out else default_out(run)
     seeds = {"sampling": decoding.seed} if decoding.sampling else None
     header = {"run": run, "provenance": provenance(model, seeds=seeds, decoding=decoding.to_dict(), judge=None)}
-    writer = ResultsWriter(out, header, COLUMNS, key="prompt_id", group_size=1, overwrite=args.overwrite)
-    todo = [i for i in range(len(prompts.prompts)) if not writer.is_done(i)]
-    if writer.done:
-        print(f"resuming {out}: {len(writer.done)} of {len(prompts.prompts)} prompts already done", file=sys.stderr)
+    from ..distributed import broadcast, is_main
+
+    # Under `accelerate launch` only the main process touches the file; the others learn what is done.
+    writer = ResultsWriter(out, header, COLUMNS, key="prompt_id", group_size=1, overwrite=args.overwrite) if is_main() else None
+    done = broadcast(sorted(writer.done) if writer else None)
+    todo = [i for i in range(len(prompts.prompts)) if str(i) not in done]
+    if done and is_main():
+        print(f"resuming {out}: {len(done)} of {len(prompts.prompts)} prompts already done", file=sys.stderr)
 
     what = "no ablation" if spec is None else (
         f"{spec.method} on {spec.target} of {', '.join(map(str, spec.heads))}, eps {spec.eps:g}")
@@ -95,6 +99,9 @@ def cmd_generate(args) -> int:
                                system_prompt=args.system_prompt, ablation=spec, decoding=decoding,
                                prefill=args.prefill, batch_size=args.batch_size, progress=not args.quiet,
                                on_batch=save)
+    args.generated_out = out  # for `asr`, which judges this file next
+    if not is_main():
+        return 0
     table, _ = read_results(out)
     n_eos = int(table["stopped_at_eos"].sum()) if len(table) else 0
     mean_tokens = float(table["n_new_tokens"].mean()) if len(table) else 0.0

@@ -65,21 +65,28 @@ def cmd_sahara(args) -> int:
            "score": "generalized Ships: sum of the r principal angles, degrees"}
     header = {"run": run, "provenance": provenance(model, seeds=None, judge=None, decoding=None)}
     n = len(spec.heads)
+    from ..distributed import broadcast, is_main
+
+    # Under `accelerate launch` only the main process touches the file; the others get its finished steps.
     writer = ResultsWriter(out, header, SCOREBOARD_COLUMNS, key="step",
-                           group_size=lambda step: n - (int(step) - 1), overwrite=args.overwrite)
+                           group_size=lambda step: n - (int(step) - 1), overwrite=args.overwrite) if is_main() else None
     done = []
-    if writer.resumed_rows:
+    if writer is not None and writer.resumed_rows:
         for step in range(1, MAX_STEPS + 1):
             rows = [r for r in writer.resumed_rows if int(r["step"]) == step]
             if not rows:
                 break
             done.append(rows)
         print(f"resuming {out}: steps 1..{len(done)} already done", file=sys.stderr)
+    done = broadcast(done)
     print(f"Sahara over {n} heads ({spec.method} on {spec.target}, eps {spec.eps:g}), {args.steps} steps, "
           f"{len(prompts.prompts)} queries from {prompts.name}, r={args.r} -> {out}", file=sys.stderr)
     result = sahara(model, tok, prompts.prompts, args.steps, spec.method, spec.eps, target=spec.target, r=args.r,
                     template=args.template, system_prompt=args.system_prompt, candidates=spec.heads,
-                    batch_size=args.batch_size, done_steps=done, on_step=writer.append, progress=not args.quiet)
+                    batch_size=args.batch_size, done_steps=done, on_step=writer.append if writer else None,
+                    progress=not args.quiet)
+    if not is_main():
+        return 0
     table, _ = read_results(out)
     for step in range(1, args.steps + 1):
         t = table[table["step"] == step].sort_values("rank").head(5)

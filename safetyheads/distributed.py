@@ -1,0 +1,113 @@
+"""Sharding a sweep across processes with accelerate (``accelerate launch --num_processes N ...``).
+
+Work is split into units that one process computes exactly as a single process would (a prompt of
+a Ships sweep, a chunk of a Sahara step's candidate heads, a batch of a generation run), the units
+are dealt round-robin, and after each round the results are gathered (``accelerate.utils.gather_object``)
+into every process, in the single-process order. So a sharded run returns exactly what one process
+returns, and whatever is saved after each round survives a crash just as before.
+
+Without a launcher (WORLD_SIZE unset or 1) everything here is a no-op and nothing from accelerate
+is imported. On a machine without a GPU the processes talk over gloo (``PartialState(cpu=True)``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_STATE = None
+
+
+def world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def state():
+    """accelerate's PartialState when launched with several processes, else None."""
+    global _STATE
+    if world_size() <= 1:
+        return None
+    if _STATE is None:
+        import torch
+        from accelerate import PartialState
+
+        _STATE = PartialState(cpu=not torch.cuda.is_available())
+    return _STATE
+
+
+def rank() -> int:
+    st = state()
+    return 0 if st is None else st.process_index
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def device_for_process(device: str | None) -> str | None:
+    """With several processes on GPUs each takes its own (``cuda:<local rank>``)."""
+    st = state()
+    if st is None or device not in (None, "auto", "cuda"):
+        return device
+    import torch
+
+    return f"cuda:{st.local_process_index}" if torch.cuda.is_available() else "cpu"
+
+
+def broadcast(obj: T) -> T:
+    """The main process's ``obj`` on every process."""
+    st = state()
+    if st is None:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    box = [obj]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def sharded_map(fn: Callable[[T], R], units: Sequence[T], on_round: Callable[[list[tuple[int, R]]], None] | None = None
+                ) -> list[R]:
+    """``[fn(u) for u in units]``, the units dealt round-robin over the processes.
+
+    After each round (one unit per process) the results are gathered into every process and
+    ``on_round([(index, result), ...])`` is called on the main process, in unit order, so
+    callers can save progress there. Returns every result, in unit order, on every process.
+    """
+    st = state()
+    n = len(units)
+    if st is None:
+        out = []
+        for i, u in enumerate(units):
+            r = fn(u)
+            out.append(r)
+            if on_round:
+                on_round([(i, r)])
+        return out
+    from accelerate.utils import gather_object
+
+    world, me = st.num_processes, st.process_index
+    results: list = [None] * n
+    for start in range(0, n, world):
+        i = start + me
+        mine = [(i, fn(units[i]))] if i < n else []
+        got = sorted(gather_object(mine), key=lambda t: t[0])
+        for j, r in got:
+            results[j] = r
+        if on_round and st.is_main_process:
+            on_round(got)
+    return results
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[s : s + size] for s in range(0, len(items), size)]
+
+
+def flatten(parts: Iterable[Sequence[T]]) -> list[T]:
+    return [x for p in parts for x in p]
