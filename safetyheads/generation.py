@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import torch
 
 from .ablation import AblationSpec, GQAGroupWarning, ablate, ablate_rows, row_family
+from .batching import BatchSizeWarning, is_oom
 from .errors import AblationError, DataError, SafetyheadsError
 from .prompts import format_prompt
 
@@ -317,17 +318,29 @@ def generate_responses(
 
     # Under `accelerate launch` the batches are dealt over the processes (a batch = a unit computed as
     # alone); on_batch runs on the main process, in batch order, as each round is gathered.
-    def run_batch(members):
+    def generate_fitting(members) -> list[list[int]]:
+        """New ids of a batch; a batch that runs out of memory is split in two (rows do not depend on
+        their batch, so the output is the same)."""
         seeds = [row_seed(decoding.seed, prompt_ids[i]) for i in members]
         row_specs = [specs[i] for i in members]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", GQAGroupWarning)  # already raised once, by the check above
-            if len(set(row_specs)) == 1:
-                context = ablate(model, row_specs[0]) if row_specs[0] is not None else nullcontext()
-            else:
-                context = ablate_rows(model, row_specs)
-            with context:
-                new = _generate_batch(model, [encoded[i] for i in members], seeds, decoding, eos_ids, pad_id)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", GQAGroupWarning)  # already raised once, by the check above
+                if len(set(row_specs)) == 1:
+                    context = ablate(model, row_specs[0]) if row_specs[0] is not None else nullcontext()
+                else:
+                    context = ablate_rows(model, row_specs)
+                with context:
+                    return _generate_batch(model, [encoded[i] for i in members], seeds, decoding, eos_ids, pad_id)
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled
+            if not is_oom(e) or len(members) == 1:
+                raise
+        half = len(members) // 2
+        warnings.warn(f"out of memory generating a batch of {len(members)}: split in two", BatchSizeWarning, stacklevel=2)
+        return generate_fitting(members[:half]) + generate_fitting(members[half:])
+
+    def run_batch(members):
+        new = generate_fitting(members)
         done = []
         for i, new_ids in zip(members, new):
             spec = specs[i]

@@ -17,6 +17,7 @@ import torch
 
 from .ablation import AblationSpec, RowEditor, ablate, unit_of
 from .arch import geometry
+from .batching import run_chunks
 from .errors import SafetyheadsError
 from .heads import HeadRef, all_heads, parse_heads
 from .prompts import encode_prompt
@@ -62,12 +63,14 @@ def candidate_states(
     order = sorted(range(len(candidates)), key=lambda i: candidates[i])
     rows = [candidates[i] for i in order]
     out = torch.empty(len(rows), g.hidden_size, dtype=torch.float64)
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
+
+    def chunk_states(start: int, stop: int) -> None:
         # With a k/v target on GQA a candidate can share its KV unit with the group: layer_edit_for
         # sets entries rather than multiplying them, so that unit is still scaled by eps once.
-        last = staircase_last_hidden(model, base, chunk, editor, spec, fixed)
-        out[start : start + len(chunk)] = final_norm(model, last).double().cpu()
+        last = staircase_last_hidden(model, base, rows[start:stop], editor, spec, fixed)
+        out[start:stop] = final_norm(model, last).double().cpu()
+
+    run_chunks(len(rows), batch_size, chunk_states, "Sahara batch")  # halves the chunk on out-of-memory
     result = torch.empty_like(out)
     result[torch.tensor(order)] = out
     return result

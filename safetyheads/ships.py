@@ -19,6 +19,7 @@ import torch
 
 from .ablation import AblationSpec, RowEditor, ablate, layer_edit_for, n_units, unit_of
 from .arch import decoder_layers, geometry, get_arch, get_path, _config
+from .batching import run_chunks
 from .heads import HeadRef, all_heads
 from .prompts import encode_prompt
 
@@ -197,15 +198,17 @@ def ships_for_ids(
                 on_chunk(1)
         return rows, scores
     with RowEditor(model, spec.target).install(sorted({h.layer for h in rows})) as editor:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
+        def chunk_scores(start: int, stop: int) -> None:
+            chunk = rows[start:stop]
             if strategy == "prefix":
                 logits = _staircase_logits(model, clean, chunk, editor, spec)
             else:
                 logits = _batched_logits(model, input_ids, chunk, editor, spec)
-            scores[start : start + len(chunk)] = kl_from_logits(clean.logits, logits, prob_floor).cpu()
+            scores[start:stop] = kl_from_logits(clean.logits, logits, prob_floor).cpu()
             if on_chunk:
                 on_chunk(len(chunk))
+
+        run_chunks(len(rows), batch_size, chunk_scores, "Ships batch")  # halves the chunk on out-of-memory
     return rows, scores
 
 
