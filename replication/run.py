@@ -242,11 +242,15 @@ def plan(ctx: Context, names: list[str]) -> str:
     AblationSpec(("L0H0",), "ua", p.eps)  # settings that must construct
     AblationSpec(("L0H0",), "sc", p.eps)
     DecodingSpec("topk", k=p.topk, max_new_tokens=p.max_new_tokens, seed=p.seed)
+    unique: dict = {}
+    per_artefact = []
     for n in names:
+        before = len(ctx.plan)
         get_artefact(n).run(ctx)
-    unique = {}
-    for item in ctx.plan:
-        unique.setdefault(item.key, item)
+        new = [i for i in ctx.plan[before:] if i.key not in unique]
+        for i in new:
+            unique.setdefault(i.key, i)
+        per_artefact.append((n, len({i.key for i in new}), sum({i.key: i.forward_passes for i in new if not i.cached}.values())))
     items = list(unique.values())
     total = sum(i.forward_passes for i in items if not i.cached)
     lines = [f"profile {p.name}: {len(names)} artefact(s), {len(items)} distinct computations "
@@ -265,6 +269,12 @@ def plan(ctx: Context, names: list[str]) -> str:
         k[1] += i.forward_passes
     lines.append(tabulate([[k, n, f"{fp:,}"] for k, (n, fp) in by_kind.items()],
                           headers=["computation", "count", "forward passes (rows)"], tablefmt="github"))
+    lines.append("")
+    rate = p.gpu_seconds_per_forward
+    lines.append(tabulate([[a, c, f"{fp:,}", f"{fp * rate / 3600:.1f}" if rate else "-"] for a, c, fp in per_artefact],
+                          headers=["artefact (in run order)", "new computations", "forward passes (rows)",
+                                   "GPU-hours (rough)"], tablefmt="github"))
+    lines.append("(an artefact run after another reuses what that one computed)")
     lines.append("")
     if p.gpu_seconds_per_forward:
         hours = total * p.gpu_seconds_per_forward / 3600

@@ -8,6 +8,8 @@ from safetyheads.generation import DecodingSpec
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label
 from ..steps import Queries, completions, head_spec, sahara_group
 
+HEADS_PER_ENTRY = 32
+
 
 def run(ctx) -> Output:
     import pandas as pd
@@ -33,15 +35,20 @@ def run(ctx) -> Output:
         q = ctx.queries(s, "heatmap")
         van = completions(ctx, "aligned", q, decoding=dec, label="heatmap vanilla")
         ctx.log(f"Figure 4b on {set_label(s)}: {len(cands)} heads x {len(q.ids)} queries")
-        # one resumable run of every (head, query) pair: rows ablating different heads share batches
-        pairs = [(h, pid, pr) for h in cands for pid, pr in zip(q.ids, q.prompts)]
-        grid = Queries(q.set, q.sha256, [f"{h}|{pid}" for h, pid, _ in pairs], [pr for _, _, pr in pairs])
-        spec = {f"{h}|{pid}": head_spec([h], "ua", p.eps) for h, pid, _ in pairs}
-        res = completions(ctx, "aligned", grid, ablation=spec, decoding=dec, label="heatmap, every head")
+        # every (head, query) pair, in store entries of HEADS_PER_ENTRY heads: rows that ablate
+        # different heads share generation batches, and a killed run resumes within an entry
+        by_head: dict = {}
+        for c in range(0, len(cands), HEADS_PER_ENTRY):
+            pairs = [(h, pid, pr) for h in cands[c : c + HEADS_PER_ENTRY] for pid, pr in zip(q.ids, q.prompts)]
+            grid = Queries(q.set, q.sha256, [f"{h}|{pid}" for h, pid, _ in pairs], [pr for _, _, pr in pairs])
+            spec = {f"{h}|{pid}": head_spec([h], "ua", p.eps) for h, pid, _ in pairs}
+            res = completions(ctx, "aligned", grid, ablation=spec, decoding=dec, label=f"heatmap, heads {c}..")
+            for r in res.rows:
+                by_head.setdefault(r["prompt_id"].split("|")[0], []).append(not r["refused"])
         for h in cands:
-            mine = [r for r in res.rows if r["prompt_id"].split("|")[0] == str(h)]
+            mine = by_head[str(h)]
             heat.append({"dataset": s, "layer": h.layer, "head": h.head, "head_name": str(h),
-                         "asr": mean(not r["refused"] for r in mine), "vanilla": van.asr, "n": len(mine)})
+                         "asr": mean(mine), "vanilla": van.asr, "n": len(mine)})
         sel = [r for r in heat if r["dataset"] == s]
         top = max(sel, key=lambda r: (r["asr"], -r["layer"], -r["head"]))
         asrs = sorted(r["asr"] for r in sel)

@@ -123,7 +123,10 @@ HISTORY = (
     "instead of 5e-4. Chosen because v2 refused harmful queries far less outside the format each prompt "
     "happened to be trained in; a trial measured on MaliciousInstruct and the benign prompts only "
     "(MaliciousInstruct refusals 78/76/100% chat/paper/direct, benign over-refusal 11/11/13%) before it "
-    "was adopted. Its full measurement is in BEHAVIOUR.md.",
+    "was adopted. Measured in full on organism-a (BEHAVIOUR.md): refusals AdvBench 98/93/87%, JailbreakBench "
+    "90/83/86%, MaliciousInstruct 78/76/100% (chat/paper/direct), benign over-refusal 11/11/13%: 20 of 28 "
+    "targets met, still short of the issue's on MaliciousInstruct, on the non-chat JailbreakBench formats and on "
+    "over-refusal.",
 )
 
 RECIPES = {

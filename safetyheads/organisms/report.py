@@ -25,6 +25,22 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
+def spec_note(spec: dict) -> str | None:
+    """How a measurement was cut down from the full one, in words (None: it was not)."""
+    from .behaviour import BehaviourSpec
+
+    full = BehaviourSpec().to_dict()
+    spec = {**full, **spec}  # fields a file does not name were at their defaults
+    if all(spec.get(k) == v for k, v in full.items() if k != "batch_size"):
+        return None
+    parts = [f"harmful sets {', '.join(spec['harmful_sets'])}"
+             + (f" (the first {spec['limit']} prompts)" if spec.get("limit") else "")]
+    parts.append(f"{spec['benign_n']} of the benign prompts")
+    parts.append(f"{spec['random_heads']} random head(s) on {spec['random_head_prompts']} prompts")
+    return ("a quick measurement only: " + ", ".join(parts)
+            + "; cells marked 'not run' were not measured")
+
+
 def behaviour_rows(models: dict[str, dict]) -> list[list]:
     """Rows: set, format, then per model 'refused / gibberish / NLL'."""
     cells = {}
@@ -84,6 +100,8 @@ def behaviour_markdown() -> str:
         tabulate(behaviour_rows(models), headers=["set", "format", *models], tablefmt="github", disable_numparse=True),
         "",
     ]
+    notes = [(name, spec_note(b["spec"])) for name, b in models.items() if b["spec"] != spec]
+    lines += [f"- **{name}**: {note}." for name, note in notes if note] + ([""] if any(n for _, n in notes) else [])
     for name, b in models.items():
         if b.get("random_heads"):
             lines += [f"## {name}: single random heads ablated (UA on q, eps 1e-5)", "",
@@ -169,6 +187,10 @@ def model_card(name: str) -> str:
     if b is None:
         lines.append("Not measured yet: `safetyheads organisms evaluate " + name + "`.")
     else:
+        note = spec_note(b["spec"])
+        if note:
+            lines += [f"**Measured on a subset** ({note}); the full measurement is "
+                      f"`safetyheads organisms evaluate {name}`.", ""]
         lines += ["Explicit refusals / gibberish / base-model NLL of the responses (see BEHAVIOUR.md for the method).", "",
                   tabulate(behaviour_rows({name: b}), headers=["set", "format", name], tablefmt="github",
                            disable_numparse=True), ""]
