@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 from safetyheads.errors import SafetyheadsError
 
 from .artefacts import ARTEFACTS
-from .common import Metric
-from .profiles import Profile
 from .steps import Context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,15 +280,3 @@ def plan(ctx: Context, names: list[str]) -> str:
     else:
         lines.append(f"total: {total:,} forward passes still to compute")
     return "\n".join(lines)
-
-
-def make_context(profile: Profile, **kw) -> Context:
-    return Context(profile, **kw)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def metric_dicts(metrics: list[Metric]) -> list[dict]:
-    return [m.to_dict() for m in metrics]
