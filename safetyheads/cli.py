@@ -182,8 +182,19 @@ def cmd_models(args) -> int:
     from tabulate import tabulate
 
     from .arch import SUPPORTED_FAMILIES
-    from .models import available_models, cache_dir
+    from .models import EMBEDDED_MODELS, available_models, cache_dir, load_model
 
+    if args.prepare:
+        # Dequantise every installed embedded model into the cache and load every organism once
+        # (adapter sha256 checked, merge exercised), so that later runs start offline and fast:
+        # the Docker image runs this at build time.
+        from .organisms import ORGANISMS
+
+        for name in (*EMBEDDED_MODELS, *ORGANISMS):
+            model, _ = load_model(name, device="cpu")
+            src = model.safetyheads_source
+            print(f"ready: {name} ({src.get('kind')}, sha256 {str(src.get('adapter_sha256') or src.get('sha256'))[:16]}...)")
+            del model
     rows = available_models()
     print(tabulate(rows, headers="keys", tablefmt="github"))
     print(f"\ncache: {cache_dir()}   supported families: {SUPPORTED_FAMILIES}")
@@ -222,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the models available offline")
+    p.add_argument("--prepare", action="store_true",
+                   help="first dequantise the embedded models into the cache and check that every organism loads")
     p.set_defaults(func=cmd_models)
 
     # Further subcommands live in safetyheads/commands/<name>.py, each with register(subparsers).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import subprocess
 from functools import lru_cache
@@ -32,6 +33,11 @@ def _git(folder: Path, *args: str) -> str | None:
 @lru_cache(maxsize=1)
 def git_info() -> dict:
     """Commit of the source tree this package runs from (or was pip-installed from), and whether it was dirty."""
+    if os.environ.get("SAFETYHEADS_GIT_COMMIT"):
+        return {"git_commit": os.environ["SAFETYHEADS_GIT_COMMIT"], "git_dirty": None}
+    stamp = Path(__file__).resolve().parent / "BUILD_COMMIT"  # written by the Docker build: the image has no .git
+    if stamp.is_file() and stamp.read_text().strip():
+        return {"git_commit": stamp.read_text().strip(), "git_dirty": None}
     candidates = [Path(__file__).resolve().parent]
     try:  # a `pip install .` copy remembers where it came from
         from importlib.metadata import distribution
