@@ -47,7 +47,7 @@ USER app
 COPY --from=env --chown=app:app /opt/venv /opt/venv
 COPY --chown=app:app . /src
 # The package (its dependencies are already locked in the venv), stamped with the commit it was
-# built from (the image has no .git), then the embedded model dequantised and both organisms loaded
+# built from, "<sha>-dirty" for a tree with uncommitted changes (the image has no .git), then the embedded model dequantised and both organisms loaded
 # once, so that the first run in the container starts at once, offline.
 ARG GIT_COMMIT=""
 RUN set -eu; \

@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -140,9 +141,10 @@ def claims(session: nox.Session) -> None:
 # The locked environment, the citation file, and the reviewer image.
 
 UV = "uv==0.13.9"
-# The locks resolve against PyPI as it stood on this date, so that `nox -s lock -- --check` is
-# stable: it fails only when pyproject.toml or requirements/*.in change, never because PyPI moved.
-# Move the date (and re-lock) to take newer releases.
+# Re-locking keeps every pin already in the lock that still satisfies the inputs (uv, like
+# pip-compile, takes an existing output file as its preferences), so `nox -s lock -- --check` fails
+# when pyproject.toml or requirements/*.in change, not because the index gained a release. The date
+# bounds what a fresh resolution may pick; `nox -s lock -- --upgrade` moves every pin up to it.
 LOCK_EXCLUDE_NEWER = "2026-11-23T00:00:00Z"
 LOCK_PLATFORM = ["--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28"]
 LOCKS = {
@@ -153,10 +155,10 @@ LOCKS = {
 }
 
 
-def _compile_locks(session: nox.Session, out_dir: Path) -> list[Path]:
+def _compile_locks(session: nox.Session, out_dir: Path, upgrade: bool = False) -> list[Path]:
     torch_links = TORCH_WHEEL_DIR if _local_torch_cpu_wheel() else "https://download.pytorch.org/whl/torch/"
     common = ["uv", "pip", "compile", "--quiet", "--generate-hashes", "--exclude-newer", LOCK_EXCLUDE_NEWER,
-              *LOCK_PLATFORM, "--custom-compile-command", "nox -s lock"]
+              *LOCK_PLATFORM, "--custom-compile-command", "nox -s lock", *(["--upgrade"] if upgrade else [])]
     written = []
     for name, inputs in LOCKS.items():
         links = ["--find-links", torch_links] if "torch-cpu.in" in " ".join(inputs) else []
@@ -171,13 +173,16 @@ def _compile_locks(session: nox.Session, out_dir: Path) -> list[Path]:
 
 @nox.session
 def lock(session: nox.Session) -> None:
-    """Regenerate the hashed lock files requirements/{cpu,cuda,embedded-model}.lock with uv;
-    `-- --check` only checks that the committed ones are current (CI runs that)."""
+    """Regenerate the hashed lock files requirements/{cpu,cuda,embedded-model}.lock with uv, keeping
+    the pins that still fit (`-- --upgrade` takes the newest allowed); `-- --check` only checks that
+    the committed ones are current (CI runs that)."""
     session.install(UV)
     if "--check" not in session.posargs:
-        _compile_locks(session, Path("requirements"))
+        _compile_locks(session, Path("requirements"), upgrade="--upgrade" in session.posargs)
         return
     with tempfile.TemporaryDirectory() as tmp:
+        for committed in Path("requirements").glob("*.lock"):
+            shutil.copy(committed, tmp)  # the committed pins are the preferences, as in a re-lock
         stale = []
         for fresh in _compile_locks(session, Path(tmp)):
             committed = Path("requirements") / fresh.name

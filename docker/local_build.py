@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
 
         step(f"building {IMAGE_TAG} from ./Dockerfile with --network none, BASE={BASE_TAG}")
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        if commit and subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                     capture_output=True, text=True).stdout.strip():
+            commit += "-dirty"  # the build copies the working tree, uncommitted changes included
         t0 = time.time()
         docker("build", "--network", "none", "--build-arg", f"BASE={BASE_TAG}", "--build-arg", f"GIT_COMMIT={commit}",
                *(["--no-cache"] if args.no_cache else []), "-t", IMAGE_TAG, str(ROOT), env=env)

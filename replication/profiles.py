@@ -84,7 +84,13 @@ PAPER = Profile(
     models={"aligned": "meta-llama/Llama-2-7b-chat-hf", "sibling": "lmsys/vicuna-7b-v1.5",
             "base": "meta-llama/Llama-2-7b-hf"},
     labels={"aligned": "Llama-2-7b-chat", "sibling": "Vicuna-7b-v1.5", "base": "Llama-2-7b (base)"},
-    revisions={"aligned": "main", "sibling": "main", "base": "main"},
+    # Hub commits, so that a rerun years later loads the same weights. Each is the snapshot that
+    # public projects record for that repository (its last commit, as cached by many of them); this
+    # project's machines cannot reach the Hub, so they are unchecked here: `hf download ID --revision
+    # SHA` fails loudly if one is wrong.
+    revisions={"aligned": "f5db02db724555f92da89c216ac04704f23d4590",
+               "sibling": "3321f76e3f527bd14065daf69dad9344000a201d",
+               "base": "01c7f73d771dfac7d292323805ebc428287df4f9"},
     dtype="float32",  # the authors load fp32
     n_attribution=100,  # the paper attributes over the whole set
     n_eval=None,  # every query of every set

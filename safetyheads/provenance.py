@@ -37,7 +37,8 @@ def git_info() -> dict:
         return {"git_commit": os.environ["SAFETYHEADS_GIT_COMMIT"], "git_dirty": None}
     stamp = Path(__file__).resolve().parent / "BUILD_COMMIT"  # written by the Docker build: the image has no .git
     if stamp.is_file() and stamp.read_text().strip():
-        return {"git_commit": stamp.read_text().strip(), "git_dirty": None}
+        commit = stamp.read_text().strip()  # "<sha>" or "<sha>-dirty" (built from a tree with uncommitted changes)
+        return {"git_commit": commit.removesuffix("-dirty"), "git_dirty": commit.endswith("-dirty")}
     candidates = [Path(__file__).resolve().parent]
     try:  # a `pip install .` copy remembers where it came from
         from importlib.metadata import distribution

@@ -132,3 +132,18 @@ def test_generated_folder_and_commit_come_from_the_environment_in_the_image(tmp_
     got = _python("from safetyheads.provenance import git_info; print(git_info()['git_commit'])",
                   SAFETYHEADS_GIT_COMMIT="0123abc")
     assert got == "0123abc"
+
+
+def test_build_commit_stamp_carries_the_dirty_flag():
+    import safetyheads.provenance as prov
+
+    stamp = Path(prov.__file__).resolve().parent / "BUILD_COMMIT"
+    assert not stamp.exists(), "a stray BUILD_COMMIT in the source tree would mislabel every result"
+    try:
+        for text, dirty in (("0123abc-dirty\n", True), ("0123abc\n", False)):
+            stamp.write_text(text)
+            prov.git_info.cache_clear()  # cached per process: the stamp cannot change in an image
+            assert prov.git_info() == {"git_commit": "0123abc", "git_dirty": dirty}
+    finally:
+        stamp.unlink()
+        prov.git_info.cache_clear()
