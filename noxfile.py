@@ -161,7 +161,7 @@ def _compile_locks(session: nox.Session, out_dir: Path, upgrade: bool = False) -
               *LOCK_PLATFORM, "--custom-compile-command", "nox -s lock", *(["--upgrade"] if upgrade else [])]
     written = []
     for name, inputs in LOCKS.items():
-        links = ["--find-links", torch_links] if "torch-cpu.in" in " ".join(inputs) else []
+        links = ["--find-links", torch_links] if "requirements/torch-cpu.in" in inputs else []
         session.run(*common, *inputs, "--extra", "replication", "--extra", "test", *links,
                     "-o", str(out_dir / name))
         written.append(out_dir / name)

@@ -126,7 +126,8 @@ HISTORY = (
     "was adopted. Measured in full on organism-a (BEHAVIOUR.md): refusals AdvBench 98/93/87%, JailbreakBench "
     "90/83/86%, MaliciousInstruct 78/76/100% (chat/paper/direct), benign over-refusal 11/11/13%: 20 of 28 "
     "targets met, still short of the issue's on MaliciousInstruct, on the non-chat JailbreakBench formats and on "
-    "over-refusal.",
+    "over-refusal. organism-b measured in full: AdvBench 98/90/91%, JailbreakBench 92/85/88%, MaliciousInstruct "
+    "73/68/100%, benign over-refusal 11/10/13%: 21 of 28 targets met, short in the same places.",
 )
 
 RECIPES = {
