@@ -48,11 +48,13 @@ COPY --from=env --chown=app:app /opt/venv /opt/venv
 COPY --chown=app:app . /src
 # The package (its dependencies are already locked in the venv), stamped with the commit it was
 # built from, "<sha>-dirty" for a tree with uncommitted changes (the image has no .git), then the embedded model dequantised and both organisms loaded
-# once, so that the first run in the container starts at once, offline.
+# once, so that the first run in the container starts at once, offline. The cache stays writable
+# for any uid (`docker run --user ...`): the datasets cache and new dequantisations go there.
 ARG GIT_COMMIT=""
 RUN set -eu; \
     pip install --no-deps --no-build-isolation /src; \
     if [ -n "$GIT_COMMIT" ]; then \
       printf '%s\n' "$GIT_COMMIT" > "$(python -c 'import safetyheads, os; print(os.path.dirname(safetyheads.__file__))')/BUILD_COMMIT"; fi; \
     safetyheads models --prepare; \
+    chmod -R a+rwX /opt/safetyheads/cache; \
     rm -rf /src/build /src/*.egg-info

@@ -42,6 +42,19 @@ def test_bad_prompt_files(tmp_path, content, suffix, match):
     assert "\n" not in str(e.value)
 
 
+def test_unwritable_cache_is_not_called_a_malformed_file(tmp_path, monkeypatch):
+    import datasets
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "cache" / "datasets"))
+
+    monkeypatch.setattr(datasets, "load_dataset", denied)
+    (tmp_path / "a.csv").write_text("id,prompt\n1,hello there\n")
+    with pytest.raises(DataError, match="SAFETYHEADS_CACHE to a folder you can write") as e:
+        load_prompts(str(tmp_path / "a.csv"))
+    assert "well-formed" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_missing_prompt_file():
     with pytest.raises(DataError, match="no such prompt file"):
         load_prompts("does/not/exist.csv")

@@ -143,12 +143,15 @@ def _read_file(path: Path):
     datasets.disable_progress_bars()
     builder = "csv" if path.suffix == ".csv" else "json"
     kwargs = {"keep_default_na": False} if builder == "csv" else {}
+    cache = cache_dir() / "datasets"
     try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train",
-                                   cache_dir=str(cache_dir() / "datasets"), **kwargs)
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache), **kwargs)
     except Exception as e:  # pyarrow/pandas parse errors surface as several exception types
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         cause = e.__cause__ or e.__context__
+        if isinstance(e, PermissionError) or isinstance(cause, PermissionError):
+            raise DataError(f"cannot write the datasets cache {cache} (permission denied): set "
+                            "SAFETYHEADS_CACHE to a folder you can write") from None
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if cause is not None and str(cause):
             msg = str(cause).splitlines()[0]
         raise DataError(f"{path} is not a well-formed {path.suffix[1:]} file: {msg}") from None
