@@ -126,17 +126,18 @@ MINI = Profile(
             "sibling": "organism-b (stands in for Vicuna-7b-v1.5)",
             "base": "SmolLM2-135M-Instruct, untuned (stands in for Llama-2-7b)"},
     n_attribution=8,
-    n_eval=84,
-    n_ships_eval=24,
-    max_new_tokens=48,
+    n_eval=48,
+    n_ships_eval=16,
+    max_new_tokens=40,
     heatmap_n=8,
     heatmap_max_new_tokens=24,
     departures=COMMON_DEPARTURES + (
-        "Sizes: Sahara on the first 8 queries of a set (a CPU does one Sahara step over 270 heads in about "
-        "12 s per query), ASR on the next 84 (AdvBench too, not its 520), 48 new tokens instead of 128 (the "
-        "judge decides on the opening of a response).",
-        "Tables 3/5, Ships level: the first 24 of the 84 evaluation queries (each needs its own Ships sweep of "
-        "every head, ~12 s per query and method on a CPU); the Sahara level uses all 84.",
+        "Sizes, so that the whole profile runs in about an hour on a 2-core CPU (at 84 queries and 48 tokens it "
+        "was about two; generation is most of the cost): Sahara on the first 8 queries of a set (one Sahara step "
+        "over 270 heads costs a few CPU-seconds per query), ASR on the next 48 (AdvBench too, not its 520; one "
+        "query moves an ASR by 0.02), 40 new tokens instead of 128 (the judge decides on the opening of a response).",
+        "Tables 3/5, Ships level: the first 16 of the 48 evaluation queries (each needs its own Ships sweep of "
+        "every head, per method and organism); the Sahara level uses all 48.",
         "Figure 4b: 8 queries and 24 new tokens per head instead of the whole set and 128 tokens (270 heads x 2 sets).",
     ),
 )

@@ -104,8 +104,6 @@ class Context:
         identified by their file hashes without loading them, so a rerun that finds everything in
         the store loads nothing."""
         name = self.profile.models[role]
-        if self.plan_only:
-            return {"model": name, "revision": self.profile.revisions.get(role), "dtype": self.profile.dtype}
         if self.loader is None:
             from safetyheads.models import EMBEDDED_MODELS, _resolve_device
             from safetyheads.organisms import ORGANISMS, read_manifest
@@ -116,6 +114,8 @@ class Context:
             if name in ORGANISMS:
                 m = read_manifest(name)
                 return {"model": name, "adapter_sha256": m["adapter"]["sha256"], "base_sha256": m["base"]["sha256"], **where}
+        if self.plan_only:  # a Hub model is identified by its loaded weights; a plan loads nothing
+            return {"model": name, "revision": self.profile.revisions.get(role), "dtype": self.profile.dtype}
         from safetyheads.provenance import model_source
 
         return model_source(self.model(role)[0])
@@ -223,7 +223,7 @@ def sahara_group(ctx: Context, role: str, set_name: str, method: str, steps: int
     what = f"Sahara {method.upper()} {role} {set_name} ({len(q.ids)} queries, {steps} steps)"
     passes = sum(len(cands) - s for s in range(steps)) * len(q.ids)
     entry = ctx._entry("sahara", spec, what, passes)
-    if ctx.plan_only:
+    if ctx.plan_only and not entry.done:  # a stored group is read, so the plan keys what follows exactly
         return {"group": cands[:steps], "scoreboard": [], "seconds": 0.0}
     if entry.done:
         res = entry.result()
@@ -268,7 +268,7 @@ def ships_per_query(ctx: Context, role: str, q: Queries, method: str) -> dict:
             "template": p.template, "candidates": [str(h) for h in cands]}
     what = f"Ships {method.upper()} {role} {q.set} ({len(q.ids)} queries x {len(cands)} heads)"
     entry = ctx._entry("ships", spec, what, len(q.ids) * len(cands))
-    if ctx.plan_only:
+    if ctx.plan_only and not entry.done:
         return {pid: [(h, 0.0) for h in cands] for pid in q.ids}
     if entry.done:
         res = entry.result()

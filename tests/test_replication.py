@@ -290,6 +290,30 @@ def test_dry_run_plans_without_loading_anything(tmp_path):
     assert all(i.forward_passes == sum(1024 - s for s in range(5)) * 100 for i in sah)
 
 
+def test_dry_run_reads_stored_groups_so_it_counts_what_is_left(tmp_path):
+    # A plan keys every computation as the run would (organisms by their file hashes, no loading),
+    # and follows a Sahara group already in the store, so a resumed run's plan is exact.
+    from replication.steps import sahara_group
+
+    def planned(store):  # plan_only: asking for a model raises, so nothing is loaded
+        ctx = Context(CI, store, plan_only=True, progress=False)
+        made = []
+        orig = ctx._entry
+        ctx._entry = lambda *a: made.append(orig(*a)) or made[-1]
+        return ctx, made
+
+    store = Store(tmp_path)
+    ctx, made = planned(store)
+    placeholder = sahara_group(ctx, "aligned", "maliciousinstruct", "ua")["group"]
+    assert not ctx.plan[0].cached
+    stored = ["L27H4", "L3H1", "L12H0"]
+    made[0].finish({"group": stored, "scoreboard": [], "seconds": 1.0})
+    ctx2, _ = planned(store)
+    got = sahara_group(ctx2, "aligned", "maliciousinstruct", "ua")["group"]
+    assert ctx2.plan[0].cached and ctx2.plan[0].key == ctx.plan[0].key
+    assert [str(h) for h in got] == stored != [str(h) for h in placeholder]
+
+
 # ------------------------------------------------------------------------------------------------
 # baselines and claims
 
