@@ -132,8 +132,8 @@ MINI = Profile(
     heatmap_n=8,
     heatmap_max_new_tokens=24,
     departures=COMMON_DEPARTURES + (
-        "Sizes, so that the whole profile runs in about an hour on a 2-core CPU (at 84 queries and 48 tokens it "
-        "was about two; generation is most of the cost): Sahara on the first 8 queries of a set (one Sahara step "
+        "Sizes, so that the whole profile runs in well under two hours on a 2-core CPU (78 min measured; 84 "
+        "queries and 48 tokens would take about twice that, generation being most of the cost): Sahara on the first 8 queries of a set (one Sahara step "
         "over 270 heads costs a few CPU-seconds per query), ASR on the next 48 (AdvBench too, not its 520; one "
         "query moves an ASR by 0.02), 40 new tokens instead of 128 (the judge decides on the opening of a response).",
         "Tables 3/5, Ships level: the first 16 of the 48 evaluation queries (each needs its own Ships sweep of "
