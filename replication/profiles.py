@@ -133,9 +133,10 @@ MINI = Profile(
     heatmap_max_new_tokens=24,
     departures=COMMON_DEPARTURES + (
         "Sizes, so that the whole profile runs in well under two hours on a 2-core CPU (78 min measured; 84 "
-        "queries and 48 tokens would take about twice that, generation being most of the cost): Sahara on the first 8 queries of a set (one Sahara step "
-        "over 270 heads costs a few CPU-seconds per query), ASR on the next 48 (AdvBench too, not its 520; one "
-        "query moves an ASR by 0.02), 40 new tokens instead of 128 (the judge decides on the opening of a response).",
+        "queries and 48 tokens would take about twice that, generation being most of the cost): Sahara on the "
+        "first 8 queries of a set (one Sahara step over 270 heads costs a few CPU-seconds per query), ASR on the "
+        "next 48 (AdvBench too, not its 520; one query moves an ASR by 0.02), 40 new tokens instead of 128 (the "
+        "judge decides on the opening of a response).",
         "Tables 3/5, Ships level: the first 16 of the 48 evaluation queries (each needs its own Ships sweep of "
         "every head, per method and organism); the Sahara level uses all 48.",
         "Figure 4b: 8 queries and 24 new tokens per head instead of the whole set and 128 tokens (270 heads x 2 sets).",
