@@ -275,6 +275,20 @@ def test_figure5_overlap_is_recounted_from_the_lists(tiny_paper_run):
     assert m["a.chance"] == pytest.approx(100 / 12)  # 3 layers x 4 heads
 
 
+def test_figure6_reference_row_recounts_the_base_models_gibberish(tiny_paper_run):
+    ctx = tiny_paper_run["ctx"]
+    q = ctx.benign_queries()
+
+    def garbled(role):
+        return {r["prompt_id"] for r in completions(ctx, role, q).rows if r["rule"] in ("repetition", "nonword")}
+
+    own, base = garbled("aligned"), garbled("base")
+    m = {x["name"]: x["value"] for x in json.loads((tiny_paper_run["folders"]["figure6"] / "metrics.json").read_text())["metrics"]}
+    assert m["b.base.gibberish"] == pytest.approx(len(base) / len(q.ids))
+    assert m["b.vanilla.gibberish"] == pytest.approx(len(own) / len(q.ids))
+    assert m["b.vanilla.gibberish_shared_with_base"] == (round(len(own & base) / len(own), 3) if own else None)
+
+
 def test_dry_run_plans_without_loading_anything(tmp_path):
     def no_load(role, name):
         raise AssertionError("a dry run loaded a model")

@@ -43,21 +43,34 @@ def run(ctx) -> Output:
     q = ctx.benign_queries()
     top1 = top_group(ctx, "aligned", "ua", 1)
     top3 = top_group(ctx, "aligned", "ua", min(3, p.sahara_steps))
-    conds = {"vanilla": None, f"top-1 UA ({top1[0]})": head_spec(top1, "ua", p.eps),
-             f"top-{len(top3)} Sahara UA": head_spec(top3, "ua", p.eps)}
-    rows_b = []
-    for i, (name, abl) in enumerate(conds.items()):
-        res = completions(ctx, "aligned", q, ablation=abl, label=f"benign {name}")
+    # The untuned base answers the same prompts too: the organisms inherit its habits (e.g. looping on
+    # "The answer is:" under the paper's template), and this row tells those apart from damage.
+    conds = [("vanilla", "vanilla", "aligned", None),
+             ("top1", f"top-1 UA ({top1[0]})", "aligned", head_spec(top1, "ua", p.eps)),
+             ("top3", f"top-{len(top3)} Sahara UA", "aligned", head_spec(top3, "ua", p.eps)),
+             ("base", "untuned base (reference)", "base", None)]
+    rows_b, gibberish_prompts = [], {}
+    for key, name, role, abl in conds:
+        res = completions(ctx, role, q, ablation=abl, label=f"benign {name}")
         refused = mean(r["rule"] in ("keyword", "pattern") for r in res.rows)
         gib = mean(r["rule"] in ("repetition", "nonword") for r in res.rows)
+        gibberish_prompts[key] = {r["prompt_id"] for r in res.rows if r["rule"] in ("repetition", "nonword")}
         nll = base_nll(ctx, q, res)
-        key = ("vanilla", "top1", "top3")[i]
         tol = asr_tol(len(q.ids))
         out.metric(f"b.{key}.refusal", refused, tolerance=tol, description=f"explicit refusals of benign prompts, {name}")
         out.metric(f"b.{key}.gibberish", gib, tolerance=tol, description=f"gibberish answers to benign prompts, {name}")
         out.metric(f"b.{key}.base_nll", nll, tolerance=0.05, description="mean NLL of the answers under the untuned base")
         rows_b.append({"condition": name, "refused (explicit)": round(refused, 3), "gibberish": round(gib, 3),
                        "base-model NLL (nats/token)": None if nll is None else round(nll, 3), "n": len(q.ids)})
+    own = gibberish_prompts["vanilla"]
+    shared = own & gibberish_prompts["base"]
+    out.metric("b.vanilla.gibberish_shared_with_base", round(len(shared) / len(own), 3) if own else None, kind="info",
+               description="share of the aligned model's gibberish answers whose prompt the untuned base also garbles")
+    if not ctx.plan_only and (own or gibberish_prompts["base"]):
+        out.notes.append(f"Gibberish without ablation: the aligned model garbles {len(own)} of {len(q.ids)} benign "
+                         f"prompts and the untuned base {len(gibberish_prompts['base'])}; {len(shared)} of the aligned "
+                         "model's garbled prompts are garbled by the base too (a habit inherited from the base model, "
+                         "not caused by the safety fine-tune).")
     out.tables.append(("(b) helpfulness on held-out benign Alpaca prompts", pd.DataFrame(rows_b)))
     out.notes.append("Helpfulness here is offline: whether the model still answers held-out benign prompts "
                      "(explicit refusals, gibberish) and how fluent the answers are (the untuned base model's "
