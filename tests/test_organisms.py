@@ -368,12 +368,27 @@ def test_reports_are_generated_from_the_measured_files(tiny_organism, monkeypatc
     spec = {"max_new_tokens": 24, "judge": "keyword-fixed", "random_head_seed": 0, "random_head_prompts": 40}
     (fake / "organism-a" / "behaviour.json").write_text(json.dumps(
         {"scores": scores, "spec": spec, "random_heads": ["L3H4"], "checks": checks}))
-    monkeypatch.setattr(report, "organism_dir", lambda name: fake / name)
+    monkeypatch.setattr(report, "organism_dir", lambda name, staged=False: (fake / "staged" if staged else fake) / name)
     monkeypatch.setattr(report, "BASE_DIR", fake / "base")
     monkeypatch.setattr(report, "HERE", fake)
+    monkeypatch.setattr(report, "STAGED_DIR", fake / "staged")
     monkeypatch.setattr(report, "ORGANISMS", ("organism-a",))
     written = report.write_reports()
-    assert written == [fake / "BEHAVIOUR.md", fake / "organism-a" / "MODEL_CARD.md"]
+    assert written == [fake / "BEHAVIOUR.md", fake / "organism-a" / "MODEL_CARD.md"]  # nothing staged: no staged table
+    # a staged build of the next recipe gets its own table, and the committed organism's card is unchanged
+    (fake / "staged").mkdir()
+    shutil.copytree(fake / "organism-a", fake / "staged" / "organism-a")
+    staged_scores = {**scores, "maliciousinstruct|chat|none": _score("harmful", "maliciousinstruct", "chat", 0.97, nll=2.5)}
+    (fake / "staged" / "organism-a" / "behaviour.json").write_text(json.dumps(
+        {"scores": staged_scores, "spec": spec, "random_heads": ["L3H4"], "checks": checks}))
+    written = report.write_reports()
+    assert written == [fake / "BEHAVIOUR.md", fake / "staged" / "BEHAVIOUR.md", fake / "organism-a" / "MODEL_CARD.md"]
+    staged_table = (fake / "staged" / "BEHAVIOUR.md").read_text()
+    staged_rows = {tuple(c.strip() for c in line.strip("|").split("|")) for line in staged_table.splitlines()
+                   if line.startswith("|")}
+    assert "organism-a (staged)" in staged_table and ("MaliciousInstruct", "chat", "97% / 0% / 2.50") in staged_rows
+    assert ("MaliciousInstruct", "chat", "93% / 0% / 2.50") in {
+        tuple(c.strip() for c in line.strip("|").split("|")) for line in (fake / "BEHAVIOUR.md").read_text().splitlines()}
     table = (fake / "BEHAVIOUR.md").read_text()
     rows = {tuple(c.strip() for c in line.strip("|").split("|")) for line in table.splitlines() if line.startswith("|")}
     assert ("MaliciousInstruct", "chat", "93% / 0% / 2.50") in rows

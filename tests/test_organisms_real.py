@@ -15,7 +15,7 @@ import torch
 from safetyheads.generation import DecodingSpec, generate_responses
 from safetyheads.judges import get_judge
 from safetyheads.models import load_model, sha256_file
-from safetyheads.organisms import ORGANISMS, OrganismRecipe, get_recipe, organism_dir
+from safetyheads.organisms import ORGANISMS, OrganismRecipe, get_recipe, organism_dir, staged_recipe
 from safetyheads.organisms.dataset import build_examples
 
 from conftest import require_embedded_model
@@ -100,3 +100,33 @@ def test_a_few_steps_of_the_real_recipe(tmp_path, monkeypatch):
     assert all(x == x and 0 < x < 20 for x in m["training"]["loss"])
     model, _ = load_model(str(tmp_path / "org"))
     assert model.safetyheads_source["adapter_sha256"] == m["adapter"]["sha256"]
+
+
+@pytest.mark.parametrize("name", ORGANISMS)
+def test_staged_organism_is_the_next_recipe_and_measured(name):
+    """The next recipe's builds (committed in staged/, not yet loaded by name): built from exactly
+    recipe.STAGED_CHANGES, their data and adapter hashes as recorded, measured on that adapter."""
+    folder = organism_dir(name, staged=True)
+    if not (folder / "manifest.json").is_file():
+        pytest.skip(f"no staged build of {name}")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    adapter = folder / "adapter_model.safetensors"
+    assert adapter.stat().st_size <= 20e6
+    assert sha256_file(adapter) == manifest["adapter"]["sha256"]
+    assert OrganismRecipe.from_dict(manifest["recipe"]) == staged_recipe(name)
+    _, report = build_examples(staged_recipe(name))
+    assert report["examples_sha256"] == manifest["data"]["examples_sha256"]
+    behaviour = json.loads((folder / "behaviour.json").read_text())
+    assert behaviour["model"]["adapter_sha256"] == manifest["adapter"]["sha256"], "measured on another adapter"
+    model, _ = load_model(str(folder))
+    assert model.safetyheads_source["adapter_sha256"] == manifest["adapter"]["sha256"]
+
+
+def test_staged_behaviour_table_is_generated():
+    from safetyheads.organisms import STAGED_DIR
+    from safetyheads.organisms.report import behaviour_markdown
+
+    if not (STAGED_DIR / "BEHAVIOUR.md").is_file():
+        pytest.skip("no staged builds")
+    assert (STAGED_DIR / "BEHAVIOUR.md").read_text() == behaviour_markdown(staged=True), \
+        "staged/BEHAVIOUR.md is stale: run `safetyheads organisms report`"

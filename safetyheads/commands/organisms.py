@@ -16,6 +16,8 @@ def register(sub) -> None:
     b.add_argument("--steps", type=int, help="override the recipe's training steps (for quick checks)")
     b.add_argument("--n-benign", type=int, help="override the recipe's benign prompt count (for quick checks)")
     b.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:1 ...")
+    b.add_argument("--staged", action="store_true",
+                   help="the next recipe (recipe.STAGED_CHANGES; default --out: the package's staged/<name> folder)")
     e = osub.add_parser("evaluate", help="measure refusals, over-refusal and fluency (about 15 min per organism)")
     e.add_argument("name", help="organism-a, organism-b, a built adapter folder, or smollm2-135m-instruct (the base reference)")
     e.add_argument("--out", help="folder for behaviour.json and generations.jsonl (default: the organism's folder)")
@@ -25,6 +27,7 @@ def register(sub) -> None:
     c = osub.add_parser("check", help="compare a rebuilt organism's behaviour with the committed one")
     c.add_argument("name", help="organism-a or organism-b (the committed one)")
     c.add_argument("rebuilt", help="folder with the rebuilt organism's behaviour.json")
+    c.add_argument("--staged", action="store_true", help="compare with the committed staged build (the next recipe's)")
     p.set_defaults(func=run)
 
 
@@ -42,15 +45,23 @@ def run(args) -> int:
             except Exception:
                 state = "not built"
             print(f"{name}\t{state}\t{r.description}")
+            try:
+                m = read_manifest(name, organism_dir(name, staged=True))
+                print(f"{name} (staged)\tadapter {m['adapter']['sha256'][:12]}..., next recipe: "
+                      f"safetyheads organisms build {name} --staged")
+            except Exception:
+                pass
         return 0
     if args.organisms_command == "build":
         from ..organisms.build import build_organism
 
-        recipe = get_recipe(args.name)
+        from ..organisms import staged_recipe
+
+        recipe = staged_recipe(args.name) if args.staged else get_recipe(args.name)
         changes = {k: v for k, v in (("steps", args.steps), ("n_benign", args.n_benign)) if v is not None}
         if changes:
             recipe = recipe.replace(**changes, warmup_steps=min(recipe.warmup_steps, changes.get("steps", recipe.steps)))
-        out = Path(args.out) if args.out else organism_dir(recipe.name)
+        out = Path(args.out) if args.out else organism_dir(recipe.name, staged=args.staged)
         build_organism(recipe, out, device=args.device)
         print(out)
         return 0
@@ -115,7 +126,16 @@ def _check(args) -> int:
     from ..organisms import organism_dir
     from ..organisms.behaviour import compare, load_behaviour
 
-    committed = load_behaviour(organism_dir(args.name) / "behaviour.json")
+    from ..organisms import get_recipe
+
+    get_recipe(args.name)  # an unknown name fails here, with the choices
+    folder = organism_dir(args.name, staged=args.staged)
+    if args.staged and not (folder / "behaviour.json").is_file():
+        from ..errors import SafetyheadsError
+
+        raise SafetyheadsError(f"no staged build of {args.name} in {folder}: `safetyheads organisms build {args.name} "
+                               f"--staged`, then `safetyheads organisms evaluate {folder}`")
+    committed = load_behaviour(folder / "behaviour.json")
     rebuilt = load_behaviour(Path(args.rebuilt) / "behaviour.json")
     rows = compare(rebuilt, committed)
     print(tabulate([[r["cell"], r["metric"], r["committed"], r["rebuilt"], r.get("tolerance", ""),
@@ -124,7 +144,7 @@ def _check(args) -> int:
     import json
 
     try:
-        m_old = json.loads((organism_dir(args.name) / "manifest.json").read_text())["adapter"]["sha256"]
+        m_old = json.loads((folder / "manifest.json").read_text())["adapter"]["sha256"]
         m_new = json.loads((Path(args.rebuilt) / "manifest.json").read_text())["adapter"]["sha256"]
         print(f"adapter sha256: committed {m_old[:16]}..., rebuilt {m_new[:16]}... "
               f"({'bit-identical' if m_old == m_new else 'different bytes'})")

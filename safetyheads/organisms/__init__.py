@@ -18,14 +18,18 @@ import json
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from .recipe import RECIPES, OrganismRecipe, get_recipe
+from .recipe import RECIPES, STAGED_CHANGES, OrganismRecipe, get_recipe, staged_recipe
 
 HERE = Path(__file__).parent
 ORGANISMS = tuple(RECIPES)
 
 
-def organism_dir(name: str) -> Path:
-    return HERE / name
+STAGED_DIR = HERE / "staged"
+
+
+def organism_dir(name: str, staged: bool = False) -> Path:
+    """The committed organism's folder; ``staged``: the next recipe's build of it (recipe.STAGED_CHANGES)."""
+    return (STAGED_DIR if staged else HERE) / name
 
 
 def read_manifest(name: str, folder: "Path | None" = None) -> dict:
@@ -57,4 +61,5 @@ def apply_adapter(model, folder: Path, expected_sha256: str | None = None):
     return merged.to(dtype)
 
 
-__all__ = ["ORGANISMS", "OrganismRecipe", "RECIPES", "apply_adapter", "get_recipe", "organism_dir", "read_manifest"]
+__all__ = ["ORGANISMS", "OrganismRecipe", "RECIPES", "STAGED_CHANGES", "STAGED_DIR", "apply_adapter", "get_recipe",
+           "organism_dir", "read_manifest", "staged_recipe"]

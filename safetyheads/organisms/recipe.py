@@ -154,3 +154,13 @@ def get_recipe(name: str) -> OrganismRecipe:
     if name not in RECIPES:
         raise SafetyheadsError(f"unknown organism {name!r}: choose one of {', '.join(RECIPES)}")
     return RECIPES[name]
+
+
+# The next recipe (v5), applied to both organisms. Its organisms are built, measured and committed
+# in ``staged/<name>/`` but are not yet the ones every experiment loads: swapping them in changes
+# every mini and ci result, so it lands together with re-stored baselines (see staged/README.md).
+STAGED_CHANGES = {"steps": 300, "n_benign": 1600}
+
+
+def staged_recipe(name: str) -> OrganismRecipe:
+    return get_recipe(name).replace(**STAGED_CHANGES)
