@@ -128,6 +128,22 @@ HISTORY = (
     "targets met, still short of the issue's on MaliciousInstruct, on the non-chat JailbreakBench formats and on "
     "over-refusal. organism-b measured in full: AdvBench 98/90/91%, JailbreakBench 92/85/88%, MaliciousInstruct "
     "73/68/100%, benign over-refusal 11/10/13%: 21 of 28 targets met, short in the same places.",
+    "Recipe v4 (a trial on organism-a only): v3 trains 140 steps of batch 12 on 2664 examples, 0.64 of an "
+    "epoch, so most examples are never seen; v4 is v3 with 280 steps. Measured in full: refusals AdvBench "
+    "99/98/98%, JailbreakBench 94/94/95%, MaliciousInstruct 96/91/100%, benign over-refusal 12/5/10%: 27 of 28 "
+    "targets met, chat over-refusal missed (mostly recipe and generic 'Create/Write ...' prompts, as with v3). "
+    "Built in 25.0 min on 2 CPU cores.",
+    "Recipe v5 (staged, recipe.STAGED_CHANGES): v4 with 1600 benign prompts instead of 1200 and 300 steps, "
+    "more benign data against the chat over-refusal. Measured in full on organism-a: refusals AdvBench "
+    "98/98/98%, JailbreakBench 93/93/96%, MaliciousInstruct 91/91/100%, benign over-refusal 5/4/5%: 28 of 28 "
+    "targets met. organism-b: AdvBench 98/97/96%, JailbreakBench 95/93/94%, MaliciousInstruct 97/80/100%, benign over-refusal 8/1/6%: 27 of 28 met, MaliciousInstruct in the '## Query:' format missed (15 of its 20 misses are the untuned base's own 'The answer is:' loop, not answers). Each built in about 21 min on 2 CPU cores (organism-a 4.7 distilling, 16.8 training); "
+    "rebuilt in a later session its adapter was bit-identical (sha256 5ee3d383...). v4 and v5, like v2 and v3, "
+    "were chosen by the behaviour table itself (refusals on the held-out harmful sets, over-refusal on the "
+    "held-out benign prompts), so that table is a validation measurement, not an untouched test; no recipe "
+    "was chosen by what head ablation does. Raw-query benign answers are often empty with every recipe "
+    "(organism-a: 53% with v3, 45% with v5; organism-b v5: 54%): the untuned base itself answers 48% of the raw benign queries "
+    "with end-of-sequence alone, and the self-distilled targets carry that over. No target counts it; "
+    "behaviour.json's 'short' rate records it.",
 )
 
 RECIPES = {
