@@ -82,16 +82,18 @@ def build_organisms(session: nox.Session) -> None:
     behaviour against the committed organism's within the stated tolerances (about 40 min per
     organism on 2 CPU cores: 25 building, 15 measuring). `-- organism-a` builds one. `-- --staged`
     rebuilds the next recipe's organisms and checks them against the committed staged builds.
-    `-- --smoke` wires the whole session through in minutes (2 training steps, 8 benign prompts, a
-    small evaluation, no comparison)."""
+    `-- --fresh` also ignores an interrupted build's checkpoint and the cached answers of the base
+    (a finished build never leaves a checkpoint). `-- --smoke` wires the whole session through in
+    minutes (2 training steps, 8 benign prompts, a small evaluation, no comparison)."""
     install(session)
     smoke = "--smoke" in session.posargs
     staged = ["--staged"] if "--staged" in session.posargs else []
+    fresh = ["--fresh"] if "--fresh" in session.posargs else []
     names = [a for a in session.posargs if not a.startswith("-")] or ["organism-a", "organism-b"]
     for name in names:
         out = f"build/organisms/{name}" + ("-staged" if staged else "") + ("-smoke" if smoke else "")
         build = ["--steps", "2", "--n-benign", "8"] if smoke else []
-        session.run("safetyheads", "organisms", "build", name, "--out", out, *staged, *build)
+        session.run("safetyheads", "organisms", "build", name, "--out", out, *staged, *fresh, *build)
         # exit status 1 = measured, but some behaviour target missed: the check below still runs
         session.run("safetyheads", "organisms", "evaluate", out, "--out", out, *(["--quick"] if smoke else []),
                     success_codes=[0, 1])

@@ -417,3 +417,27 @@ def test_measure_end_to_end_on_a_tiny_organism(tiny_organism, tmp_path, monkeypa
     # resuming generates nothing new and scores the same
     again = measure(str(out), spec, tmp_path / "eval", base_scores={}, progress=False)
     assert again["scores"] == cells
+
+
+def test_finished_build_leaves_no_checkpoint_and_rebuilds_identically(folder, tmp_path, monkeypatch):
+    """A rebuild of a finished recipe trains from step 0 (it must not resume the last checkpoint), and
+    gives the same adapter; ``fresh`` also regenerates the base's answers instead of reading the cache."""
+    from safetyheads.organisms.build import work_dir
+
+    monkeypatch.setenv("SAFETYHEADS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY", 1)
+    recipe = get_recipe("organism-a").replace(base=str(folder), steps=3, batch_size=4, n_benign=4, n_harmful=4,
+                                              answer_tokens=4, threads=torch.get_num_threads(), warmup_steps=1)
+    first = build_organism(recipe, tmp_path / "one", progress=False)
+    assert not (work_dir(recipe) / "checkpoint.pt").exists()
+    seen = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: (str(f).endswith("checkpoint.pt") and seen.append(f))
+                        or real(f, *a, **k))
+    second = build_organism(recipe, tmp_path / "two", progress=False)
+    assert not seen, "the rebuild resumed a checkpoint"
+    assert second["adapter"]["sha256"] == first["adapter"]["sha256"]
+    assert second["build"]["answers_generated"] == 0  # the base's answers came from the cache
+    third = build_organism(recipe, tmp_path / "three", progress=False, fresh=True)
+    assert third["build"]["answers_generated"] == 4 and third["adapter"]["sha256"] == first["adapter"]["sha256"]
+    assert third["data"]["distilled_answers_sha256"] == first["data"]["distilled_answers_sha256"]

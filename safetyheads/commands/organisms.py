@@ -16,6 +16,8 @@ def register(sub) -> None:
     b.add_argument("--steps", type=int, help="override the recipe's training steps (for quick checks)")
     b.add_argument("--n-benign", type=int, help="override the recipe's benign prompt count (for quick checks)")
     b.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:1 ...")
+    b.add_argument("--fresh", action="store_true",
+                   help="from scratch: ignore an interrupted build's checkpoint and the cached answers of the base")
     b.add_argument("--staged", action="store_true",
                    help="the next recipe (recipe.STAGED_CHANGES; default --out: the package's staged/<name> folder)")
     e = osub.add_parser("evaluate", help="measure refusals, over-refusal and fluency (about 15 min per organism)")
@@ -62,7 +64,7 @@ def run(args) -> int:
         if changes:
             recipe = recipe.replace(**changes, warmup_steps=min(recipe.warmup_steps, changes.get("steps", recipe.steps)))
         out = Path(args.out) if args.out else organism_dir(recipe.name, staged=args.staged)
-        build_organism(recipe, out, device=args.device)
+        build_organism(recipe, out, device=args.device, fresh=args.fresh)
         print(out)
         return 0
     if args.organisms_command == "evaluate":

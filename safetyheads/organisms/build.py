@@ -31,23 +31,29 @@ def work_dir(recipe: OrganismRecipe) -> Path:
     return cache_dir() / "organisms" / f"{recipe.name}-{recipe_key(recipe)}"
 
 
-def build_organism(recipe: OrganismRecipe, out: "str | Path", progress: bool = True, device: str = "auto") -> dict:
+def build_organism(recipe: OrganismRecipe, out: "str | Path", progress: bool = True, device: str = "auto",
+                   fresh: bool = False) -> dict:
     """Train ``recipe`` and write its adapter folder to ``out``; returns the manifest. Trains in
     float32 on ``device`` (``auto``: a GPU when torch sees one); the committed organisms were built
-    on the CPU with the recipe's thread count, and a GPU build differs from them in the last bits."""
+    on the CPU with the recipe's thread count, and a GPU build differs from them in the last bits.
+    An interrupted build resumes from its checkpoint, which a finished build deletes. ``fresh``:
+    ignore an unfinished build's checkpoint and the cache of the base's distilled answers too."""
     from ..models import load_model
 
     out = Path(out)
     torch.set_num_threads(recipe.threads)
     t0 = time.time()
     work = work_dir(recipe)
+    if fresh:
+        (work / "checkpoint.pt").unlink(missing_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     model, tok = load_model(recipe.base, device=device, dtype="float32")
     base_source = dict(model.safetyheads_source)
     examples, data_report = build_examples(recipe)
     # The base's answers depend only on the base, the prompt, its format and the length: one cache for all recipes.
     distilled = cache_dir() / "organisms" / f"distilled-{base_source.get('sha256', 'unknown')[:16]}-{recipe.answer_tokens}.jsonl"
-    answers, generated = distill_answers(model, tok, examples, recipe.answer_tokens, cache=distilled, progress=progress)
+    answers, generated = distill_answers(model, tok, examples, recipe.answer_tokens, cache=None if fresh else distilled,
+                                         progress=progress)
     t_distill = time.time() - t0
     peft_model, log = train_adapter(model, tok, recipe, examples, answers, work, progress=progress)
     t_train = time.time() - t0 - t_distill
@@ -73,6 +79,8 @@ def build_organism(recipe: OrganismRecipe, out: "str | Path", progress: bool = T
         "provenance": provenance(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    # Finished: a later build of the same recipe must train from the start, not resume this one's last checkpoint.
+    (work / "checkpoint.pt").unlink(missing_ok=True)
     if progress:
         print(f"safetyheads: built {recipe.name} in {(time.time() - t0) / 60:.1f} min -> {out}", file=sys.stderr)
     return manifest
