@@ -102,11 +102,22 @@ def test_a_few_steps_of_the_real_recipe(tmp_path, monkeypatch):
     assert model.safetyheads_source["adapter_sha256"] == m["adapter"]["sha256"]
 
 
+@pytest.fixture
+def repo_staged(monkeypatch):
+    """The checkout's staged/ folder: staged builds are not package data (they would double the wheel),
+    so an installed package (CI's) has only their BEHAVIOUR.md and README.md."""
+    import safetyheads.organisms as organisms
+
+    monkeypatch.setattr(organisms, "STAGED_DIR", REPO / "safetyheads" / "organisms" / "staged")
+    return organisms.STAGED_DIR
+
+
 @pytest.mark.parametrize("name", ORGANISMS)
-def test_staged_organism_is_the_next_recipe_and_measured(name):
+def test_staged_organism_is_the_next_recipe_and_measured(name, repo_staged):
     """The next recipe's builds (committed in staged/, not yet loaded by name): built from exactly
     recipe.STAGED_CHANGES, their data and adapter hashes as recorded, measured on that adapter."""
     folder = organism_dir(name, staged=True)
+    assert folder.parent == repo_staged
     if not (folder / "manifest.json").is_file():
         pytest.skip(f"no staged build of {name}")
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -122,11 +133,10 @@ def test_staged_organism_is_the_next_recipe_and_measured(name):
     assert model.safetyheads_source["adapter_sha256"] == manifest["adapter"]["sha256"]
 
 
-def test_staged_behaviour_table_is_generated():
-    from safetyheads.organisms import STAGED_DIR
+def test_staged_behaviour_table_is_generated(repo_staged):
     from safetyheads.organisms.report import behaviour_markdown
 
-    if not (STAGED_DIR / "BEHAVIOUR.md").is_file():
+    if not (repo_staged / "BEHAVIOUR.md").is_file():
         pytest.skip("no staged builds")
-    assert (STAGED_DIR / "BEHAVIOUR.md").read_text() == behaviour_markdown(staged=True), \
+    assert (repo_staged / "BEHAVIOUR.md").read_text() == behaviour_markdown(staged=True), \
         "staged/BEHAVIOUR.md is stale: run `safetyheads organisms report`"
