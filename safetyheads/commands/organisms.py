@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..organisms import ORGANISMS, get_recipe, organism_dir
+    from ..organisms import ORGANISMS, get_recipe, organism_dir, staged_recipe
 
     if args.organisms_command == "list":
         from ..organisms import read_manifest
@@ -56,8 +56,6 @@ def run(args) -> int:
         return 0
     if args.organisms_command == "build":
         from ..organisms.build import build_organism
-
-        from ..organisms import staged_recipe
 
         recipe = staged_recipe(args.name) if args.staged else get_recipe(args.name)
         changes = {k: v for k, v in (("steps", args.steps), ("n_benign", args.n_benign)) if v is not None}
@@ -125,16 +123,13 @@ def _evaluate(args) -> int:
 def _check(args) -> int:
     from tabulate import tabulate
 
-    from ..organisms import organism_dir
+    from ..errors import SafetyheadsError
+    from ..organisms import get_recipe, organism_dir
     from ..organisms.behaviour import compare, load_behaviour
-
-    from ..organisms import get_recipe
 
     get_recipe(args.name)  # an unknown name fails here, with the choices
     folder = organism_dir(args.name, staged=args.staged)
     if args.staged and not (folder / "behaviour.json").is_file():
-        from ..errors import SafetyheadsError
-
         raise SafetyheadsError(f"no staged build of {args.name} in {folder}: `safetyheads organisms build {args.name} "
                                f"--staged`, then `safetyheads organisms evaluate {folder}`")
     committed = load_behaviour(folder / "behaviour.json")
