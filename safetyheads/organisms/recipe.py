@@ -144,6 +144,11 @@ HISTORY = (
     "(organism-a: 53% with v3, 45% with v5; organism-b v5: 54%): the untuned base itself answers 48% of the raw benign queries "
     "with end-of-sequence alone, and the self-distilled targets carry that over. No target counts it; "
     "behaviour.json's 'short' rate records it.",
+    "Trial after v5 (organism-b only, not adopted): 360 steps instead of 300. MaliciousInstruct in the '## Query:' "
+    "format fell to 76% (v5: 80%) and JailbreakBench '## Query:' to 90%; 27 of 28 targets met, so more training "
+    "is not the remedy. A likely cause, for the next recipe: of the 1093 '## Query:'-format benign answers the base "
+    "gave while distilling (both organisms), 123 (11%) are its 'The answer is:' loop, so the recipe teaches the "
+    "organism that loop in that format; dropping degenerate self-distilled answers is the untested candidate.",
 )
 
 RECIPES = {
