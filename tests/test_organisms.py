@@ -430,6 +430,8 @@ def test_finished_build_leaves_no_checkpoint_and_rebuilds_identically(folder, tm
                                               answer_tokens=4, threads=torch.get_num_threads(), warmup_steps=1)
     first = build_organism(recipe, tmp_path / "one", progress=False)
     assert not (work_dir(recipe) / "checkpoint.pt").exists()
+    with open(tmp_path / "cache" / "organisms" / f"distilled-{first['base']['sha256'][:16]}-4.jsonl", "a") as f:
+        f.write(json.dumps({"format": "chat", "prompt": "another recipe's prompt", "ids": [5, 6]}) + "\n")
     seen = []
     real = torch.load
     monkeypatch.setattr(torch, "load", lambda f, *a, **k: (str(f).endswith("checkpoint.pt") and seen.append(f))
@@ -438,6 +440,7 @@ def test_finished_build_leaves_no_checkpoint_and_rebuilds_identically(folder, tm
     assert not seen, "the rebuild resumed a checkpoint"
     assert second["adapter"]["sha256"] == first["adapter"]["sha256"]
     assert second["build"]["answers_generated"] == 0  # the base's answers came from the cache
+    assert second["data"]["distilled_answers_sha256"] == first["data"]["distilled_answers_sha256"]  # not the cache's
     third = build_organism(recipe, tmp_path / "three", progress=False, fresh=True)
     assert third["build"]["answers_generated"] == 4 and third["adapter"]["sha256"] == first["adapter"]["sha256"]
     assert third["data"]["distilled_answers_sha256"] == first["data"]["distilled_answers_sha256"]

@@ -159,4 +159,5 @@ def distill_answers(model, tok, examples: list[Example], max_new_tokens: int, ca
     finally:
         if out is not None:
             out.close()
-    return done, len(todo)
+    # Only this recipe's answers: the cache holds every recipe's, and the manifest's digest of the answers must not depend on it.
+    return {k: done[k] for k in dict.fromkeys((e.format, e.prompt) for e in examples if e.kind == "benign")}, len(todo)
