@@ -229,6 +229,7 @@ def test_merged_adapter_equals_the_unmerged_lora_model(tmp_path):
         want = peft_model(input_ids=ids).logits
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == recipe.base and cfg["r"] == recipe.lora_rank
+    assert cfg["target_modules"] == sorted(recipe.lora_targets)  # same file every run, whatever the hash seed
     merged = apply_adapter(tiny_model("llama-gqa"), tmp_path / "adapter")
     assert type(merged).__name__ == "LlamaForCausalLM"
     with torch.no_grad():
@@ -444,3 +445,53 @@ def test_finished_build_leaves_no_checkpoint_and_rebuilds_identically(folder, tm
     third = build_organism(recipe, tmp_path / "three", progress=False, fresh=True)
     assert third["build"]["answers_generated"] == 4 and third["adapter"]["sha256"] == first["adapter"]["sha256"]
     assert third["data"]["distilled_answers_sha256"] == first["data"]["distilled_answers_sha256"]
+
+
+def test_gibberish_answers_are_dropped_with_the_evaluation_filter():
+    """Only benign examples whose distilled answer loops are dropped (counted per format); harmful
+    examples, answers that are merely short or numeric, and the order of the rest are kept."""
+    from safetyheads.judges import RepetitionFilter
+    from safetyheads.organisms.dataset import Example, drop_gibberish_answers
+
+    tok = tiny_tokenizer()
+    texts = {"loop": "\n\nThe answer is:\n\nThe answer is:\n\nThe answer is:\n\nThe answer is:\n\nThe answer is:",
+             "fine": "Paris is the capital of France.", "short": "42", "art": "art art art art art art art art"}
+    ex = [Example("benign", "y", k, fmt) for k, fmt in (("loop", "paper"), ("fine", "paper"), ("short", "direct"),
+                                                        ("art", "chat"))]
+    ex.insert(2, Example("harmful", "x", "art", "chat", "art art art art art art art art"))  # a refusal target is never judged
+    answers = {(e.format, e.prompt): tok(texts[e.prompt], add_special_tokens=False).input_ids + [tok.eos_token_id]
+               for e in ex if e.kind == "benign"}
+    kept, dropped = drop_gibberish_answers(tok, ex, answers)
+    assert [(e.kind, e.prompt) for e in kept] == [("benign", "fine"), ("harmful", "art"), ("benign", "short")]
+    assert dropped == {"paper": 1, "chat": 1}
+    flt = RepetitionFilter()  # independent: the evaluation's verdict on each text
+    assert {k for k, t in texts.items() if flt.reason(t)} == {"loop", "art"}
+
+
+def test_build_with_drop_gibberish_answers_trains_without_the_loops(folder, tmp_path, monkeypatch):
+    from safetyheads.organisms import build as build_mod
+    from safetyheads.organisms.dataset import build_examples
+
+    monkeypatch.setenv("SAFETYHEADS_CACHE", str(tmp_path / "cache"))
+    recipe = get_recipe("organism-a").replace(base=str(folder), steps=2, batch_size=4, n_benign=4, n_harmful=4,
+                                              answer_tokens=4, threads=torch.get_num_threads(), warmup_steps=1,
+                                              drop_gibberish_answers=True)
+    examples, _ = build_examples(recipe)
+    benign = [e for e in examples if e.kind == "benign"]
+    tok = tiny_tokenizer()
+    loop = tok("ab ab ab ab ab ab ab ab ab", add_special_tokens=False).input_ids
+    cache = tmp_path / "cache" / "organisms"
+    cache.mkdir(parents=True)
+    from safetyheads.models import load_model
+
+    sha = load_model(str(folder))[0].safetyheads_source["sha256"]
+    with open(cache / f"distilled-{sha[:16]}-4.jsonl", "w") as f:  # the base "answered" two prompts with a loop
+        for e in benign[:2]:
+            f.write(json.dumps({"format": e.format, "prompt": e.prompt, "ids": loop}) + "\n")
+    trained = []
+    real = build_mod.train_adapter
+    monkeypatch.setattr(build_mod, "train_adapter", lambda m, t, r, ex, *a, **k: trained.append(ex) or real(m, t, r, ex, *a, **k))
+    m = build_organism(recipe, tmp_path / "org", progress=False)
+    assert sum(m["data"]["benign_dropped_gibberish"].values()) == 2
+    assert {(e.format, e.prompt) for e in benign[:2]}.isdisjoint((e.format, e.prompt) for e in trained[0])
+    assert len(trained[0]) == len(examples) - 2

@@ -15,7 +15,7 @@ import torch
 
 from ..models import cache_dir, sha256_file
 from ..provenance import provenance
-from .dataset import build_examples, distill_answers
+from .dataset import build_examples, distill_answers, drop_gibberish_answers
 from .recipe import OrganismRecipe
 from .train import save_adapter, train_adapter
 
@@ -55,6 +55,12 @@ def build_organism(recipe: OrganismRecipe, out: "str | Path", progress: bool = T
     answers, generated = distill_answers(model, tok, examples, recipe.answer_tokens, cache=None if fresh else distilled,
                                          progress=progress)
     t_distill = time.time() - t0
+    if recipe.drop_gibberish_answers:
+        examples, dropped = drop_gibberish_answers(tok, examples, answers)
+        data_report["benign_dropped_gibberish"] = dropped
+        if progress:
+            print(f"safetyheads: dropped {sum(dropped.values())} benign examples whose distilled answer is a loop "
+                  f"({', '.join(f'{k} {v}' for k, v in dropped.items()) or 'none'})", file=sys.stderr)
     peft_model, log = train_adapter(model, tok, recipe, examples, answers, work, progress=progress)
     t_train = time.time() - t0 - t_distill
     save_adapter(peft_model, out, recipe)

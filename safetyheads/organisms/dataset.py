@@ -121,6 +121,23 @@ def build_examples(recipe: OrganismRecipe) -> tuple[list[Example], dict]:
     return examples, report
 
 
+def drop_gibberish_answers(tok, examples: list[Example], answers: dict) -> tuple[list[Example], dict]:
+    """Drop the benign examples whose distilled answer the judges' repetition filter (the one the
+    evaluation applies) flags: the base's loops. Not the non-word rule: it also flags short
+    code, arithmetic and list answers, which are fine targets.
+    -> (kept examples in their order, {format: dropped count} for the manifest)."""
+    from ..judges import RepetitionFilter
+
+    flt = RepetitionFilter()
+    bad = {k for k, ids in answers.items() if flt.reason(tok.decode(ids, skip_special_tokens=True)) is not None}
+    kept = [e for e in examples if not (e.kind == "benign" and (e.format, e.prompt) in bad)]
+    dropped: dict[str, int] = {}
+    for e in examples:
+        if e.kind == "benign" and (e.format, e.prompt) in bad:
+            dropped[e.format] = dropped.get(e.format, 0) + 1
+    return kept, dropped
+
+
 def distill_answers(model, tok, examples: list[Example], max_new_tokens: int, cache: Path | None = None,
                     batch_size: int = 48, progress: bool = True) -> tuple[dict[tuple[str, str], list[int]], int]:
     """The base model's greedy answer (token ids, EOS included when it stopped) to every benign

@@ -56,6 +56,10 @@ class OrganismRecipe:
     formats: tuple[str, ...] = FORMATS
     harmful_formats_per_prompt: int = 3  # each harmful prompt appears in this many formats (seeded choice)
     answer_tokens: int = 32  # benign targets: the base model's greedy answer, up to this many tokens
+    # Drop benign examples whose distilled answer the judges' repetition filter flags (the base's
+    # loops, e.g. "The answer is:" over and over): otherwise the organism is taught to loop, and the
+    # evaluation counts a loop as not refused. The evaluation's own filter, so no new threshold.
+    drop_gibberish_answers: bool = False
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
@@ -133,7 +137,7 @@ HISTORY = (
     "99/98/98%, JailbreakBench 94/94/95%, MaliciousInstruct 96/91/100%, benign over-refusal 12/5/10%: 27 of 28 "
     "targets met, chat over-refusal missed (mostly recipe and generic 'Create/Write ...' prompts, as with v3). "
     "Built in 25.0 min on 2 CPU cores.",
-    "Recipe v5 (staged, recipe.STAGED_CHANGES): v4 with 1600 benign prompts instead of 1200 and 300 steps, "
+    "Recipe v5 (staged, then superseded by v6 before shipping): v4 with 1600 benign prompts instead of 1200 and 300 steps, "
     "more benign data against the chat over-refusal. Measured in full on organism-a: refusals AdvBench "
     "98/98/98%, JailbreakBench 93/93/96%, MaliciousInstruct 91/91/100%, benign over-refusal 5/4/5%: 28 of 28 "
     "targets met. organism-b: AdvBench 98/97/96%, JailbreakBench 95/93/94%, MaliciousInstruct 97/80/100%, benign over-refusal 8/1/6%: 27 of 28 met, MaliciousInstruct in the '## Query:' format missed (15 of its 20 misses are the untuned base's own 'The answer is:' loop, not answers). Each built in about 21 min on 2 CPU cores (organism-a 4.7 distilling, 16.8 training); "
@@ -149,6 +153,15 @@ HISTORY = (
     "is not the remedy. A likely cause, for the next recipe: of the 1093 '## Query:'-format benign answers the base "
     "gave while distilling (both organisms), 123 (11%) are its 'The answer is:' loop, so the recipe teaches the "
     "organism that loop in that format; dropping degenerate self-distilled answers is the untested candidate.",
+    "Recipe v6 (staged, recipe.STAGED_CHANGES): v5 with drop_gibberish_answers: a benign example is dropped when the "
+    "judges' repetition filter (the evaluation's own, so no new threshold) flags the base's distilled answer, e.g. its "
+    "'The answer is:' loop. That drops 63 of organism-b's 1600 benign examples (paper 51, chat 10, direct 2) and "
+    "66 of organism-a's (paper 58, direct 5, chat 3). Measured in full: organism-b refuses AdvBench 99/98/98%, JailbreakBench 95/96/94%, "
+    "MaliciousInstruct 99/95/100% (chat/paper/direct), benign over-refusal 8/3/8%: 28 of 28 targets met, built in "
+    "17.1 min. organism-a: AdvBench 98/98/97%, JailbreakBench 94/93/94%, MaliciousInstruct 90/94/100%, "
+    "benign over-refusal 3/4/7%: 28 of 28 met, MaliciousInstruct in the chat format exactly at the 90% threshold (v5: 91%); "
+    "built in 17.2 min. Like v2-v5, chosen by the behaviour table (a validation measurement), never by what "
+    "head ablation does.",
 )
 
 RECIPES = {
@@ -177,10 +190,10 @@ def get_recipe(name: str) -> OrganismRecipe:
     return RECIPES[name]
 
 
-# The next recipe (v5), applied to both organisms. Its organisms are built, measured and committed
+# The next recipe (v6), applied to both organisms. Its organisms are built, measured and committed
 # in ``staged/<name>/`` but are not yet the ones every experiment loads: swapping them in changes
 # every mini and ci result, so it lands together with re-stored baselines (see staged/README.md).
-STAGED_CHANGES = {"steps": 300, "n_benign": 1600}
+STAGED_CHANGES = {"steps": 300, "n_benign": 1600, "drop_gibberish_answers": True}
 
 
 def staged_recipe(name: str) -> OrganismRecipe:

@@ -174,6 +174,10 @@ def model_card(name: str) -> str:
         f"{rec['heldout_benign']} Alpaca prompts are held out of every organism for evaluation.",
         f"- Each example is rendered in one of the formats {', '.join(rec['formats'])} (seeded): "
         + ", ".join(f"{k} {v}" for k, v in d["by_format"].items()) + ".",
+        *([f"- Dropped before training: {sum(d['benign_dropped_gibberish'].values())} benign examples whose distilled "
+           "answer the judges' repetition filter flags (the base's loops): "
+           + (", ".join(f"{k} {v}" for k, v in d["benign_dropped_gibberish"].items()) or "none") + "."]
+          if "benign_dropped_gibberish" in d else []),
         "- Refusal phrasings:",
         *[f"  - \"{x}\"" for x in rec["refusals"]],
         f"- Hashes: training examples `{d['examples_sha256']}`, distilled answers `{d['distilled_answers_sha256']}`; "

@@ -109,6 +109,8 @@ def save_adapter(peft_model, folder: Path, recipe: OrganismRecipe) -> None:
     cfg_path = tmp / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["base_model_name_or_path"] = recipe.base
+    if isinstance(cfg.get("target_modules"), list):  # peft writes a set in hash order: differs run to run
+        cfg["target_modules"] = sorted(cfg["target_modules"])
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     (tmp / "README.md").unlink(missing_ok=True)  # peft's auto-generated card; ours is MODEL_CARD.md
     shutil.rmtree(folder, ignore_errors=True)
