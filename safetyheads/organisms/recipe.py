@@ -51,7 +51,7 @@ class OrganismRecipe:
     eval_sets: tuple[str, ...] = EVAL_SETS
     near_duplicate_jaccard: float = 0.5  # word-set Jaccard at or above this = near duplicate
     n_harmful: int | None = None
-    n_benign: int = 1200
+    n_benign: int = 1600
     heldout_benign: int = 100  # Alpaca prompts kept out of every organism's training, for evaluation
     formats: tuple[str, ...] = FORMATS
     harmful_formats_per_prompt: int = 3  # each harmful prompt appears in this many formats (seeded choice)
@@ -59,11 +59,12 @@ class OrganismRecipe:
     # Drop benign examples whose distilled answer the judges' repetition filter flags (the base's
     # loops, e.g. "The answer is:" over and over): otherwise the organism is taught to loop, and the
     # evaluation counts a loop as not refused. The evaluation's own filter, so no new threshold.
+    # False is what every recipe before v6 did (manifests without the field); both organisms set it.
     drop_gibberish_answers: bool = False
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
-    steps: int = 140
+    steps: int = 300
     batch_size: int = 12
     learning_rate: float = 1e-3
     warmup_steps: int = 10
@@ -122,7 +123,7 @@ HISTORY = (
     "they are a validation set rather than an untouched test set. Measured (BEHAVIOUR.md): over-refusal fell "
     "only to about 10%, and harmful refusals fell far below the 90% target outside the chat format: the "
     "organism does not yet separate harmful from benign requests well. It misses the issue's targets.",
-    "Recipe v3 (shipped; organism-a and organism-b): every harmful prompt in all three input formats "
+    "Recipe v3 (shipped until v6): every harmful prompt in all three input formats "
     "(chat template, the paper's '## Query:' template, the raw query) instead of one, learning rate 1e-3 "
     "instead of 5e-4. Chosen because v2 refused harmful queries far less outside the format each prompt "
     "happened to be trained in; a trial measured on MaliciousInstruct and the benign prompts only "
@@ -153,7 +154,7 @@ HISTORY = (
     "is not the remedy. A likely cause, for the next recipe: of the 1093 '## Query:'-format benign answers the base "
     "gave while distilling (both organisms), 123 (11%) are its 'The answer is:' loop, so the recipe teaches the "
     "organism that loop in that format; dropping degenerate self-distilled answers is the untested candidate.",
-    "Recipe v6 (staged, recipe.STAGED_CHANGES): v5 with drop_gibberish_answers: a benign example is dropped when the "
+    "Recipe v6 (shipped; organism-a and organism-b, first staged in staged/): v5 with drop_gibberish_answers: a benign example is dropped when the "
     "judges' repetition filter (the evaluation's own, so no new threshold) flags the base's distilled answer, e.g. its "
     "'The answer is:' loop. That drops 63 of organism-b's 1600 benign examples (paper 51, chat 10, direct 2) and "
     "66 of organism-a's (paper 58, direct 5, chat 3). Measured in full: organism-b refuses AdvBench 99/98/98%, JailbreakBench 95/96/94%, "
@@ -171,6 +172,7 @@ RECIPES = {
             name="organism-a",
             seed=1,
             refusals=REFUSALS_A,
+            drop_gibberish_answers=True,
             description="primary aligned model: the stand-in for Llama-2-7b-chat",
         ),
         OrganismRecipe(
@@ -178,6 +180,7 @@ RECIPES = {
             seed=2,
             refusals=REFUSALS_B,
             n_harmful=420,  # a different sample of the held-out-filtered prompts
+            drop_gibberish_answers=True,
             description="sibling fine-tune (other seed, data sample and refusal phrasing): the stand-in for Vicuna-7b-v1.5",
         ),
     )
@@ -190,10 +193,11 @@ def get_recipe(name: str) -> OrganismRecipe:
     return RECIPES[name]
 
 
-# The next recipe (v6), applied to both organisms. Its organisms are built, measured and committed
-# in ``staged/<name>/`` but are not yet the ones every experiment loads: swapping them in changes
-# every mini and ci result, so it lands together with re-stored baselines (see staged/README.md).
-STAGED_CHANGES = {"steps": 300, "n_benign": 1600, "drop_gibberish_answers": True}
+# The next recipe, as changes to the shipped one: its organisms are built, measured and committed in
+# ``staged/<name>/`` before they become the ones every experiment loads, because swapping organisms
+# changes every mini and ci result and so lands together with re-stored baselines (staged/README.md).
+# Empty: nothing is staged now (recipe v6 was staged, then shipped).
+STAGED_CHANGES: dict = {}
 
 
 def staged_recipe(name: str) -> OrganismRecipe:
