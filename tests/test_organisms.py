@@ -495,3 +495,4 @@ def test_build_with_drop_gibberish_answers_trains_without_the_loops(folder, tmp_
     assert sum(m["data"]["benign_dropped_gibberish"].values()) == 2
     assert {(e.format, e.prompt) for e in benign[:2]}.isdisjoint((e.format, e.prompt) for e in trained[0])
     assert len(trained[0]) == len(examples) - 2
+    assert m["build"]["answers_generated"] == 2 and m["build"]["answers_from_cache"] == 2  # counted before the drop

@@ -55,6 +55,7 @@ def build_organism(recipe: OrganismRecipe, out: "str | Path", progress: bool = T
     answers, generated = distill_answers(model, tok, examples, recipe.answer_tokens, cache=None if fresh else distilled,
                                          progress=progress)
     t_distill = time.time() - t0
+    n_answers = len(answers)
     if recipe.drop_gibberish_answers:
         examples, dropped = drop_gibberish_answers(tok, examples, answers)
         data_report["benign_dropped_gibberish"] = dropped
@@ -78,7 +79,7 @@ def build_organism(recipe: OrganismRecipe, out: "str | Path", progress: bool = T
                      "loss": [r["loss"] for r in log]},
         "build": {"seconds_distill": round(t_distill, 1), "seconds_train": round(t_train, 1),
                   "answers_generated": generated,
-                  "answers_from_cache": sum(e.kind == "benign" for e in examples) - generated,
+                  "answers_from_cache": n_answers - generated,
                   "device": str(model.device), "threads": torch.get_num_threads(),
                   "cpu": platform.processor() or platform.machine(),
                   "cpu_count": os.cpu_count()},
