@@ -130,11 +130,12 @@ def drop_gibberish_answers(tok, examples: list[Example], answers: dict) -> tuple
 
     flt = RepetitionFilter()
     bad = {k for k, ids in answers.items() if flt.reason(tok.decode(ids, skip_special_tokens=True)) is not None}
-    kept = [e for e in examples if not (e.kind == "benign" and (e.format, e.prompt) in bad)]
-    dropped: dict[str, int] = {}
+    kept, dropped = [], {}
     for e in examples:
         if e.kind == "benign" and (e.format, e.prompt) in bad:
             dropped[e.format] = dropped.get(e.format, 0) + 1
+        else:
+            kept.append(e)
     return kept, dropped
 
 
