@@ -69,6 +69,28 @@ def model_source(model) -> dict:
             "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
 
 
+@lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    """The CPU's name and the widest SIMD level torch dispatches to on it. Float results of the same
+    code can differ in the last bits between levels (AVX2 vs AVX512 kernels sum in another order), so
+    a rebuilt organism is bit-identical only on the same level; speed differs too."""
+    import torch
+
+    name = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        capability = None
+    return {"cpu_model": name or platform.processor() or platform.machine(), "cpu_capability": capability}
+
+
 def provenance(model=None, **extra) -> dict:
     import torch
     import transformers
@@ -82,6 +104,7 @@ def provenance(model=None, **extra) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "host": platform.machine(),
+        "cpu_capability": cpu_info()["cpu_capability"],
     }
     if model is not None:
         rec["model"] = model_source(model)

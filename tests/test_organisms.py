@@ -276,6 +276,16 @@ def test_build_writes_adapter_and_manifest(tiny_organism):
     assert m["data"]["held_out_filter"]["strongreject"]["exact_eval_duplicate"] == 37
     assert len(m["training"]["loss"]) == 2 and m["provenance"]["library"] == "safetyheads"
     assert json.loads((out / "manifest.json").read_text()) == m
+    # the SIMD level decides whether a rebuild can be bit-identical, so the manifest names it
+    assert m["build"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert m["provenance"]["cpu_capability"] == m["build"]["cpu_capability"] and m["build"]["cpu_model"]
+
+
+def test_model_card_names_the_cpu_only_where_the_manifest_does():
+    from safetyheads.organisms.report import _cpu_note
+
+    assert _cpu_note({"cpu_count": 2}) == ""
+    assert _cpu_note({"cpu_model": "AMD EPYC", "cpu_capability": "AVX2"}) == " (AMD EPYC, AVX2)"
 
 
 def test_load_model_merges_a_built_organism(tiny_organism, folder):

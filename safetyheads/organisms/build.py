@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..models import cache_dir, sha256_file
-from ..provenance import provenance
+from ..provenance import cpu_info, provenance
 from .dataset import build_examples, distill_answers, drop_gibberish_answers
 from .recipe import OrganismRecipe
 from .train import save_adapter, train_adapter
@@ -82,7 +82,7 @@ def build_organism(recipe: OrganismRecipe, out: "str | Path", progress: bool = T
                   "answers_from_cache": n_answers - generated,
                   "device": str(model.device), "threads": torch.get_num_threads(),
                   "cpu": platform.processor() or platform.machine(),
-                  "cpu_count": os.cpu_count()},
+                  "cpu_count": os.cpu_count(), **cpu_info()},
         "provenance": provenance(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

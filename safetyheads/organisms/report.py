@@ -21,6 +21,12 @@ def _load(folder: Path, name: str) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
+def _cpu_note(build: dict) -> str:
+    """Which CPU, where the manifest knows (manifests before 2026-12 did not record it)."""
+    parts = [x for x in (build.get("cpu_model"), build.get("cpu_capability")) if x]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
@@ -187,7 +193,7 @@ def model_card(name: str) -> str:
         f"- Seed {rec['seed']}; {rec['steps']} steps of batch {rec['batch_size']}, AdamW lr {rec['learning_rate']} "
         f"(warm-up {rec['warmup_steps']} steps, cosine to 10%), loss on response tokens only, {rec['threads']} CPU threads.",
         f"- Built in {(m['build']['seconds_distill'] + m['build']['seconds_train']) / 60:.1f} min on "
-        f"{m['build']['cpu_count']} CPU cores ({m['build']['seconds_distill'] / 60:.1f} distilling, "
+        f"{m['build']['cpu_count']} CPU cores{_cpu_note(m['build'])} ({m['build']['seconds_distill'] / 60:.1f} distilling, "
         f"{m['build']['seconds_train'] / 60:.1f} training); final training loss {m['training']['final_loss_mean_last10']}.",
         f"- Adapter `adapter_model.safetensors`: {m['adapter']['trainable_parameters']:,} parameters, "
         f"{m['adapter']['bytes'] / 1e6:.1f} MB, sha256 `{m['adapter']['sha256']}`.",
