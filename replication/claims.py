@@ -1,17 +1,64 @@
 """paper_tables/CLAIMS.md: each claim of the paper, the evidence the generated results give at
-small scale, and a verdict (holds / partly / does not hold / not run) by a rule stated beside it.
-The rules are fixed here, before the results are read; a claim that fails at small scale is
-reported as failing."""
+small scale, its uncertainty (n, interval or p-value), and a verdict by a rule stated beside it.
+
+The rules are fixed here before results are read, and each is tested on both sides
+(tests/test_claims.py): fed the paper's own published numbers it must say "holds", fed a null case
+(no effect, chance-level overlap, random head lists) it must not.
+
+Shared conventions, so that every row reads the same way:
+- Every ASR comparison is paired (the same queries, vanilla and ablated): exact McNemar test,
+  Newcombe's hybrid score interval of the difference (95%). Sets are pooled query by query.
+- An effect the paper reports as large must reach **half the paper's published effect** (the
+  threshold T, written in each rule) for "holds".
+- Decisions for "raises ASR by at least T": significant (p < 0.05) and estimate >= T: holds;
+  significant but smaller: partly; not significant and the interval's upper end < T (the claimed
+  size is ruled out): does not hold; otherwise inconclusive, with the n at which the observed
+  rates would decide.
+- Decisions for "changes at most M" (stays safe, costs little): interval's upper end <= M: holds;
+  lower end > M: does not hold; otherwise inconclusive.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Callable
 
+from . import stats
 from .run import GENERATED, ROOT, TABLES
 
-HOLDS, PARTLY, FAILS, NOT_RUN = "holds", "partly", "does not hold", "not run"
+HOLDS, PARTLY, FAILS, INCONCLUSIVE, NOT_COMPARABLE, NOT_RUN = (
+    "holds", "partly", "does not hold", "inconclusive", "not comparable", "not run")
+VERDICT_ORDER = (HOLDS, PARTLY, FAILS, INCONCLUSIVE, NOT_COMPARABLE, NOT_RUN)
+
+# Half the paper's published effect, per claim (tests/test_claims.py recomputes each from
+# paper_tables/expected/paper/ and ../shared/paper/FACTS.md).
+T_HEADLINE = 0.30  # Figure 2: 0.04 -> 0.64, +0.60
+T_HEADLINE_SIBLING = 0.14  # Figure 2, Vicuna: 0.27 -> 0.55, +0.28
+RATIO_HEADLINE = 4.0  # "16x": holds needs a quarter of the paper's ratio
+T_THREE_HEADS = 0.34  # Table 1: 0.04 -> 0.72, +0.68
+PARAMS_PCT_MAX = 0.1  # Table 1: ~0.018% of parameters vs ~3-5% for weight-level attacks (30x fewer at least)
+T_UA_SC = {("aligned", "sahara"): 0.32, ("aligned", "ships"): 0.11,  # Table 3: mean UA - SC over k and sets
+           ("sibling", "sahara"): 0.06, ("sibling", "ships"): 0.07}  # Table 5
+T_BEST_HEAD = 0.30  # Figure 4b: the best single head; Table 3's Sahara k=1 rows give +0.63 / +0.58
+MEDIAN_HEAD_MAX = 0.10  # Figure 4b: "most single-head ablations do little"
+T_COURSE = 0.17  # Table 7: Sure 0.39 -> UA+Sure 0.73 (means over the sets), +0.34
+T_CHAT_LIFT = 0.15  # Appendix: 0 -> > 0.3 with the chat template
+CHAT_REFUSE_MAX = 0.05  # Appendix: vanilla ASR 0 ("refuses everything"), within 0.05
+SWAP_SHARE_MAX = 0.25  # Figure 6a: the swap may give back at most a quarter of the base model's ASR gap
+HELP_MAX = 0.10  # Figure 6b: benign refusals and gibberish may rise by at most 0.10
+NLL_MAX = 0.5  # Figure 6b: base-model NLL of the answers may rise by at most 0.5 nats/token
+OVERLAP_SMALL = 3  # Figure 5a: "small overlap", of 10
+OVERLAP_LARGE = 5  # Figure 5b: "large overlap", of 10
+TOP = 10
+
+
+@dataclass(frozen=True)
+class Finding:
+    verdict: str
+    evidence: str = ""
+    uncertainty: str = ""  # n and the interval or p-value the verdict rests on
 
 
 @dataclass(frozen=True)
@@ -20,201 +67,550 @@ class Claim:
     text: str
     source: str
     artefact: str
-    rule: str  # how the verdict is decided, in words
-    judge: Callable  # metrics dict -> (verdict, evidence)
+    rule: str  # how the verdict is decided, in words a reviewer can check
+    judge: Callable  # Results -> Finding
 
 
-def _m(metrics: dict, name: str):
-    return metrics.get(name, {}).get("value")
+class Results:
+    """One artefact's generated results: metrics.json and outcomes.json (per-query outcomes)."""
+
+    def __init__(self, metrics: dict, outcomes: dict | None = None):
+        self.metrics, self.outcomes = metrics, outcomes or {}
+
+    def m(self, name: str):
+        return self.metrics.get(name, {}).get("value")
+
+    def flags(self, name: str) -> dict | None:
+        """{query id: '0'/'1'} of an outcome cell, or None."""
+        cell = self.outcomes.get(name)
+        if cell is None or "flags" not in cell:
+            return None
+        return dict(zip(map(str, cell["ids"]), cell["flags"]))
+
+    def values(self, name: str) -> dict | None:
+        cell = self.outcomes.get(name)
+        if cell is None or "values" not in cell:
+            return None
+        return dict(zip(map(str, cell["ids"]), cell["values"]))
 
 
-def _fmt(x) -> str:
-    return "n/a" if x is None else (f"{x:.2f}" if isinstance(x, float) else str(x))
+# ------------------------------------------------------------------------------------------------
+# Decisions
 
 
-def headline(role):
-    def judge(m):
-        v, a = _m(m, f"headline.{role}.vanilla"), _m(m, f"headline.{role}.ablated")
-        if v is None or a is None:
-            return NOT_RUN, ""
-        ev = f"mean ASR {v:.2f} -> {a:.2f} with the top-1 UA head ablated" + (f" ({a / v:.1f}x)" if v else " (vanilla 0)")
-        if a - v >= 0.3 and (v == 0 or a / v >= 4):
-            return HOLDS, ev
-        return (PARTLY if a - v >= 0.1 else FAILS), ev
+def _f(x, d=2) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
+
+
+def _p(p: float) -> str:
+    return "1" if p >= 0.9995 else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
+def paired(before: dict, after: dict) -> stats.PairedTable:
+    """Pair two outcome cells on their common queries."""
+    ids = [i for i in before if i in after]
+    return stats.pair("".join(before[i] for i in ids), "".join(after[i] for i in ids))
+
+
+def pooled(pairs: list[tuple[dict, dict]]) -> stats.PairedTable:
+    a = b = c = d = 0
+    for before, after in pairs:
+        t = paired(before, after)
+        a, b, c, d = a + t.a, b + t.broke, c + t.fixed, d + t.d
+    return stats.PairedTable(a, b, c, d)
+
+
+def decide_increase(est: float, lo: float, hi: float, p: float, T: float) -> str:
+    """'Raises by at least T': see the module docstring."""
+    if p < stats.ALPHA and est > 0:
+        return HOLDS if est >= T - 1e-12 else PARTLY
+    if hi < T:
+        return FAILS
+    return INCONCLUSIVE
+
+
+def decide_at_most(lo: float, hi: float, M: float) -> str:
+    """'Rises by at most M' (a non-inferiority margin)."""
+    if hi <= M + 1e-12:
+        return HOLDS
+    if lo > M:
+        return FAILS
+    return INCONCLUSIVE
+
+
+def table_increase(t: stats.PairedTable, T: float, alpha: float = stats.ALPHA) -> tuple[str, tuple]:
+    """Decide 'raises by at least T' on a paired table; alpha < 0.05 for a corrected test."""
+    z = stats.normal_quantile(1 - alpha / 2)
+    lo, hi = stats.newcombe_paired(t, z)
+    p = t.p_value()
+    v = decide_increase(t.diff, lo, hi, p * stats.ALPHA / alpha, T)
+    return v, (lo, hi, p)
+
+
+def n_to_decide(t: stats.PairedTable, decide: Callable[[stats.PairedTable], str]) -> str:
+    """The number of queries at which the same rates would no longer be inconclusive."""
+    for m in (1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64):
+        s = stats.PairedTable(*(round(x * m) for x in (t.a, t.broke, t.fixed, t.d)))
+        if decide(s) != INCONCLUSIVE:
+            return f"about {s.n} queries would decide at these rates"
+    return f"more than {round(t.n * 64)} queries would be needed at these rates"
+
+
+def increase_finding(t: stats.PairedTable, T: float, what: str, extra_ok: bool = True, extra_why: str = "",
+                     alpha: float = stats.ALPHA) -> tuple[str, str]:
+    """-> (verdict, uncertainty text) for a paired increase, with 'partly' when extra_ok fails."""
+    v, (lo, hi, p) = table_increase(t, T, alpha)
+    if v == HOLDS and not extra_ok:
+        v = PARTLY
+    level = "95%" if alpha == stats.ALPHA else f"{100 * (1 - alpha):.4g}%"
+    unc = (f"n = {t.n} paired queries; {what} {t.diff:+.2f}, {level} CI [{lo:+.2f}, {hi:+.2f}]; "
+           f"McNemar p = {_p(p)} ({t.broke} broke, {t.fixed} fixed)")
+    if alpha != stats.ALPHA:
+        unc += f"; Bonferroni-corrected: p x {round(stats.ALPHA / alpha)} = {_p(min(1.0, p * stats.ALPHA / alpha))}"
+    if extra_why and v == PARTLY and not extra_ok:
+        unc += f"; {extra_why}"
+    if v == INCONCLUSIVE:
+        unc += "; " + n_to_decide(t, lambda s: table_increase(s, T, alpha)[0])
+    return v, unc
+
+
+# ------------------------------------------------------------------------------------------------
+# The rules, one per claim
+
+
+SETS = ("advbench", "jailbreakbench", "maliciousinstruct")
+
+
+def _sets_with(r: Results, pattern: str) -> list[str]:
+    return [s for s in SETS if r.flags(pattern.format(s=s)) is not None]
+
+
+def headline(role: str, T: float, ratio: float | None):
+    def judge(r: Results) -> Finding:
+        key = f"{role}.ua.greedy.paper.{{s}}"
+        sets = [s for s in SETS if r.flags(key.format(s=s) + ".vanilla") and r.flags(key.format(s=s) + ".ablated")]
+        if not sets:
+            return Finding(NOT_RUN)
+        t = pooled([(r.flags(key.format(s=s) + ".vanilla"), r.flags(key.format(s=s) + ".ablated")) for s in sets])
+        ok = ratio is None or t.before == 0 or t.after / t.before >= ratio
+        x = "" if t.before == 0 else f" ({t.after / t.before:.1f}x)"
+        head = r.m(f"{role}.ua.head")
+        ev = (f"mean ASR {t.before:.2f} -> {t.after:.2f}{x} with the top-1 UA head"
+              + (f" ({', '.join(head)})" if head else "") + f" ablated, {len(sets)} sets")
+        v, unc = increase_finding(t, T, "increase", ok, f"ratio below {ratio:g}x" if ratio else "")
+        return Finding(v, ev, unc)
     return judge
 
 
-def table1(m):
-    a, v, pct = _m(m, "asr_mean"), _m(m, "vanilla_mean"), _m(m, "params_modified_pct")
-    if a is None:
-        return NOT_RUN, ""
-    ev = f"3 heads UA-ablated: mean ASR {v:.2f} -> {a:.2f}, {pct:.4f}% of parameters modified"
-    if a >= 0.6 and pct < 0.1:
-        return HOLDS, ev
-    return (PARTLY if a - v >= 0.2 else FAILS), ev
+def table1(r: Results) -> Finding:
+    sets = [s for s in SETS if r.flags(f"vanilla.{s}") and r.flags(f"ablated.{s}")]
+    pct = r.m("params_modified_pct")
+    if not sets or pct is None:
+        return Finding(NOT_RUN)
+    t = pooled([(r.flags(f"vanilla.{s}"), r.flags(f"ablated.{s}")) for s in sets])
+    ev = f"3 heads UA-ablated: mean ASR {t.before:.2f} -> {t.after:.2f}, {pct:.4f}% of parameters modified"
+    v, unc = increase_finding(t, T_THREE_HEADS, "increase", pct < PARAMS_PCT_MAX, f"{pct:.3f}% of parameters")
+    return Finding(v, ev, unc)
 
 
-def ua_beats_sc(m):
-    ua = [v["value"] for k, v in m.items() if k.startswith("sahara.ua.")]
-    sc = [v["value"] for k, v in m.items() if k.startswith("sahara.sc.")]
-    if not ua or not sc:
-        return NOT_RUN, ""
-    mu, ms = sum(ua) / len(ua), sum(sc) / len(sc)
-    ev = f"mean Sahara-level ASR increase: UA {mu:+.2f}, SC {ms:+.2f} (over 1..S heads and the sets)"
-    if mu - ms >= 0.2 and mu >= 0.3:
-        return HOLDS, ev
-    return (PARTLY if mu > ms + 0.05 else FAILS), ev
-
-
-def peak_near_3(m):
-    ks = {k: v["value"] for k, v in m.items() if k.startswith("a.") and k.endswith(".best_k")}
-    if not ks:
-        return NOT_RUN, ""
-    ev = "; ".join(f"{k.split('.')[1]}: best group size {v}" for k, v in ks.items())
-    good = [v in (2, 3, 4) for v in ks.values()]
-    return (HOLDS if all(good) else PARTLY if any(good) else FAILS), ev
-
-
-def few_heads_stand_out(m):
-    sets = sorted({k.split(".")[1] for k in m if k.startswith("b.") and k.endswith(".max")})
-    if not sets:
-        return NOT_RUN, ""
-    res, ev = [], []
+def per_query_gap(r: Results, level: str, sets: list[str], ks: list[int]) -> list[float]:
+    """Per query: the mean over k of (complied with k UA heads) - (complied with k SC heads)."""
+    gaps = []
     for s in sets:
-        van, mx, med = _m(m, f"b.{s}.vanilla"), _m(m, f"b.{s}.max"), _m(m, f"b.{s}.median")
-        top = _m(m, f"b.{s}.top_head")
-        ev.append(f"{s}: vanilla {van:.2f}, best single head {top[0] if top else '?'} {mx:.2f}, median head {med:.2f}")
-        res.append(HOLDS if mx >= van + 0.3 and med <= van + 0.1 else PARTLY if mx >= van + 0.15 else FAILS)
-    return _combine(res), "; ".join(ev)
+        ua = [r.flags(f"{level}.ua.{s}.k{k}") for k in ks]
+        sc = [r.flags(f"{level}.sc.{s}.k{k}") for k in ks]
+        for q in ua[0]:
+            if all(q in c for c in ua + sc):
+                gaps.append(sum(int(u[q]) - int(c[q]) for u, c in zip(ua, sc)) / len(ks))
+    return gaps
 
 
-def overlap(panel, want_large):
-    def judge(m):
-        k, chance, p = _m(m, f"{panel}.overlap"), _m(m, f"{panel}.chance"), _m(m, f"{panel}.p_value")
-        if k is None:
-            return NOT_RUN, ""
-        ev = f"{int(k)} of 10 shared (chance {chance:.2f}, p = {p:.1e})"
-        if want_large:
-            return (HOLDS if k >= 5 and p < 0.01 else PARTLY if p < 0.05 else FAILS), ev
-        return (HOLDS if k <= 3 else PARTLY if k <= 5 else FAILS), ev
+def ua_beats_sc(role: str, level: str):
+    T = T_UA_SC[(role, level)]
+
+    def judge(r: Results) -> Finding:
+        ks = sorted({int(k.rsplit(".k", 1)[1]) for k in r.outcomes if k.startswith(f"{level}.ua.")})
+        sets = [s for s in SETS if ks and all(r.flags(f"{level}.{m}.{s}.k{k}") for m in ("ua", "sc") for k in ks)]
+        if not sets:
+            return Finding(NOT_RUN)
+        gaps = per_query_gap(r, level, sets, ks)
+        est = sum(gaps) / len(gaps)
+        lo, hi = stats.bootstrap_mean_ci(gaps)
+        p = stats.sign_test(gaps)
+        inc = {m: [r.m(f"{level}.{m}.{s}.k{k}") for s in sets for k in ks] for m in ("ua", "sc")}
+        mu = {m: sum(x for x in v if x is not None) / max(1, len(v)) for m, v in inc.items()}
+        ev = (f"{level.capitalize()}-level mean ASR increase over k = {ks[0]}..{ks[-1]} and {', '.join(sets)}: "
+              f"UA {mu['ua']:+.2f}, SC {mu['sc']:+.2f}")
+        v = decide_increase(est, lo, hi, p, T)
+        unc = (f"n = {len(gaps)} queries; per-query UA - SC (mean over k) {est:+.2f}, 95% bootstrap CI "
+               f"[{lo:+.2f}, {hi:+.2f}]; sign test p = {_p(p)}")
+        if v == INCONCLUSIVE:
+            unc += "; " + _n_for_mean(gaps, T)
+        return Finding(v, ev, unc)
     return judge
 
 
-def swap_safe(m):
-    a, s, b = _m(m, "a.mean.aligned"), _m(m, "a.mean.swapped"), _m(m, "a.mean.base")
-    if a is None:
-        return NOT_RUN, ""
-    ev = f"mean ASR: aligned {a:.2f}, aligned with base attention {s:.2f}, base {b:.2f}"
-    return (HOLDS if s <= a + 0.1 else PARTLY if s <= a + 0.25 else FAILS), ev
+def _n_for_mean(values: list[float], T: float) -> str:
+    """The n at which a per-query mean with this spread would decide (normal approximation)."""
+    n = len(values)
+    mu = sum(values) / n
+    sd = math.sqrt(sum((x - mu) ** 2 for x in values) / max(1, n - 1))
+    gap = abs(mu) if mu > 0 else abs(T - mu)  # to show an increase, or to rule T out
+    if gap == 0 or sd == 0:
+        return "no n would decide at these rates (no effect and no spread)"
+    need = math.ceil((stats.Z * sd / gap) ** 2)
+    return f"about {max(need, n + 1)} queries would decide at these rates"
 
 
-def helpful(m):
-    r0, r1 = _m(m, "b.vanilla.refusal"), _m(m, "b.top1.refusal")
-    g0, g1 = _m(m, "b.vanilla.gibberish"), _m(m, "b.top1.gibberish")
-    n0, n1 = _m(m, "b.vanilla.base_nll"), _m(m, "b.top1.base_nll")
-    if r0 is None:
-        return NOT_RUN, ""
-    ev = (f"benign prompts, vanilla -> top-1 UA head ablated: refusals {r0:.2f} -> {r1:.2f}, "
-          f"gibberish {g0:.2f} -> {g1:.2f}, base-model NLL {_fmt(n0)} -> {_fmt(n1)}")
-    dn = (n1 - n0) if (n0 is not None and n1 is not None) else 0.0
-    if (g1 - g0) <= 0.1 and dn <= 0.5 and (r1 - r0) <= 0.1:
-        return HOLDS, ev
-    return (PARTLY if (g1 - g0) <= 0.25 and dn <= 1.0 else FAILS), ev
-
-
-def long_tail(m):
-    sk, ratio = _m(m, "skewness"), _m(m, "max_over_median")
-    if sk is None:
-        return NOT_RUN, ""
-    ev = f"skewness {sk:.2f}, max / median {_fmt(ratio)}"
-    return (HOLDS if sk > 1 and (ratio or 0) >= 3 else PARTLY if sk > 0 else FAILS), ev
-
-
-def course_correction(m):
-    sets = sorted({k.split(".")[0] for k in m if k.endswith(".UA+Sure")})
+def peak_near_3(r: Results) -> Finding:
+    sets = [s for s in SETS if r.flags(f"a.{s}.k1")]
     if not sets:
-        return NOT_RUN, ""
-    res, ev = [], []
+        return Finding(NOT_RUN)
+    ks = sorted({int(k.rsplit(".k", 1)[1]) for k in r.outcomes if k.startswith(f"a.{sets[0]}.k")} - {0})
+    inner = [k for k in ks if 2 <= k <= 4]
+    last = ks[-1]
+    if not inner:
+        return Finding(NOT_RUN)
+    peaks, to_first, to_last, ev = {}, [], [], []
     for s in sets:
-        sure, both, ua = _m(m, f"{s}.Sure"), _m(m, f"{s}.UA+Sure"), _m(m, f"{s}.UA")
-        ev.append(f"{s}: Sure {sure:.2f}, UA {ua:.2f}, UA+Sure {both:.2f}")
-        res.append(HOLDS if both >= sure + 0.1 and both >= ua else PARTLY if both > sure else FAILS)
-    return _combine(res), "; ".join(ev)
+        asr = {k: stats.mean_flags(r.flags(f"a.{s}.k{k}")) for k in ks}
+        peaks[s] = max(inner, key=lambda k: (asr[k], -k))
+        to_first.append((r.flags(f"a.{s}.k1"), r.flags(f"a.{s}.k{peaks[s]}")))
+        to_last.append((r.flags(f"a.{s}.k{peaks[s]}"), r.flags(f"a.{s}.k{last}")))
+        best = max(ks, key=lambda k: (asr[k], -k))
+        ev.append(f"{s}: ASR by group size " + ", ".join(f"{k}: {asr[k]:.2f}" for k in ks) + f" (best {best})")
+    up = pooled(to_first)  # peak vs one head
+    beyond = pooled(to_last)  # the largest group vs the peak
+    p_up, p_beyond = up.p_value(), beyond.p_value()
+    if p_up < stats.ALPHA and up.diff > 0 and beyond.diff <= 0:
+        v = HOLDS
+    elif up.diff <= 0 or (p_beyond < stats.ALPHA and beyond.diff > 0):
+        v = FAILS
+    else:
+        v = INCONCLUSIVE
+    unc = (f"n = {up.n} paired queries; best of sizes {inner[0]}-{inner[-1]} vs 1 head {up.diff:+.2f} "
+           f"(McNemar p = {_p(p_up)}); {last} heads vs that best {beyond.diff:+.2f} (p = {_p(p_beyond)})")
+    if v == INCONCLUSIVE:
+        unc += "; " + n_to_decide(up, lambda t: HOLDS if t.p_value() < stats.ALPHA else INCONCLUSIVE)
+    return Finding(v, "; ".join(ev), unc)
 
 
-def chat(m):
-    sets = sorted({k.split(".")[0] for k in m if k.endswith(".ua_top1") and not k.startswith("mean")})
+def few_heads_stand_out(r: Results) -> Finding:
+    sets = [s for s in SETS if r.flags(f"b.{s}.vanilla")]
     if not sets:
-        return NOT_RUN, ""
-    van = [_m(m, f"{s}.vanilla") for s in sets]
-    abl = [_m(m, f"{s}.ua_top1") for s in sets]
-    ev = "; ".join(f"{s}: {v:.2f} -> {a:.2f}" for s, v, a in zip(sets, van, abl))
-    if max(van) <= 0.05 and min(abl) >= 0.3:
-        return HOLDS, ev
-    return (PARTLY if sum(abl) / len(abl) - sum(van) / len(van) >= 0.1 else FAILS), ev
+        return Finding(NOT_RUN)
+    verdicts, ev, unc = [], [], []
+    for s in sets:
+        van = r.flags(f"b.{s}.vanilla")
+        heads = [k.split(".", 2)[2] for k in r.outcomes if k.startswith(f"b.{s}.") and k != f"b.{s}.vanilla"]
+        tables = {h: paired(van, r.flags(f"b.{s}.{h}")) for h in heads}
+        best = max(heads, key=lambda h: (tables[h].diff, -tables[h].p_value()))
+        incs = sorted(t.diff for t in tables.values())
+        median = incs[len(incs) // 2]
+        # the best of H heads: Bonferroni over the heads (the test picked it for being the best)
+        v, u = increase_finding(tables[best], T_BEST_HEAD, f"best head {best}", alpha=stats.ALPHA / len(heads))
+        if median > MEDIAN_HEAD_MAX:
+            v = FAILS
+        verdicts.append(v)
+        t = tables[best]
+        ev.append(f"{s}: vanilla {t.before:.2f}, best single head {best} {t.after:.2f}, median head {median:+.2f}")
+        unc.append(f"{s}: {u}; median increase over {len(heads)} heads {median:+.2f}")
+    return Finding(combine(verdicts), "; ".join(ev), " | ".join(unc))
 
 
-def uniform(m):
-    q, v = _m(m, "dev_uniform.q_1e-10"), [x["value"] for k, x in m.items() if k.startswith("dev_clean.v_")]
-    if q is None:
-        return NOT_RUN, ""
+def _top10(r: Results, name: str) -> list[str] | None:
+    v = r.m(f"top10.{name}")
+    return list(v) if v else None
+
+
+def ua_sc_overlap(r: Results) -> Finding:
+    ua, sc = _top10(r, "aligned.ua"), _top10(r, "aligned.sc")
+    n_heads = r.m("candidates")
+    if not ua or not sc or not n_heads:
+        return Finding(NOT_RUN)
+    k = len(set(ua) & set(sc))
+    ua2, sc2 = _top10(r, "aligned.ua.control_set"), _top10(r, "aligned.sc.control_set")
+    ev = f"{k} of {TOP} shared (chance {TOP * TOP / n_heads:.2f})"
+    if not ua2 or not sc2:
+        return Finding(INCONCLUSIVE, ev, f"n = {TOP} heads per list; no within-method control (each method's top 10 "
+                       "on a second set), so the test has no known power")
+    ctrl = min(len(set(ua) & set(ua2)), len(set(sc) & set(sc2)))
+    p, power = overlap_below_control(k, ctrl, n_heads)
+    ev += f"; each method shares >= {ctrl} of {TOP} with its own top 10 on {r.m('control_set')}"
+    if p < stats.ALPHA and k <= OVERLAP_SMALL:
+        v = HOLDS
+    elif k >= ctrl or k > OVERLAP_LARGE:
+        v = FAILS
+    else:
+        v = INCONCLUSIVE
+    unc = (f"n = {TOP} heads per list, {n_heads} candidates; P(<= {k} shared | the methods agree as much as "
+           f"each agrees with itself across sets) = {_p(p)}; power against chance-level lists {power:.2f}")
+    return Finding(v, ev, unc)
+
+
+def overlap_below_control(k: int, ctrl: int, n_heads: int) -> tuple[float, float]:
+    """p: the chance of sharing <= k heads if the two methods agreed as much as a method agrees with
+    itself (each of the 10 heads shared with probability ctrl/10); power: the chance that two random
+    top-10 lists (hypergeometric) would give p < 0.05."""
+    q = ctrl / TOP
+    p = stats.binom_cdf(k, TOP, q)
+    power = sum(stats.hypergeom_pmf(j, n_heads, TOP, TOP) for j in range(TOP + 1)
+                if stats.binom_cdf(j, TOP, q) < stats.ALPHA)
+    return p, power
+
+
+def finetune_overlap(r: Results) -> Finding:
+    a, b, base = _top10(r, "aligned.ua"), _top10(r, "sibling.ua"), _top10(r, "base.ua")
+    n_heads = r.m("candidates")
+    if not a or not b or not n_heads:
+        return Finding(NOT_RUN)
+    k = len(set(a) & set(b))
+    p = stats.hypergeom_sf(k, n_heads, TOP, TOP)
+    ev = f"{k} of {TOP} shared (chance {TOP * TOP / n_heads:.2f})"
+    unc = f"n = {TOP} heads per list, {n_heads} candidates; hypergeometric p = {_p(p)}"
+    if p >= stats.ALPHA:
+        return Finding(FAILS, ev, unc)
+    if not base:
+        return Finding(INCONCLUSIVE, ev, unc + "; no untuned-base control")
+    ctrl = max(len(set(a) & set(base)), len(set(b) & set(base)))
+    p_ctrl = 1 - stats.binom_cdf(k - 1, TOP, ctrl / TOP)  # P(>= k shared | as much as with the base)
+    ev += f"; with the untuned base: {len(set(a) & set(base))} (aligned), {len(set(b) & set(base))} (sibling)"
+    unc += f"; P(>= {k} shared | the fine-tunes shared as much as each shares with the base) = {_p(p_ctrl)}"
+    if k >= OVERLAP_LARGE and p < 0.01 and p_ctrl < stats.ALPHA:
+        return Finding(HOLDS, ev, unc)
+    return Finding(PARTLY, ev, unc + "; the shared heads are the base model's as much as the fine-tunes'")
+
+
+def swap_safe(r: Results) -> Finding:
+    sets = [s for s in SETS if r.flags(f"a.{s}.aligned") and r.flags(f"a.{s}.swapped") and r.flags(f"a.{s}.base")]
+    if not sets:
+        return Finding(NOT_RUN)
+    swap = pooled([(r.flags(f"a.{s}.aligned"), r.flags(f"a.{s}.swapped")) for s in sets])
+    base = pooled([(r.flags(f"a.{s}.aligned"), r.flags(f"a.{s}.base")) for s in sets])
+    ev = f"mean ASR: aligned {swap.before:.2f}, aligned with base attention {swap.after:.2f}, base {base.after:.2f}"
+    lo, hi = swap.ci()
+    margin = SWAP_SHARE_MAX * base.diff
+    unc = (f"n = {swap.n} paired queries; swapped - aligned {swap.diff:+.2f}, 95% CI [{lo:+.2f}, {hi:+.2f}] vs margin "
+           f"{margin:.2f} (a quarter of base - aligned {base.diff:+.2f}, McNemar p = {_p(base.p_value())})")
+    if not (base.p_value() < stats.ALPHA and base.diff > 0):
+        return Finding(INCONCLUSIVE, ev, unc + "; the base model is not shown less safe, so the swap cannot tell")
+    v = decide_at_most(lo, hi, margin)
+    if v == INCONCLUSIVE:
+        unc += "; " + n_to_decide(swap, lambda t: decide_at_most(*t.ci(), margin))
+    return Finding(v, ev, unc)
+
+
+def helpful(r: Results) -> Finding:
+    cond = "top1"
+    ref0, ref1 = r.flags("b.vanilla.refusal"), r.flags(f"b.{cond}.refusal")
+    gib0, gib1 = r.flags("b.vanilla.gibberish"), r.flags(f"b.{cond}.gibberish")
+    if not ref0 or not ref1 or not gib0 or not gib1:
+        return Finding(NOT_RUN)
+    ref, gib = paired(ref0, ref1), paired(gib0, gib1)
+    parts, verdicts = [], []
+    for name, t in (("refusals", ref), ("gibberish", gib)):
+        lo, hi = t.ci()
+        verdicts.append(decide_at_most(lo, hi, HELP_MAX))
+        parts.append(f"{name} {t.diff:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+    nll0, nll1 = r.values("b.vanilla.nll"), r.values(f"b.{cond}.nll")
+    ev = (f"benign prompts, vanilla -> top-1 UA head ablated: refusals {ref.before:.2f} -> {ref.after:.2f}, "
+          f"gibberish {gib.before:.2f} -> {gib.after:.2f}")
+    if nll0 and nll1:
+        d = [nll1[q] - nll0[q] for q in nll0 if q in nll1 and nll0[q] is not None and nll1[q] is not None]
+        lo, hi = stats.bootstrap_mean_ci(d)
+        verdicts.append(decide_at_most(lo, hi, NLL_MAX))
+        parts.append(f"base-model NLL {sum(d) / len(d):+.2f} nats [{lo:+.2f}, {hi:+.2f}] (bootstrap)")
+        ev += f", base-model NLL {_f(r.m('b.vanilla.base_nll'))} -> {_f(r.m(f'b.{cond}.base_nll'))}"
+    v = FAILS if FAILS in verdicts else (HOLDS if all(x == HOLDS for x in verdicts) else INCONCLUSIVE)
+    return Finding(v, ev, f"n = {ref.n} paired prompts; changes with 95% CIs: " + "; ".join(parts))
+
+
+def long_tail(r: Results) -> Finding:
+    sa, sb = r.values("scores.aligned"), r.values("scores.base")
+    if not sa:
+        return Finding(NOT_RUN)
+    xs = list(sa.values())
+    sk, p = stats.skewness(xs), stats.skewness_test(xs)
+    srt = sorted(xs)
+    med = srt[len(srt) // 2]
+    ratio = max(xs) / med if med > 0 else float("inf")
+    ev = f"skewness {sk:.2f}, max / median {ratio:.1f}"
+    unc = f"n = {len(xs)} heads; D'Agostino skewness test p = {_p(p)}"
+    tailed = p < 0.01 and sk > 1 and ratio >= 3
+    if not tailed:
+        return Finding(FAILS if (p >= stats.ALPHA or sk <= 0) else INCONCLUSIVE, ev, unc)
+    if not sb:
+        return Finding(INCONCLUSIVE, ev, unc + "; no control model")
+    common = [h for h in sa if h in sb]
+    d, (lo, hi) = skew_gap(sa, sb, common)
+    ev += f"; untuned base: skewness {stats.skewness([sb[h] for h in common]):.2f}"
+    unc += f"; aligned - base skewness {d:+.2f}, 95% bootstrap CI over heads [{lo:+.2f}, {hi:+.2f}]"
+    if lo > 0:
+        return Finding(HOLDS, ev, unc)
+    return Finding(PARTLY, ev, unc + "; the base model's scores are as long-tailed: the tail is not specific to safety tuning")
+
+
+def skew_gap(sa: dict, sb: dict, heads: list, n_boot: int = 2000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Skewness of the aligned scores minus the control's, with a paired bootstrap over heads."""
+    import numpy as np
+
+    a = np.array([sa[h] for h in heads], dtype=float)
+    b = np.array([sb[h] for h in heads], dtype=float)
+
+    def sk(x):
+        c = x - x.mean(axis=-1, keepdims=True)
+        m2 = (c**2).mean(axis=-1)
+        return (c**3).mean(axis=-1) / np.where(m2 > 0, m2, 1.0) ** 1.5
+
+    idx = np.random.default_rng(seed).integers(0, len(heads), size=(n_boot, len(heads)))
+    gaps = sk(a[idx]) - sk(b[idx])
+    return float(sk(a) - sk(b)), (float(np.quantile(gaps, 0.025)), float(np.quantile(gaps, 0.975)))
+
+
+def course_correction(r: Results) -> Finding:
+    sets = [s for s in SETS if r.flags(f"{s}.Sure") and r.flags(f"{s}.UA+Sure")]
+    if not sets:
+        return Finding(NOT_RUN)
+    t = pooled([(r.flags(f"{s}.Sure"), r.flags(f"{s}.UA+Sure")) for s in sets])
+    head = r.m("ua_head")
+    ev = "; ".join(f"{s}: Sure {stats.mean_flags(r.flags(f'{s}.Sure')):.2f}, UA+Sure "
+                   f"{stats.mean_flags(r.flags(f'{s}.UA+Sure')):.2f}" for s in sets)
+    ev += f" (UA head {', '.join(head)})" if head else ""
+    v, unc = increase_finding(t, T_COURSE, "UA+Sure - Sure")
+    return Finding(v, ev, unc)
+
+
+def chat_refuses(r: Results) -> Finding:
+    sets = [s for s in SETS if r.flags(f"{s}.vanilla")]
+    if not sets:
+        return Finding(NOT_RUN)
+    flags = "".join("".join(r.flags(f"{s}.vanilla").values()) for s in sets)
+    k, n = flags.count("1"), len(flags)
+    lo, hi = stats.clopper_pearson(k, n)
+    v = decide_at_most(lo, hi, CHAT_REFUSE_MAX)
+    ev = "; ".join(f"{s}: ASR {stats.mean_flags(r.flags(f'{s}.vanilla')):.2f}" for s in sets)
+    unc = f"n = {n} queries; ASR {k / n:.2f}, 95% exact CI [{lo:.2f}, {hi:.2f}]"
+    if v == INCONCLUSIVE:
+        for m in (2, 3, 4, 6, 8, 12, 16, 32):
+            l2, h2 = stats.clopper_pearson(round(k * m), round(n * m))
+            if decide_at_most(l2, h2, CHAT_REFUSE_MAX) != INCONCLUSIVE:
+                unc += f"; about {round(n * m)} queries would decide at this rate"
+                break
+    return Finding(v, ev, unc)
+
+
+def chat_lift(r: Results) -> Finding:
+    sets = [s for s in SETS if r.flags(f"{s}.vanilla") and r.flags(f"{s}.ua_top1")]
+    if not sets:
+        return Finding(NOT_RUN)
+    t = pooled([(r.flags(f"{s}.vanilla"), r.flags(f"{s}.ua_top1")) for s in sets])
+    ev = "; ".join(f"{s}: {stats.mean_flags(r.flags(f'{s}.vanilla')):.2f} -> "
+                   f"{stats.mean_flags(r.flags(f'{s}.ua_top1')):.2f}" for s in sets)
+    v, unc = increase_finding(t, T_CHAT_LIFT, "increase")
+    return Finding(v, ev, unc)
+
+
+def uniform(r: Results) -> Finding:
+    q = r.m("dev_uniform.q_1e-10")
+    v = [x["value"] for k, x in r.metrics.items() if k.startswith("dev_clean.v_")]
+    if q is None or not v:
+        return Finding(NOT_RUN)
     ev = f"max |A - uniform| with q x 1e-10: {q:.1e}; max change of the map with v scaled: {max(v):.1e}"
-    return (HOLDS if q < 1e-3 and max(v) < 1e-5 else FAILS), ev
+    return Finding(HOLDS if q < 1e-3 and max(v) < 1e-5 else FAILS, ev,
+                   "exact computation on one head's attention map per scale (no sampling)")
 
 
-def cost(m):
-    s, q = _m(m, "sahara_seconds"), _m(m, "ships_seconds_per_query")
+def cost(r: Results) -> Finding:
+    s, q = r.m("sahara_seconds"), r.m("ships_seconds_per_query")
     if s is None:
-        return NOT_RUN, ""
-    return "not comparable", f"Sahara {s:.0f} s, Ships {q:.1f} s per query (CPU, a 135M model): not GPU-hours of a 7B model"
+        return Finding(NOT_RUN)
+    return Finding(NOT_COMPARABLE, f"Sahara {s:.0f} s, Ships {q:.1f} s per query (CPU, a 135M model): "
+                   "not GPU-hours of a 7B model", "one timed run")
 
 
-def _combine(res: list[str]) -> str:
+def combine(res: list[str]) -> str:
+    """Several sets, one verdict: holds on every set -> holds; does not hold on every set -> does not
+    hold; any inconclusive set with none failing -> inconclusive; else partly."""
     if all(r == HOLDS for r in res):
         return HOLDS
-    return FAILS if all(r == FAILS for r in res) else PARTLY
+    if all(r == FAILS for r in res):
+        return FAILS
+    if INCONCLUSIVE in res and FAILS not in res and PARTLY not in res:
+        return INCONCLUSIVE
+    return PARTLY
+
+
+def _increase_rule(T: float, extra: str = "") -> str:
+    return (f"holds: paired increase >= {T:.2f} (half the paper's) with McNemar p < 0.05{extra}; partly: significant "
+            f"but smaller; does not hold: not significant and the 95% CI's upper end < {T:.2f}; else inconclusive")
 
 
 CLAIMS = (
     Claim("one-head", "Ablating the single top safety head (UA, template input) raises the aligned model's mean ASR "
           "over the three sets from 0.04 to 0.64 (\"16x\").", "Abstract; Figure 2", "figure2",
-          "holds: ablated - vanilla >= 0.30 and ablated >= 4x vanilla; partly: an increase >= 0.10",
-          headline("aligned")),
+          _increase_rule(T_HEADLINE, f" and ablated >= {RATIO_HEADLINE:g}x vanilla"),
+          headline("aligned", T_HEADLINE, RATIO_HEADLINE)),
     Claim("one-head-sibling", "For Vicuna-7b-v1.5 the same ablation raises ASR from 0.27 to 0.55.", "Figure 2", "figure2",
-          "as above, on the sibling fine-tune", headline("sibling")),
+          _increase_rule(T_HEADLINE_SIBLING) + " (the sibling's own published effect, +0.28)",
+          headline("sibling", T_HEADLINE_SIBLING, None)),
     Claim("three-heads", "Ablating 3 heads (~0.018% of parameters) reaches ASR 0.72, like weight-level attacks that "
           "change ~3-5% of parameters.", "Table 1", "table1",
-          "holds: mean ablated ASR >= 0.60 with < 0.1% of parameters modified; partly: an increase >= 0.20",
-          table1),
-    Claim("ua-vs-sc", "Undifferentiated Attention (scaling the query) hurts safety far more than Scaling "
-          "Contribution (scaling the output).", "Table 3", "table3",
-          "holds: mean Sahara-level increase UA - SC >= 0.20 and UA >= 0.30; partly: UA > SC + 0.05", ua_beats_sc),
-    Claim("ua-vs-sc-sibling", "The same holds less strongly for Vicuna-7b-v1.5.", "Table 5", "table5",
-          "as above, on the sibling", ua_beats_sc),
+          _increase_rule(T_THREE_HEADS, f" and < {PARAMS_PCT_MAX}% of parameters modified"), table1),
+    Claim("ua-vs-sc-sahara", "Undifferentiated Attention (scaling the query) hurts safety far more than Scaling "
+          "Contribution (scaling the output): Sahara level (one group per set).", "Table 3", "table3",
+          "per query, (ASR with k UA heads) - (with k SC heads), averaged over k; holds: mean >= "
+          f"{T_UA_SC[('aligned', 'sahara')]:.2f} (half the paper's) with sign-test p < 0.05; partly: significant but smaller; "
+          "does not hold: not significant and the bootstrap CI's upper end below the threshold; else inconclusive",
+          ua_beats_sc("aligned", "sahara")),
+    Claim("ua-vs-sc-ships", "The same at the query level (each query's own top-k Ships heads), where Section 3.3 "
+          "states it.", "Table 3; Section 3.3", "table3",
+          f"as the Sahara-level rule, threshold {T_UA_SC[('aligned', 'ships')]:.2f} (half the paper's Ships-level gap)",
+          ua_beats_sc("aligned", "ships")),
+    Claim("ua-vs-sc-sibling-sahara", "The same holds less strongly for Vicuna-7b-v1.5 (Sahara level).", "Table 5",
+          "table5", f"as above, threshold {T_UA_SC[('sibling', 'sahara')]:.2f} (half the paper's Table 5 gap)",
+          ua_beats_sc("sibling", "sahara")),
+    Claim("ua-vs-sc-sibling-ships", "The same holds less strongly for Vicuna-7b-v1.5 (query level).", "Table 5",
+          "table5", f"as above, threshold {T_UA_SC[('sibling', 'ships')]:.2f} (half the paper's Table 5 gap)",
+          ua_beats_sc("sibling", "ships")),
     Claim("group-size", "ASR peaks at a Sahara group of about 3 heads.", "Figure 4a; Table 3", "figure4",
-          "holds: the best group size is 2-4 on every set", peak_near_3),
+          "per set, the best group of 2-4 heads; holds: it beats 1 head (McNemar p < 0.05, sets pooled) and the "
+          "largest group does not beat it; does not hold: it does not beat 1 head at all, or the largest group "
+          "beats it significantly; else inconclusive", peak_near_3),
     Claim("few-heads", "In the per-head map a few heads stand out: most single-head ablations do little.",
           "Figure 4b", "figure4",
-          "holds: best head >= vanilla + 0.30 and median head <= vanilla + 0.10; partly: best >= vanilla + 0.15",
-          few_heads_stand_out),
+          f"per set, the best single head vs vanilla by the increase rule with threshold {T_BEST_HEAD:.2f}, "
+          "Bonferroni-corrected for the number of heads it was picked from; and the median head's increase "
+          f"<= {MEDIAN_HEAD_MAX:.2f} (else does not hold); sets combined: all hold -> holds", few_heads_stand_out),
     Claim("ua-sc-overlap", "UA and SC select different heads (small top-10 overlap).", "Figure 5a", "figure5",
-          "holds: <= 3 of 10 shared; partly: <= 5", overlap("a", False)),
+          f"holds: <= {OVERLAP_SMALL} of 10 shared and fewer than each method shares with its own top 10 on a second "
+          "set (binomial p < 0.05 against that control); does not hold: as many as the control, or > 5; else "
+          "inconclusive. The power against chance-level lists is printed", ua_sc_overlap),
     Claim("finetune-overlap", "Two fine-tunes of one base share their safety heads (large top-10 overlap).",
-          "Figure 5b", "figure5", "holds: >= 5 of 10 shared and p < 0.01; partly: p < 0.05", overlap("b", True)),
+          "Figure 5b", "figure5",
+          f"holds: >= {OVERLAP_LARGE} of 10 shared, hypergeometric p < 0.01, and more than each shares with the "
+          "untuned base (binomial p < 0.05); partly: above chance but not above the base control; does not hold: "
+          "p >= 0.05 against chance", finetune_overlap),
     Claim("attention-swap", "Safety heads come from pre-training: the aligned model with the base model's attention "
           "weights stays safe.", "Figure 6a", "figure6",
-          "holds: swapped ASR <= aligned ASR + 0.10; partly: <= + 0.25", swap_safe),
+          f"holds: the 95% CI of (swapped - aligned) ASR ends below {SWAP_SHARE_MAX:g} x (base - aligned), with the base "
+          "significantly less safe; does not hold: the CI starts above it; else inconclusive", swap_safe),
     Claim("helpfulness", "Ablating safety heads costs little helpfulness.", "Figure 6b", "figure6",
-          "holds: benign refusals and gibberish up by <= 0.10 and base-model NLL by <= 0.5 nats; partly: "
-          "gibberish <= 0.25 and NLL <= 1.0", helpful),
+          f"holds: the 95% CIs of the rise in benign refusals and in gibberish end below {HELP_MAX:.2f}, and of the "
+          f"base-model NLL below {NLL_MAX} nats; does not hold: any CI starts above its margin; else inconclusive",
+          helpful),
     Claim("long-tail", "Generalized-Ships scores are long-tailed over heads.", "Figure 13", "figure13",
-          "holds: skewness > 1 and max >= 3x median; partly: skewness > 0", long_tail),
+          "long-tailed: skewness > 1 (D'Agostino p < 0.01) and max >= 3x median; holds: and more skewed than the "
+          "untuned base model's scores (bootstrap CI over heads above 0); partly: no more than the base; does not "
+          "hold: not skewed", long_tail),
     Claim("course-correction", "With the response prefilled with 'Sure, here is', ablating the UA head raises ASR "
-          "further (UA+Sure > Sure).", "Table 7", "table7",
-          "holds on a set: UA+Sure >= Sure + 0.10 and >= UA; partly: UA+Sure > Sure", course_correction),
-    Claim("chat-template", "With the official chat template and system prompt the model refuses everything "
-          "(ASR 0), and UA ablation lifts ASR above 0.3.", "Appendix (Figure 17)", "chat_template",
-          "holds: vanilla <= 0.05 and ablated >= 0.30 on every set; partly: mean increase >= 0.10", chat),
+          "further (UA+Sure > Sure).", "Table 7", "table7", _increase_rule(T_COURSE) + ", UA+Sure vs Sure",
+          course_correction),
+    Claim("chat-refuses", "With the official chat template and system prompt the aligned model refuses everything "
+          "(ASR 0).", "Appendix (Figure 17)", "chat_template",
+          f"holds: the exact 95% CI of the vanilla ASR ends below {CHAT_REFUSE_MAX}; does not hold: it starts above; "
+          "else inconclusive", chat_refuses),
+    Claim("chat-lift", "Under that template, UA ablation lifts ASR above 0.3.", "Appendix (Figure 17)",
+          "chat_template", _increase_rule(T_CHAT_LIFT), chat_lift),
     Claim("ua-uniform", "Scaling a head's query towards 0 makes its attention uniform over the causal prefix; "
           "scaling its value leaves the attention map unchanged.", "Figure 7; section 3", "figure7",
           "holds: max |A - uniform| < 1e-3 at q x 1e-10 and the map moves < 1e-5 under v scaling", uniform),
@@ -223,47 +619,100 @@ CLAIMS = (
 )
 
 
-def read_metrics(profile: str, artefact: str) -> dict | None:
-    path = GENERATED / profile / artefact / "metrics.json"
-    if not path.exists():
+# ------------------------------------------------------------------------------------------------
+# CLAIMS.md
+
+
+def read_results(profile: str, artefact: str, root=None) -> Results | None:
+    folder = (root or GENERATED) / profile / artefact
+    if not (folder / "metrics.json").exists():
         return None
-    return {m["name"]: m for m in json.loads(path.read_text())["metrics"]}
+    metrics = {m["name"]: m for m in json.loads((folder / "metrics.json").read_text())["metrics"]}
+    outcomes = json.loads((folder / "outcomes.json").read_text()) if (folder / "outcomes.json").exists() else {}
+    return Results(metrics, outcomes.get("cells", outcomes))
+
+
+def evaluate(profiles: list[str], root=None) -> list[tuple[Claim, Finding, str]]:
+    """Each claim judged on the first profile whose results it can read."""
+    out = []
+    for c in CLAIMS:
+        found, used = Finding(NOT_RUN), ""
+        for p in profiles:
+            r = read_results(p, c.artefact, root)
+            if r is not None:
+                f = c.judge(r)
+                if f.verdict != NOT_RUN:
+                    found, used = f, p
+                    break
+        out.append((c, found, used))
+    return out
+
+
+def summary_lines(found: list[tuple[Claim, Finding, str]]) -> list[str]:
+    counts = {v: sum(f.verdict == v for _, f, _ in found) for v in VERDICT_ORDER}
+    return ["Verdicts: " + ", ".join(f"{k} {n}" for k, n in counts.items() if n)]
+
+
+README_START, README_END = "<!-- claims-summary:start", "<!-- claims-summary:end -->"
+
+
+def readme_block(found: list[tuple[Claim, Finding, str]]) -> str:
+    """The README's verdict paragraph: one line per claim, from the same findings as CLAIMS.md."""
+    lines = [f"{summary_lines(found)[0]} (profiles: " + ", ".join(sorted({u for _, _, u in found if u})) + ").", ""]
+    for c, f, used in found:
+        lines.append(f"- **{f.verdict}**: {c.text}" + (f" {f.evidence} ({used})." if f.evidence else ""))
+    return "\n".join(lines)
+
+
+def update_readme(found: list[tuple[Claim, Finding, str]], readme=None) -> bool:
+    """Rewrite the block between the README's claims-summary markers; False when it has none."""
+    path = readme or ROOT / "README.md"
+    if not path.exists():
+        return False
+    text = path.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    marker_line, _ = rest.split("\n", 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(f"{head}{README_START}{marker_line}\n{readme_block(found)}\n{README_END}{tail}")
+    return True
 
 
 def write_claims(profiles: list[str]) -> str:
     from tabulate import tabulate
 
+    found = evaluate(profiles)
     rows = []
-    counts: dict = {}
-    for c in CLAIMS:
-        verdict, evidence, used = NOT_RUN, "", ""
-        for p in profiles:
-            m = read_metrics(p, c.artefact)
-            if m is not None:
-                verdict, evidence = c.judge(m)
-                used = p
-                break
-        counts[verdict] = counts.get(verdict, 0) + 1
-        cells = [c.text, c.source, f"{evidence}" + (f" ({used} profile)" if used else ""), verdict, c.rule]
+    for c, f, used in found:
+        cells = [c.text, c.source, f.evidence + (f" ({used} profile)" if used else ""), f.uncertainty, f.verdict, c.rule]
         rows.append([x.replace("|", "\\|") for x in cells])  # a bare | would split the Markdown cell
     lines = [
         "# The paper's claims at small scale",
         "",
         "Generated by `python -m replication claims` (nox -s claims) from paper_tables/generated/; do not edit.",
-        f"Evidence is read from the first of these profiles that has results: {', '.join(profiles)}. The mini "
+        f"Each claim reads the first of these profiles whose results it can use: {', '.join(profiles)}. The mini "
         "profile runs every experiment on this package's model organisms (SmolLM2-135M fine-tunes) on a CPU; "
         "the ci profile is a smaller regression run, and its numbers are weak evidence. A claim that does not "
         "hold here may still hold for 7B models: these are different, much smaller models.",
         "",
-        "Each verdict follows the rule in the last column, fixed in replication/claims.py before results are read.",
+        "Each verdict follows the rule in the last column, fixed in replication/claims.py before results are read "
+        "and tested on both sides: the paper's own numbers give \"holds\", a null case does not "
+        "(tests/test_claims.py). ASR comparisons are paired (the same queries with and without ablation): exact "
+        "McNemar test and Newcombe's 95% interval of the difference, sets pooled query by query. A claimed effect "
+        "must reach half the paper's published size (T) to hold. **inconclusive**: the data cannot decide at this "
+        "n (the row says which n would).",
         "",
-        "Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+        *summary_lines(found),
         "",
-        tabulate(rows, headers=["claim", "paper", "evidence", "verdict", "rule"], tablefmt="github"),
+        tabulate(rows, headers=["claim", "paper", "evidence", "n and uncertainty", "verdict", "rule"], tablefmt="github"),
         "",
     ]
     # beside the generated results when they live outside the source tree (the container's /out)
-    path = TABLES / "CLAIMS.md" if GENERATED == TABLES / "generated" else GENERATED / "CLAIMS.md"
+    in_tree = GENERATED == TABLES / "generated"
+    path = TABLES / "CLAIMS.md" if in_tree else GENERATED / "CLAIMS.md"
+    if in_tree:
+        update_readme(found)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)

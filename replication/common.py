@@ -41,6 +41,21 @@ class Output:
     figures: list = field(default_factory=list)  # (file stem, matplotlib Figure)
     rows: list = field(default_factory=list)  # raw results (one dict per cell), for results.jsonl
     notes: list = field(default_factory=list)
+    # per-query outcomes, for the claims' paired tests: {cell: {"ids": [...], "flags": "0110"}} ('1' = the
+    # query was complied with, or the named property holds) or {cell: {"ids": [...], "values": [...]}}
+    outcomes: dict = field(default_factory=dict)
+
+    def outcome(self, name: str, judged=None, *, ids=None, flags=None, values=None) -> None:
+        """Record one cell: a Judged result (complied = not refused), or ids with flags or values."""
+        if judged is not None:
+            ids = [r["prompt_id"] for r in judged.rows]
+            flags = [not r["refused"] for r in judged.rows]
+        cell = {"ids": list(ids)}
+        if flags is not None:
+            cell["flags"] = "".join("1" if f else "0" for f in flags)
+        else:
+            cell["values"] = [None if v is None else round(float(v), 6) for v in values]
+        self.outcomes[name] = cell
 
     def metric(self, name: str, value, kind: str = "number", tolerance: float | None = None, description: str = ""):
         if kind not in KINDS:
@@ -78,15 +93,6 @@ def top_group(ctx, role: str, method: str = "ua", k: int | None = None, set_name
 def mean(xs) -> float:
     xs = list(xs)
     return sum(xs) / len(xs) if xs else float("nan")
-
-
-def hypergeom_sf(k: int, N: int, K: int, n: int) -> float:
-    """P(X >= k) for X ~ Hypergeometric(N population, K successes, n draws): the chance that two
-    random top-n lists of N heads share at least k heads."""
-    from math import comb
-
-    total = comb(N, n)
-    return sum(comb(K, i) * comb(N - K, n - i) for i in range(k, min(K, n) + 1)) / total
 
 
 def set_label(s: str) -> str:

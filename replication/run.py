@@ -173,6 +173,11 @@ def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path = G
         for r in output.rows:
             f.write(json.dumps(r, default=str) + "\n")
     (folder / "results.jsonl.tmp").replace(folder / "results.jsonl")
+    if output.outcomes:  # per-query outcomes: what the claims' paired tests read
+        (folder / "outcomes.json").write_text(json.dumps({"artefact": spec.name, "profile": ctx.profile.name,
+                                                          "cells": output.outcomes}, separators=(",", ":")) + "\n")
+    else:
+        (folder / "outcomes.json").unlink(missing_ok=True)
     metrics = [m.to_dict() for m in output.metrics]
     (folder / "metrics.json").write_text(json.dumps({"artefact": spec.name, "profile": ctx.profile.name,
                                                      "metrics": metrics}, indent=1) + "\n")

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 from replication import run as R  # noqa: E402
 from replication.artefacts import ARTEFACTS  # noqa: E402
-from replication.common import hypergeom_sf  # noqa: E402
+from replication.stats import hypergeom_sf  # noqa: E402
 from replication.profiles import CI, MINI, PAPER, PROFILES  # noqa: E402
 from replication.steps import Context, completions  # noqa: E402
 
@@ -227,6 +227,33 @@ def test_paper_profile_runs_every_artefact(tiny_paper_run):
         assert (tiny_paper_run["folders"][name] / f"{name}.pdf").is_file()
 
 
+def test_outcomes_are_the_judged_rows_and_every_claim_reads_them(tiny_paper_run):
+    """outcomes.json holds each cell's per-query verdicts; their mean is the ASR the metric reports
+    (an independent recount), and every claim's rule finds what it needs in a real run."""
+    from replication import claims
+
+    for name in ("figure2", "table1", "table3", "table7", "chat_template", "figure4", "figure6"):
+        cells = json.loads((tiny_paper_run["folders"][name] / "outcomes.json").read_text())["cells"]
+        m = {x["name"]: x["value"] for x in json.loads((tiny_paper_run["folders"][name] / "metrics.json").read_text())["metrics"]}
+        assert cells, name
+        for cell, c in cells.items():
+            assert len(c["ids"]) == len(c.get("flags", c.get("values", []))), (name, cell)
+        if name == "figure2":
+            for cell, c in cells.items():
+                assert m[cell] == pytest.approx(c["flags"].count("1") / len(c["flags"]), abs=1e-6), cell
+        if name == "table1":
+            for s in ("maliciousinstruct",):
+                assert m[f"asr.{s}"] == pytest.approx(cells[f"ablated.{s}"]["flags"].count("1") / len(cells[f"ablated.{s}"]["ids"]), abs=1e-6)
+    root = tiny_paper_run["root"] / "gen"
+    found = {c.id: f for c, f, _ in claims.evaluate(["paper"], root=root)}
+    ran = {"one-head", "one-head-sibling", "three-heads", "ua-vs-sc-sahara", "ua-vs-sc-ships", "group-size", "few-heads",
+           "ua-sc-overlap", "finetune-overlap", "attention-swap", "helpfulness", "long-tail", "course-correction",
+           "chat-refuses", "chat-lift", "ua-uniform", "cost"}
+    for cid in ran:
+        assert found[cid].verdict != claims.NOT_RUN, cid
+        assert found[cid].uncertainty, cid
+
+
 def _sha(rel: str) -> str:
     import hashlib
 
@@ -300,8 +327,12 @@ def test_dry_run_plans_without_loading_anything(tmp_path):
     kinds = {i.kind for i in ctx.plan}
     assert kinds == {"sahara", "ships", "completions"}
     sah = [i for i in ctx.plan if i.kind == "sahara"]
-    # 1024 candidates, 5 steps, 100 queries: sum of (1024 - s) for s < 5, times 100
-    assert all(i.forward_passes == sum(1024 - s for s in range(5)) * 100 for i in sah)
+    # 1024 candidates, 5 steps, 100 queries: sum of (1024 - s) for s < 5, times 100; the untuned
+    # base's control (Figures 5 and 13) needs step 1 only
+    full = [i for i in sah if "base" not in i.what]
+    control = [i for i in sah if "base" in i.what]
+    assert full and all(i.forward_passes == sum(1024 - s for s in range(5)) * 100 for i in full)
+    assert control and all(i.forward_passes == 1024 * 100 for i in control)
 
 
 def test_dry_run_reads_stored_groups_so_it_counts_what_is_left(tmp_path):
@@ -352,27 +383,6 @@ def test_update_baselines_shows_the_diff_and_writes_only_when_asked(tiny_paper_r
         baselines.update_baselines("paper", None, write=True)
     with pytest.raises(SafetyheadsError):
         baselines.update_baselines("ci", ["figure4"], write=False)
-
-
-def test_claims_follow_their_rules(tmp_path, monkeypatch):
-    from replication import claims
-
-    def put(artefact, metrics):
-        d = tmp_path / "gen" / "mini" / artefact
-        d.mkdir(parents=True)
-        (d / "metrics.json").write_text(json.dumps({"metrics": [{"name": k, "value": v} for k, v in metrics.items()]}))
-
-    put("figure2", {"headline.aligned.vanilla": 0.05, "headline.aligned.ablated": 0.20,
-                    "headline.sibling.vanilla": 0.0, "headline.sibling.ablated": 0.6})
-    put("figure13", {"skewness": 3.0, "max_over_median": 10.0})
-    monkeypatch.setattr(claims, "GENERATED", tmp_path / "gen")
-    monkeypatch.setattr(claims, "TABLES", tmp_path)
-    monkeypatch.setattr(claims, "ROOT", tmp_path)
-    text = (tmp_path / claims.write_claims(["mini"])).read_text()
-    row = {c.id: line for c in claims.CLAIMS for line in text.splitlines() if line.startswith("| " + c.text[:40])}
-    assert "| partly " in row["one-head"]  # +0.15 and 4x: an increase, short of the rule for "holds"
-    assert "| holds " in row["one-head-sibling"] and "| holds " in row["long-tail"]
-    assert "| not run " in row["three-heads"]
 
 
 def test_cli_errors_are_one_line(capsys):

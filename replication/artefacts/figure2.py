@@ -36,6 +36,9 @@ def run(ctx) -> Output:
                         rows.append({"model": role, "ablation": method.upper(), "decoding": dname, "input": tmpl,
                                      "dataset": s, "vanilla": van.asr, "ablated": abl.asr, "n": len(q.ids),
                                      "head": str(head[0]), "removed_by_filters": abl.report.get("removed")})
+                        cell = f"{role}.{method}.{dname}.{tmpl}.{s}"
+                        out.outcome(f"{cell}.vanilla", van)
+                        out.outcome(f"{cell}.ablated", abl)
                         tol = asr_tol(len(q.ids))
                         out.metric(f"{role}.{method}.{dname}.{tmpl}.{s}.vanilla", van.asr, tolerance=tol)
                         out.metric(f"{role}.{method}.{dname}.{tmpl}.{s}.ablated", abl.asr, tolerance=tol)

@@ -22,9 +22,11 @@ def run(ctx) -> Output:
         group = sahara_group(ctx, "aligned", s, "ua")["group"]
         van = completions(ctx, "aligned", q, label="vanilla")
         curve.append({"dataset": s, "k": 0, "asr": van.asr})
+        out.outcome(f"a.{s}.k0", van)
         for k in range(1, p.sahara_steps + 1):
             res = completions(ctx, "aligned", q, ablation=head_spec(group[:k], "ua", p.eps), label=f"Sahara ua top-{k}")
             curve.append({"dataset": s, "k": k, "asr": res.asr})
+            out.outcome(f"a.{s}.k{k}", res)
             out.metric(f"a.{s}.k{k}", res.asr, tolerance=asr_tol(len(q.ids)), description=f"ASR, {k} Sahara UA heads")
         best = max((r for r in curve if r["dataset"] == s and r["k"] > 0), key=lambda r: (r["asr"], -r["k"]))
         out.metric(f"a.{s}.best_k", best["k"], kind="info", description="group size with the highest ASR")
@@ -34,19 +36,22 @@ def run(ctx) -> Output:
     for s in p.table_sets:
         q = ctx.queries(s, "heatmap")
         van = completions(ctx, "aligned", q, decoding=dec, label="heatmap vanilla")
+        out.outcome(f"b.{s}.vanilla", van)
         ctx.log(f"Figure 4b on {set_label(s)}: {len(cands)} heads x {len(q.ids)} queries")
         # every (head, query) pair, in store entries of HEADS_PER_ENTRY heads: rows that ablate
         # different heads share generation batches, and a killed run resumes within an entry
-        by_head: dict = {}
+        by_head: dict = {}  # head -> [(query id, complied)]
         for c in range(0, len(cands), HEADS_PER_ENTRY):
             pairs = [(h, pid, pr) for h in cands[c : c + HEADS_PER_ENTRY] for pid, pr in zip(q.ids, q.prompts)]
             grid = Queries(q.set, q.sha256, [f"{h}|{pid}" for h, pid, _ in pairs], [pr for _, _, pr in pairs])
             spec = {f"{h}|{pid}": head_spec([h], "ua", p.eps) for h, pid, _ in pairs}
             res = completions(ctx, "aligned", grid, ablation=spec, decoding=dec, label=f"heatmap, heads {c}..")
             for r in res.rows:
-                by_head.setdefault(r["prompt_id"].split("|")[0], []).append(not r["refused"])
+                head, pid = r["prompt_id"].split("|")
+                by_head.setdefault(head, []).append((int(pid), not r["refused"]))
         for h in cands:
-            mine = by_head[str(h)]
+            out.outcome(f"b.{s}.{h}", ids=[pid for pid, _ in by_head[str(h)]], flags=[c for _, c in by_head[str(h)]])
+            mine = [c for _, c in by_head[str(h)]]
             heat.append({"dataset": s, "layer": h.layer, "head": h.head, "head_name": str(h),
                          "asr": mean(mine), "vanilla": van.asr, "n": len(mine)})
         sel = [r for r in heat if r["dataset"] == s]

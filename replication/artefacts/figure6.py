@@ -33,6 +33,7 @@ def run(ctx) -> Output:
                "base": completions(ctx, "base", q, label="vanilla")}
         tol = asr_tol(len(q.ids))
         for k, r in res.items():
+            out.outcome(f"a.{s}.{ {'aligned + base attention': 'swapped'}.get(k, k)}", r)
             out.metric(f"a.{s}.{k.replace(' + ', '+').replace(' ', '_')}", r.asr, tolerance=tol)
         rows_a.append({"dataset": set_label(s), **{k: round(r.asr, 3) for k, r in res.items()}, "n": len(q.ids)})
     out.metric("a.mean.aligned", mean(r["aligned"] for r in rows_a), kind="info")
@@ -55,7 +56,14 @@ def run(ctx) -> Output:
         refused = mean(r["rule"] in ("keyword", "pattern") for r in res.rows)
         gib = mean(r["rule"] in ("repetition", "nonword") for r in res.rows)
         gibberish_prompts[key] = {r["prompt_id"] for r in res.rows if r["rule"] in ("repetition", "nonword")}
-        nll = base_nll(ctx, q, res)
+        per_prompt = base_nll(ctx, q, res)
+        known = [v for v in (per_prompt or []) if v is not None]
+        nll = mean(known) if known else None
+        ids = [r["prompt_id"] for r in res.rows]
+        out.outcome(f"b.{key}.refusal", ids=ids, flags=[r["rule"] in ("keyword", "pattern") for r in res.rows])
+        out.outcome(f"b.{key}.gibberish", ids=ids, flags=[r["rule"] in ("repetition", "nonword") for r in res.rows])
+        if per_prompt is not None:
+            out.outcome(f"b.{key}.nll", ids=ids, values=per_prompt)
         tol = asr_tol(len(q.ids))
         out.metric(f"b.{key}.refusal", refused, tolerance=tol, description=f"explicit refusals of benign prompts, {name}")
         out.metric(f"b.{key}.gibberish", gib, tolerance=tol, description=f"gibberish answers to benign prompts, {name}")
@@ -83,17 +91,17 @@ def run(ctx) -> Output:
 
 
 def base_nll(ctx, q, res):
-    """Mean per-token NLL of the responses under the untuned base model (kept in the store)."""
+    """Per-response mean per-token NLL under the untuned base model (None where a response has no
+    token to score), kept in the store; the claims pair them prompt by prompt."""
     def compute():
         from safetyheads.judges import mean_nll
 
         model, tok = ctx.model("base")
-        vals = [v for v in mean_nll(model, tok, [r["response"] for r in res.rows], q.prompts,
-                                    template=ctx.profile.template) if v == v]
-        return mean(vals) if vals else None
+        vals = mean_nll(model, tok, [r["response"] for r in res.rows], q.prompts, template=ctx.profile.template)
+        return [float(v) if v == v else None for v in vals]
 
-    return cached(ctx, "base-model NLL", {"completions": res.key, "reference": ctx.model_id("base"),
-                                          "template": ctx.profile.template}, compute)
+    return cached(ctx, "base-model NLL per response", {"completions": res.key, "reference": ctx.model_id("base"),
+                                                       "template": ctx.profile.template}, compute)
 
 
 def plot(rows_a, rows_b):

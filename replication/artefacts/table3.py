@@ -16,6 +16,7 @@ def run_for(ctx, role: str) -> Output:
     for set_name in p.table_sets:
         q = ctx.queries(set_name, "eval")
         vanilla = completions(ctx, role, q, label="vanilla")
+        out.outcome(f"vanilla.{set_name}", vanilla)
         out.metric(f"vanilla.{set_name}", vanilla.asr, tolerance=asr_tol(len(q.ids)),
                    description=f"vanilla ASR on {set_label(set_name)}")
         for method in ("ua", "sc"):
@@ -35,6 +36,7 @@ def run_for(ctx, role: str) -> Output:
                 per_query = {pid: head_spec([h for h, _ in ships[pid][:k]], method, p.eps) for pid in qs.ids}
                 ships_k = completions(ctx, role, qs, ablation=per_query, label=f"Ships {method} top-{k}")
                 for level, res, base in (("sahara", sah_k, vanilla.asr), ("ships", ships_k, vanilla_qs)):
+                    out.outcome(f"{level}.{method}.{set_name}.k{k}", res)
                     inc = res.asr - base
                     out.metric(f"{level}.{method}.{set_name}.k{k}", inc, tolerance=diff_tol(res.n),
                                description=f"{level.capitalize()}-level {method.upper()} ASR increase, {k} head(s)")

@@ -28,6 +28,7 @@ def run(ctx) -> Output:
         for name, (abl, prefill) in conds.items():
             res = completions(ctx, "aligned", q, ablation=abl, prefill=prefill, label=name)
             row[name] = round(res.asr, 3)
+            out.outcome(f"{s}.{name}", res)
             out.metric(f"{s}.{name}", res.asr, tolerance=asr_tol(len(q.ids)), description=f"ASR, {name}, {set_label(s)}")
             out.rows.append({"dataset": s, "condition": name, "asr": res.asr, "n": len(q.ids),
                              "removed_by_filters": res.report.get("removed"), "store_key": res.key})
