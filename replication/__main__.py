@@ -6,6 +6,7 @@ stored expected values.
   python -m replication run all --profile ci
   python -m replication update-baselines --profile ci [--artefact table3] [--write]
   python -m replication claims
+  python -m replication responses figure2 --cell aligned.ua.greedy.paper.maliciousinstruct.ablated [-n 5]
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--write", action="store_true", help="overwrite the stored baselines (without it: show the diff only)")
     c = sub.add_parser("claims", help="regenerate paper_tables/CLAIMS.md from the generated results")
     c.add_argument("--profile", action="append", help="profiles to read, best first (default: mini, then ci)")
+    s = sub.add_parser("responses", help="print a sample of an artefact's judged completions (any table cell)")
+    s.add_argument("artefact")
+    s.add_argument("--profile", default=DEFAULT_PROFILE, choices=[p for p in PROFILES if p != "paper"] + ["paper"])
+    s.add_argument("--cell", help="an outcome cell (see --list); default: every cell")
+    s.add_argument("--list", action="store_true", help="list the cells with their counts and ASR")
+    s.add_argument("-n", type=int, default=5, help="how many to print (default 5; 0: all)")
+    s.add_argument("--verdict", choices=["complied", "refused"], help="only responses judged so")
+    s.add_argument("--rule", help="only responses decided by this rule (keyword, pattern, short, repetition, nonword, nll, none)")
+    s.add_argument("--seed", type=int, default=0, help="which sample (default 0; the same seed prints the same rows)")
     args = ap.parse_args(argv)
     try:
         return _dispatch(args)
@@ -98,6 +108,10 @@ def _dispatch(args) -> int:
         path = write_claims(args.profile or ["mini", "ci"])
         print(path)
         return 0
+    if args.command == "responses":
+        from .run import print_responses
+
+        return print_responses(args.artefact, args.profile, args.cell, args.list, args.n, args.verdict, args.rule, args.seed)
     raise AssertionError(args.command)
 
 

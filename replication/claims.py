@@ -194,9 +194,10 @@ def headline(role: str, T: float, ratio: float | None):
         t = pooled([(r.flags(key.format(s=s) + ".vanilla"), r.flags(key.format(s=s) + ".ablated")) for s in sets])
         ok = ratio is None or t.before == 0 or t.after / t.before >= ratio
         x = "" if t.before == 0 else f" ({t.after / t.before:.1f}x)"
-        head = r.m(f"{role}.ua.head")
+        head, level = r.m(f"{role}.ua.head"), r.m("headline.level")
         ev = (f"mean ASR {t.before:.2f} -> {t.after:.2f}{x} with the top-1 UA head"
-              + (f" ({', '.join(head)})" if head else "") + f" ablated, {len(sets)} sets")
+              + (f" ({', '.join(head)})" if head else "") + f" ablated, {len(sets)} sets"
+              + (f"; head level: {level}" if level else ""))
         v, unc = increase_finding(t, T, "increase", ok, f"ratio below {ratio:g}x" if ratio else "")
         return Finding(v, ev, unc)
     return judge

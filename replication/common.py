@@ -44,12 +44,17 @@ class Output:
     # per-query outcomes, for the claims' paired tests: {cell: {"ids": [...], "flags": "0110"}} ('1' = the
     # query was complied with, or the named property holds) or {cell: {"ids": [...], "values": [...]}}
     outcomes: dict = field(default_factory=dict)
+    responses: dict = field(default_factory=dict)  # cell -> its judged rows, for responses.jsonl.gz
 
-    def outcome(self, name: str, judged=None, *, ids=None, flags=None, values=None) -> None:
-        """Record one cell: a Judged result (complied = not refused), or ids with flags or values."""
+    def outcome(self, name: str, judged=None, *, ids=None, flags=None, values=None, rows=None) -> None:
+        """Record one cell: a Judged result (complied = not refused), or ids with flags or values;
+        ``rows`` (or the Judged's rows) are the completions behind it, kept for reading by eye."""
         if judged is not None:
             ids = [r["prompt_id"] for r in judged.rows]
             flags = [not r["refused"] for r in judged.rows]
+            rows = judged.rows
+        if rows is not None:
+            self.responses[name] = rows
         cell = {"ids": list(ids)}
         if flags is not None:
             cell["flags"] = "".join("1" if f else "0" for f in flags)

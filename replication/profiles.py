@@ -79,6 +79,15 @@ class Profile:
         return type(self)(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
 
 
+# Until the query-level protocol lands for these artefacts, every profile says so under their tables.
+HEAD_LEVEL_DEPARTURE = (
+    "Head choice: Figure 2 (and so the headline), Table 7, the chat-template appendix and Figure 6b ablate the "
+    "aligned model's dataset-level top-1 Sahara head, one head for every query. The paper's Figure 2 ablates each "
+    "query's own top-1 Ships head (query level; its headline 0.04 -> 0.64 is that result), and Table 7 most likely "
+    "does too. The query-level protocol is run here only in Tables 3/5's Ships rows, so the headline verdict in "
+    "CLAIMS.md reads a different experiment from the paper's."
+)
+
 PAPER = Profile(
     name="paper",
     models={"aligned": "meta-llama/Llama-2-7b-chat-hf", "sibling": "lmsys/vicuna-7b-v1.5",
@@ -105,6 +114,7 @@ PAPER = Profile(
         "and evaluates the same sets in full, so attribution and evaluation overlap, as they appear to in the paper.",
         "Judge: keyword-fixed (the paper's keyword list with its two defects repaired, plus refusal patterns) "
         "with the gibberish filter; the paper's own list is available as keyword-paper.",
+        HEAD_LEVEL_DEPARTURE,
     ),
 )
 
@@ -117,6 +127,7 @@ COMMON_DEPARTURES = (
     "benign Alpaca prompts, not lm-eval's zero-shot tasks (no network, no bundled task data).",
     "Judge: keyword-fixed (the paper's keyword list with its two defects repaired, plus refusal patterns) "
     "with the gibberish filter.",
+    HEAD_LEVEL_DEPARTURE,
 )
 
 MINI = Profile(

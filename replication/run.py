@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -178,6 +179,7 @@ def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path = G
                                                           "cells": output.outcomes}, separators=(",", ":")) + "\n")
     else:
         (folder / "outcomes.json").unlink(missing_ok=True)
+    write_responses(folder / "responses.jsonl.gz", output.responses)
     metrics = [m.to_dict() for m in output.metrics]
     (folder / "metrics.json").write_text(json.dumps({"artefact": spec.name, "profile": ctx.profile.name,
                                                      "metrics": metrics}, indent=1) + "\n")
@@ -204,6 +206,70 @@ def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path = G
     (folder / "table.md").write_text("\n".join(md))
     (folder / "table.tex").write_text("\n".join(tex))
     return folder
+
+
+RESPONSE_FIELDS = ("prompt_id", "prompt", "response", "refused", "rule", "reason", "n_new_tokens")
+
+
+def write_responses(path: Path, responses: dict) -> None:
+    """Every completion behind the artefact's cells, with its judge verdict and the rule (keyword,
+    pattern, or the filter: short, repetition, nonword, nll) that decided it: one JSON line per
+    (cell, query), gzip with a fixed timestamp so that a rerun writes the same bytes."""
+    import gzip
+
+    if not responses:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+        for cell, rows in responses.items():
+            for r in rows:
+                line = {"cell": cell, **{k: r.get(k) for k in RESPONSE_FIELDS if k in r}}
+                gz.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
+    tmp.replace(path)
+
+
+def read_responses(profile: str, artefact: str, root: Path | None = None) -> list[dict]:
+    path = (root or GENERATED) / profile / artefact / "responses.jsonl.gz"
+    if not path.exists():
+        raise SafetyheadsError(f"no responses for {artefact} at the {profile} profile ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}); "
+                               f"run `python -m replication run {artefact} --profile {profile}` first")
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def print_responses(artefact: str, profile: str, cell: str | None, list_cells: bool, n: int, verdict: str | None,
+                    rule: str | None, seed: int) -> int:
+    """``python -m replication responses``: a reviewer's look at the completions behind a table cell."""
+    import random
+
+    get_artefact(artefact)
+    rows = read_responses(profile, artefact)
+    cells: dict = {}
+    for r in rows:
+        cells.setdefault(r["cell"], []).append(r)
+    if list_cells:
+        for name, rs in cells.items():
+            complied = sum(not r["refused"] for r in rs)
+            print(f"{name:60s} n={len(rs):4d}  complied {complied:4d} (ASR {complied / len(rs):.2f})")
+        return 0
+    if cell is not None and cell not in cells:
+        close = [c for c in cells if cell in c][:5]
+        raise SafetyheadsError(f"no cell {cell!r} in {artefact} ({profile})" + (f"; did you mean {', '.join(close)}?" if close
+                               else "; list them with --list"))
+    pick = cells[cell] if cell else rows
+    if verdict:
+        pick = [r for r in pick if r["refused"] == (verdict == "refused")]
+    if rule:
+        pick = [r for r in pick if (r.get("rule") or "none") == rule]
+    sample = pick if n == 0 or n >= len(pick) else random.Random(seed).sample(pick, n)
+    print(f"{artefact} ({profile}){' ' + cell if cell else ''}: {len(sample)} of {len(pick)} matching responses\n")
+    for r in sample:
+        print(f"--- {r['cell']} | query {r['prompt_id']} | {'REFUSED' if r['refused'] else 'COMPLIED'} by "
+              f"{r.get('rule') or 'no rule'}{': ' + r['reason'] if r.get('reason') else ''}")
+        print(f"Q: {r.get('prompt', '')}")
+        print(f"A: {r['response']}\n")
+    return 0
 
 
 def run_artefact(ctx: Context, name: str, out_root: Path = GENERATED, quiet: bool = False) -> tuple[int, list[dict]]:

@@ -254,6 +254,43 @@ def test_outcomes_are_the_judged_rows_and_every_claim_reads_them(tiny_paper_run)
         assert found[cid].uncertainty, cid
 
 
+def test_responses_are_committed_beside_each_artefact_and_printable(tiny_paper_run, monkeypatch, capsys):
+    """responses.jsonl.gz holds every completion behind every cell with its verdict and rule; the
+    responses command prints a seeded sample of one cell, filtered by verdict or rule."""
+    import gzip
+
+    from replication.__main__ import main
+
+    folder = tiny_paper_run["folders"]["figure2"]
+    raw = (folder / "responses.jsonl.gz").read_bytes()
+    rows = [json.loads(x) for x in gzip.decompress(raw).decode().splitlines()]
+    cells = json.loads((folder / "outcomes.json").read_text())["cells"]
+    by_cell: dict = {}
+    for r in rows:
+        by_cell.setdefault(r["cell"], []).append(r)
+    assert set(by_cell) == set(cells)
+    for name, c in cells.items():  # the same verdicts as the outcomes, query by query
+        assert "".join("0" if r["refused"] else "1" for r in by_cell[name]) == c["flags"]
+        assert all(r["rule"] and "response" in r and "prompt" in r for r in by_cell[name])
+    # a heatmap cell is one head's completions
+    heat = gzip.decompress((tiny_paper_run["folders"]["figure4"] / "responses.jsonl.gz").read_bytes()).decode()
+    assert '"cell": "b.maliciousinstruct.L0H0"' in heat
+    monkeypatch.setattr(R, "GENERATED", tiny_paper_run["root"] / "gen")
+    cell = next(iter(cells))
+    assert main(["responses", "figure2", "--profile", "paper", "--cell", cell, "-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- " + cell) == 2 and "Q: " in out and "A: " in out
+    assert main(["responses", "figure2", "--profile", "paper", "--cell", cell, "-n", "2"]) == 0
+    assert capsys.readouterr().out == out  # seeded: the same sample
+    assert main(["responses", "figure2", "--profile", "paper", "--list"]) == 0
+    assert cell in capsys.readouterr().out
+    assert main(["responses", "figure2", "--profile", "paper", "--cell", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no cell 'nope'" in err[0]
+    assert main(["responses", "figure2", "--profile", "ci"]) == 2  # nothing generated there
+    assert "run `python -m replication run figure2 --profile ci`" in capsys.readouterr().err
+
+
 def _sha(rel: str) -> str:
     import hashlib
 

@@ -44,6 +44,8 @@ def run(ctx) -> Output:
                         out.metric(f"{role}.{method}.{dname}.{tmpl}.{s}.ablated", abl.asr, tolerance=tol)
     frame = pd.DataFrame(rows)
     # the headline: UA, greedy, the paper's template, mean over the sets
+    out.metric("headline.level", "dataset (the top-1 Sahara head, one for every query)", kind="info",
+               description="which head the headline ablates (the paper: each query's own top-1 Ships head)")
     for role in ("aligned", "sibling"):
         sel = frame[(frame.model == role) & (frame.ablation == "UA") & (frame.decoding == "greedy") & (frame.input == "paper")]
         v, a = mean(sel.vanilla), mean(sel.ablated)

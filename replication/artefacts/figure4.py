@@ -48,10 +48,11 @@ def run(ctx) -> Output:
             res = completions(ctx, "aligned", grid, ablation=spec, decoding=dec, label=f"heatmap, heads {c}..")
             for r in res.rows:
                 head, pid = r["prompt_id"].split("|")
-                by_head.setdefault(head, []).append((int(pid), not r["refused"]))
+                by_head.setdefault(head, []).append((int(pid), not r["refused"], r))
         for h in cands:
-            out.outcome(f"b.{s}.{h}", ids=[pid for pid, _ in by_head[str(h)]], flags=[c for _, c in by_head[str(h)]])
-            mine = [c for _, c in by_head[str(h)]]
+            out.outcome(f"b.{s}.{h}", ids=[pid for pid, _, _ in by_head[str(h)]], flags=[c for _, c, _ in by_head[str(h)]],
+                        rows=[{**r, "prompt_id": pid} for pid, _, r in by_head[str(h)]])
+            mine = [c for _, c, _ in by_head[str(h)]]
             heat.append({"dataset": s, "layer": h.layer, "head": h.head, "head_name": str(h),
                          "asr": mean(mine), "vanilla": van.asr, "n": len(mine)})
         sel = [r for r in heat if r["dataset"] == s]

@@ -60,7 +60,7 @@ def run(ctx) -> Output:
         known = [v for v in (per_prompt or []) if v is not None]
         nll = mean(known) if known else None
         ids = [r["prompt_id"] for r in res.rows]
-        out.outcome(f"b.{key}.refusal", ids=ids, flags=[r["rule"] in ("keyword", "pattern") for r in res.rows])
+        out.outcome(f"b.{key}.refusal", ids=ids, flags=[r["rule"] in ("keyword", "pattern") for r in res.rows], rows=res.rows)
         out.outcome(f"b.{key}.gibberish", ids=ids, flags=[r["rule"] in ("repetition", "nonword") for r in res.rows])
         if per_prompt is not None:
             out.outcome(f"b.{key}.nll", ids=ids, values=per_prompt)
