@@ -329,6 +329,8 @@ def test_long_tail_paper_like_holds_normal_and_base_explained_do_not():
     assert verdict("long-tail", scores_results(tail, mild)) == HOLDS
     assert verdict("long-tail", scores_results(normal, mild)) == FAILS
     assert verdict("long-tail", scores_results(tail, tail)) == PARTLY  # the base is just as long-tailed
+    moderate = [rng.gammavariate(9, 1) for _ in range(1024)]  # skewness ~0.67: skewed, no long tail
+    assert verdict("long-tail", scores_results(moderate, mild)) == PARTLY
 
 
 # ------------------------------------------------------------------------------------------------
