@@ -14,23 +14,32 @@ device's RNG, or which prompts a resumed run still has to do.
 Left padding is exact: transformers derives the position ids from the attention mask
 (``cumsum - 1``), so a padded row sees the positions, keys and values it would see alone
 (tested on tiny models of every family, and on the embedded model).
+
+Early stop (opt-in, ``DecodingSpec(stop_when_settled=(judge names...))``): a row stops as soon as
+its text's verdict is settled for every named judge (``safetyheads.judges.Judge.settled``: a
+refusal match that no continuation can undo), and leaves the batch (its KV-cache rows, mask and
+sampler go), so the rest of the batch runs smaller. The remaining rows decode exactly as in a run
+without early stop (a row's output does not depend on its batch, as above), and a stopped row's
+tokens are the first tokens of its full response, so the named judges give the same verdicts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import operator
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import torch
 
 from .ablation import AblationSpec, GQAGroupWarning, ablate, ablate_rows, row_family
 from .batching import BatchSizeWarning, is_oom
 from .errors import AblationError, DataError, SafetyheadsError
+from .judges import JUDGES, get_judge, settled_for
 from .prompts import format_prompt
 
 MODES = ("greedy", "topk")
@@ -39,17 +48,21 @@ MODES = ("greedy", "topk")
 @dataclass(frozen=True)
 class DecodingSpec:
     """How to decode. ``greedy`` ignores ``k``, ``temperature`` and ``seed``; ``topk`` samples from
-    the ``k`` most likely tokens, renormalised, at ``temperature`` (the paper: k=5, T=1)."""
+    the ``k`` most likely tokens, renormalised, at ``temperature`` (the paper: k=5, T=1).
+    ``stop_when_settled``: judge names; a row stops once its verdict is settled for all of them
+    (empty: off; kept sorted, so equal sets are equal specs)."""
 
     mode: str = "greedy"
     k: int = 5
     temperature: float = 1.0
     max_new_tokens: int = 128
     seed: int = 0
+    stop_when_settled: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise SafetyheadsError(f"unknown decoding {self.mode!r}: choose greedy or topk")
+        object.__setattr__(self, "stop_when_settled", _judge_names(self.stop_when_settled))
         object.__setattr__(self, "k", _int_at_least(self.k, 1, "k (top-k)"))
         object.__setattr__(self, "max_new_tokens", _int_at_least(self.max_new_tokens, 1, "max_new_tokens"))
         object.__setattr__(self, "seed", _int_at_least(self.seed, 0, "seed"))
@@ -69,9 +82,10 @@ class DecodingSpec:
         return self.mode == "topk"
 
     def to_dict(self) -> dict:
-        """What determines the output: greedy records None for k, temperature and seed (unused)."""
+        """What determines the output: greedy records None for k, temperature and seed (unused).
+        ``stop_when_settled`` appears only when set, so runs without it keep their store keys."""
         s = self.sampling
-        return {
+        out = {
             "mode": self.mode,
             "k": self.k if s else None,
             "temperature": self.temperature if s else None,
@@ -80,6 +94,9 @@ class DecodingSpec:
             "seed": self.seed if s else None,
             "stop": "eos",
         }
+        if self.stop_when_settled:
+            out["stop_when_settled"] = list(self.stop_when_settled)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "DecodingSpec":
@@ -90,7 +107,22 @@ class DecodingSpec:
             temperature=defaults.temperature if d.get("temperature") is None else d["temperature"],
             max_new_tokens=d["max_new_tokens"],
             seed=defaults.seed if d.get("seed") is None else d["seed"],
+            stop_when_settled=tuple(d.get("stop_when_settled") or ()),
         )
+
+
+def _judge_names(names) -> tuple[str, ...]:
+    """``stop_when_settled`` checked and made canonical: known judge names, sorted, no repeats."""
+    if isinstance(names, str):
+        names = (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise SafetyheadsError(f"stop_when_settled must be a list of judge names, got {names!r}") from None
+    unknown = [n for n in names if not isinstance(n, str) or n not in JUDGES]
+    if unknown:
+        raise SafetyheadsError(f"stop_when_settled: unknown judge {unknown[0]!r}: choose from {', '.join(JUDGES)}")
+    return tuple(sorted(set(names)))
 
 
 def _int_at_least(value, lowest: int, name: str) -> int:
@@ -229,6 +261,91 @@ def _generate_batch(model, rows: Sequence[Sequence[int]], seeds: Sequence[int], 
     return out[:, input_ids.shape[1]:].cpu().tolist()
 
 
+def _generate_settling(model, rows: Sequence[Sequence[int]], seeds: Sequence[int], decoding: DecodingSpec,
+                       eos_ids: list[int], pad_id: int, settled: Callable[[list[int]], bool],
+                       context: Callable[[list[int]], ContextManager]) -> tuple[list[list[int]], list[int | None]]:
+    """``_generate_batch``'s decoding, step by step, where a row leaves the batch once it reaches
+    EOS or ``settled(its new ids)`` holds. -> (new ids of each row, the EOS included; per row the
+    number of new tokens at which it was stopped as settled, or None).
+
+    Each forward call gets what ``generate`` (transformers 5) passes, so that the rows staying
+    decode bit for bit as they do there: the dynamic cache, position ids from the mask
+    (``cumsum - 1``), the 2-D mask (None when nothing is padded), ``logits_to_keep=1`` where the
+    model takes them. A token is chosen as there: argmax of the float32 last-position logits, after
+    the top-k row sampler when sampling. Leaving rows are dropped from the ids, positions, mask, KV
+    cache and the sampler's generators; the mask keeps its width, so no remaining row sees a
+    different padding. ``context(rows)`` ablates the listed rows (indices into ``rows``) and is
+    re-entered whenever the batch shrinks, since per-row ablations are laid out by batch position.
+    tests/test_early_stop.py checks this loop against ``generate`` on every tiny model family.
+    """
+    from transformers import DynamicCache
+
+    input_ids, attention_mask = left_pad(rows, pad_id)
+    device = model.device
+    step_ids, mask = input_ids.to(device), attention_mask.to(device)
+    takes = inspect.signature(model.forward).parameters
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0) if "position_ids" in takes else None
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in takes else {}
+    if bool((mask == 1).all()):
+        mask = None  # generate drops an all-ones mask (another attention path): so do we
+    cache = DynamicCache(config=model.config.get_text_config(decoder=True))  # as generate builds it
+    sampler = TopKRowSampler(seeds, decoding.k, decoding.temperature) if decoding.sampling else None
+    alive = list(range(len(rows)))
+    new: list[list[int]] = [[] for _ in rows]
+    stopped: list[int | None] = [None] * len(rows)
+    with torch.no_grad(), ExitStack() as ablation:
+        ablation.enter_context(context(alive))
+        for step in range(decoding.max_new_tokens):
+            out = model(input_ids=step_ids, cache=cache, position_ids=positions, attention_mask=mask, use_cache=True,
+                        return_dict=True, **extra)
+            scores = out.logits[:, -1].to(copy=True, dtype=torch.float32)
+            del out  # the prefill logits are [B, T, vocab]: do not keep them through the next step
+            tokens = (sampler(step_ids, scores) if sampler else scores).argmax(dim=-1)
+            last = step == decoding.max_new_tokens - 1  # the row ends here anyway: not "stopped early"
+            keep = []
+            for pos, (r, t) in enumerate(zip(alive, tokens.tolist())):
+                new[r].append(t)
+                if t in eos_ids or last:
+                    continue
+                if settled(new[r]):
+                    stopped[r] = len(new[r])
+                    continue
+                keep.append(pos)
+            if not keep:
+                break
+            if len(keep) < len(alive):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                tokens = tokens[index]
+                mask = None if mask is None else mask[index]
+                positions = None if positions is None else positions[index]
+                alive = [alive[p] for p in keep]
+                if sampler:
+                    sampler.generators = [sampler.generators[p] for p in keep]
+                ablation.close()
+                ablation.enter_context(context(alive))
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=-1)
+            if positions is not None:
+                positions = positions[:, -1:] + 1
+            step_ids = tokens[:, None]
+    return new, stopped
+
+
+def _settle_check(tok, prefill: str | None, names: Sequence[str]) -> Callable[[list[int]], bool]:
+    """``settled(new_ids)`` for ``_generate_settling``: the decoded text is settled for every named judge
+    (default settings). The text is checked both as ``prefill + response`` (what the replication
+    judges) and as the response alone (what ``safetyheads judge`` reads from the ``response`` field)."""
+    judges = [get_judge(n) for n in names]
+
+    def settled(new_ids: list[int]) -> bool:
+        response = tok.decode(new_ids, skip_special_tokens=True)  # exactly as run_batch decodes the row
+        texts = {(prefill or "") + response, response}
+        return all(settled_for(judges, t) for t in texts)
+
+    return settled
+
+
 def _finish(new_ids: list[int], eos_ids: list[int]) -> tuple[list[int], int, bool]:
     """(text tokens, n_new_tokens counting the EOS, stopped_at_eos)."""
     for i, t in enumerate(new_ids):
@@ -279,7 +396,10 @@ def generate_responses(
 
     Each result: ``prompt_id, prompt, template, prefill, response, n_new_tokens`` (counting the
     EOS token when there is one), ``stopped_at_eos, ablation`` (``spec.to_dict()`` or None),
-    ``decoding`` (``decoding.to_dict()``).
+    ``decoding`` (``decoding.to_dict()``). With ``decoding.stop_when_settled`` also
+    ``stopped_early`` (cut once settled, before EOS and the token limit), ``stop_token`` (its
+    ``n_new_tokens`` then, else None) and ``settled_for`` (the judge names); judge such rows only
+    with those judges (``safetyheads.judges.check_rejudge``).
     """
     from tqdm.auto import tqdm
 
@@ -318,20 +438,28 @@ def generate_responses(
 
     # Under `accelerate launch` the batches are dealt over the processes (a batch = a unit computed as
     # alone); on_batch runs on the main process, in batch order, as each round is gathered.
-    def generate_fitting(members) -> list[list[int]]:
-        """New ids of a batch; a batch that runs out of memory is split in two (rows do not depend on
-        their batch, so the output is the same)."""
+    settled = _settle_check(tok, prefill, decoding.stop_when_settled) if decoding.stop_when_settled else None
+
+    def generate_fitting(members) -> list[tuple[list[int], int | None]]:
+        """(new ids, early-stop token count or None) of each row of a batch; a batch that runs out of
+        memory is split in two (rows do not depend on their batch, so the output is the same)."""
         seeds = [row_seed(decoding.seed, prompt_ids[i]) for i in members]
-        row_specs = [specs[i] for i in members]
+        rows = [encoded[i] for i in members]
+
+        def context(batch_rows: list[int]) -> ContextManager:
+            row_specs = [specs[members[r]] for r in batch_rows]
+            if len(set(row_specs)) == 1:
+                return ablate(model, row_specs[0]) if row_specs[0] is not None else nullcontext()
+            return ablate_rows(model, row_specs)
+
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", GQAGroupWarning)  # already raised once, by the check above
-                if len(set(row_specs)) == 1:
-                    context = ablate(model, row_specs[0]) if row_specs[0] is not None else nullcontext()
-                else:
-                    context = ablate_rows(model, row_specs)
-                with context:
-                    return _generate_batch(model, [encoded[i] for i in members], seeds, decoding, eos_ids, pad_id)
+                if settled is not None:
+                    new, stops = _generate_settling(model, rows, seeds, decoding, eos_ids, pad_id, settled, context)
+                    return list(zip(new, stops))
+                with context(list(range(len(members)))):
+                    return [(ids, None) for ids in _generate_batch(model, rows, seeds, decoding, eos_ids, pad_id)]
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled
             if not is_oom(e) or len(members) == 1:
                 raise
@@ -342,10 +470,10 @@ def generate_responses(
     def run_batch(members):
         new = generate_fitting(members)
         done = []
-        for i, new_ids in zip(members, new):
+        for i, (new_ids, stop_token) in zip(members, new):
             spec = specs[i]
             text_ids, n_new, stopped = _finish(new_ids, eos_ids)
-            done.append({
+            row = {
                 "prompt_id": prompt_ids[i],
                 "prompt": prompts[i],
                 "template": template,
@@ -355,7 +483,11 @@ def generate_responses(
                 "stopped_at_eos": stopped,
                 "ablation": None if spec is None else spec.to_dict(),
                 "decoding": dec_dict,
-            })
+            }
+            if settled is not None:  # rows of runs without early stop keep their fields
+                row.update(stopped_early=stop_token is not None, stop_token=stop_token,
+                           settled_for=list(decoding.stop_when_settled))
+            done.append(row)
         return done
 
     def finished(rounds):

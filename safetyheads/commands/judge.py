@@ -5,7 +5,8 @@
 Input: JSONL rows with ``prompt`` and ``response`` (other fields are kept); a first line
 ``{"header": {...}}`` (as ``safetyheads.results`` writes) is carried into the output header, with
 the judge's name and settings added under ``"judge"`` (and in ``provenance.judge`` when the header
-has that slot). Output: the same rows plus ``refused`` (bool) and ``judge_reason``.
+has that slot). Output: the same rows plus ``refused`` (bool) and ``judge_reason``. A row that
+generation stopped early (``stopped_early``) may only be judged by a judge in its ``settled_for``.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def build_judge(args, header: dict | None):
 
 
 def cmd_judge(args) -> int:
-    from ..judges import asr_report
+    from ..judges import asr_report, check_rejudge
     from ..provenance import provenance
 
     src, out = Path(args.input), Path(args.out)
@@ -97,6 +98,8 @@ def cmd_judge(args) -> int:
     if args.n_boot < 1:
         raise SafetyheadsError(f"--n-boot must be >= 1, got {args.n_boot}")
     header, rows = read_jsonl(src, args.prompt_field, args.response_field)
+    for r in rows:  # before build_judge, which may load a reference model
+        check_rejudge(r, args.judge)
     judge = build_judge(args, header)
     verdicts = judge.judge([r[args.response_field] for r in rows], [r[args.prompt_field] for r in rows])
     report = asr_report(verdicts, judge, n_boot=args.n_boot, seed=args.seed)
