@@ -64,5 +64,6 @@ def plot(scores, base_scores):
 FIGURE13 = ArtefactSpec(
     "figure13", "Figure 13: distribution of generalized Ships",
     "Histogram of every candidate head's generalized Ships (principal angle between the clean and the "
-    "head-ablated last-token activations of the attribution queries, r=1, UA) on the aligned model.",
+    "head-ablated last-token activations of the attribution queries, r=1, UA) on the aligned model, with the "
+    "untuned base model's distribution as a control (is the long tail specific to the safety-tuned model?).",
     "Figure 13 (appendix)", run)

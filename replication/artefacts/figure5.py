@@ -96,5 +96,7 @@ FIGURE5 = ArtefactSpec(
     "figure5", "Figure 5: overlap of safety heads",
     "Shared heads among the top 10 by generalized Ships (Sahara step 1, the attribution set): (a) UA vs SC "
     "on the aligned model, (b) the aligned model vs the sibling fine-tune of the same base (UA). The paper "
-    "gives neither the chance overlap nor a p-value; both are added here.",
+    "gives neither the chance overlap nor a p-value; both are added here, and two controls: (a) each method's "
+    "own top 10 on a second set (how much a method agrees with itself), (b) each fine-tune vs the untuned base "
+    "model (how much any model of that base shares).",
     "Figure 5", run)
