@@ -399,7 +399,7 @@ def test_claims_md_prints_n_and_uncertainty_and_reads_the_first_usable_profile(t
     monkeypatch.setattr(claims, "TABLES", tmp_path)
     monkeypatch.setattr(claims, "ROOT", tmp_path)
     text = (tmp_path / claims.write_claims(["mini", "ci"])).read_text()
-    row = {c.id: line for c in claims.CLAIMS for line in text.splitlines() if line.startswith("| " + c.text[:40])}
+    row = {c.id: line for c in claims.CLAIMS for line in text.splitlines() if line.startswith("| " + c.text + " ")}
     assert "(ci profile)" in row["one-head"] and "n = 24 paired" in row["one-head"]
     assert "| holds " in row["three-heads"] and "(mini profile)" in row["three-heads"] and "CI [" in row["three-heads"]
     assert "| not run " in row["long-tail"]
@@ -500,7 +500,7 @@ def test_readme_verdicts_are_the_claims_md_verdicts():
     assert block.strip() == claims.readme_block(found).strip()
     table = (ROOT / "paper_tables" / "CLAIMS.md").read_text()
     for c, f, _ in found:
-        row = next(line for line in table.splitlines() if line.startswith("| " + c.text[:40].replace("|", "\\|")))
+        row = next(line for line in table.splitlines() if line.startswith("| " + c.text.replace("|", "\\|") + " "))
         assert f"| {f.verdict} " in row, c.id
 
 
