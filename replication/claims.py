@@ -448,7 +448,8 @@ def long_tail(r: Results) -> Finding:
     unc += f"; aligned - base skewness {d:+.2f}, 95% bootstrap CI over heads [{lo:+.2f}, {hi:+.2f}]"
     if lo > 0:
         return Finding(HOLDS, ev, unc)
-    return Finding(PARTLY, ev, unc + "; the base model's scores are as long-tailed: the tail is not specific to safety tuning")
+    return Finding(PARTLY, ev, unc + "; the untuned base's scores are long-tailed too and the difference's CI "
+                   "includes 0: the tail is not shown to be specific to safety tuning")
 
 
 def skew_gap(sa: dict, sb: dict, heads: list, n_boot: int = 2000, seed: int = 0) -> tuple[float, tuple[float, float]]:
