@@ -14,14 +14,18 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from pathlib import Path
 
 import pytest
 
-from replication import claims, stats
-from replication.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_COMPARABLE, PARTLY, Results
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # replication/ lives beside the package; appended so the installed safetyheads wins
+
+from replication import claims, stats  # noqa: E402
+from replication.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_COMPARABLE, PARTLY, Results  # noqa: E402
+
 PAPER = ROOT / "paper_tables" / "expected" / "paper"
 SIZES = {"advbench": 520, "jailbreakbench": 100, "maliciousinstruct": 100}  # the paper's sets
 
