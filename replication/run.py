@@ -6,6 +6,7 @@ import gzip
 import json
 import math
 import os
+import random
 import time
 from pathlib import Path
 
@@ -215,8 +216,6 @@ def write_responses(path: Path, responses: dict) -> None:
     """Every completion behind the artefact's cells, with its judge verdict and the rule (keyword,
     pattern, or the filter: short, repetition, nonword, nll) that decided it: one JSON line per
     (cell, query), gzip with a fixed timestamp so that a rerun writes the same bytes."""
-    import gzip
-
     if not responses:
         path.unlink(missing_ok=True)
         return
@@ -241,8 +240,6 @@ def read_responses(profile: str, artefact: str, root: Path | None = None) -> lis
 def print_responses(artefact: str, profile: str, cell: str | None, list_cells: bool, n: int, verdict: str | None,
                     rule: str | None, seed: int) -> int:
     """``python -m replication responses``: a reviewer's look at the completions behind a table cell."""
-    import random
-
     get_artefact(artefact)
     rows = read_responses(profile, artefact)
     cells: dict = {}
