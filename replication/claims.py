@@ -181,10 +181,6 @@ def increase_finding(t: stats.PairedTable, T: float, what: str, extra_ok: bool =
 SETS = ("advbench", "jailbreakbench", "maliciousinstruct")
 
 
-def _sets_with(r: Results, pattern: str) -> list[str]:
-    return [s for s in SETS if r.flags(pattern.format(s=s)) is not None]
-
-
 def headline(role: str, T: float, ratio: float | None):
     def judge(r: Results) -> Finding:
         key = f"{role}.ua.greedy.paper.{{s}}"
