@@ -1,5 +1,5 @@
 """Sessions: `nox -s tests`, `nox -s ships` (the main job on the embedded model), `nox -s bench_ships`,
-`nox -s bench_sahara`, `nox -s build_organisms`, and the replication harness: one
+`nox -s bench_sahara`, `nox -s bench_generation`, `nox -s build_organisms`, and the replication harness: one
 `nox -s reproduce_<artefact>` per paper table or figure (`nox -l` lists them), `nox -s reproduce_all`,
 `nox -s update_baselines`, `nox -s claims`. Pass a profile after `--`: `nox -s reproduce_table3 -- --profile ci`.
 
@@ -74,6 +74,13 @@ def bench_sahara(session: nox.Session) -> None:
     """Seconds per Sahara step on the embedded model over 32 queries."""
     install(session)
     session.run("python", "benchmarks/bench_sahara.py", *session.posargs)
+
+
+@nox.session
+def bench_generation(session: nox.Session) -> None:
+    """Generation with and without early stop on organism-a: wall time, tokens, verdict agreement."""
+    install(session)
+    session.run("python", "benchmarks/bench_generation.py", *session.posargs)
 
 
 @nox.session

@@ -97,6 +97,10 @@ def _dispatch(args) -> int:
                 print(f"  {n:14s} {ctx.artefact_seconds.get(n, 0):7.0f} s  " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
             print(f"  {'total':14s} {sum(ctx.artefact_seconds.values()):7.0f} s (shared results are computed by the "
                   "first artefact that needs them)")
+        if ctx.generation["rows"]:
+            g = ctx.generation
+            print(f"generation: {g['rows']} completions, {g['tokens']:,} tokens decoded of a {g['budget']:,}-token budget "
+                  f"({g['tokens'] / g['budget']:.0%}); {g['stopped']} stopped early once the verdict was settled")
         return worst
     if args.command == "update-baselines":
         from .baselines import update_baselines

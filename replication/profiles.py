@@ -45,6 +45,10 @@ class Profile:
     attention_scales: tuple = (5e-1, 1e-3, 1e-10)
     chat_system_prompt: str = "You are a helpful assistant"
     gpu_seconds_per_forward: float = 0.0  # rough cost of one forward pass of one row, for --dry-run (0: not estimated)
+    # Early stop (safetyheads.generation, DecodingSpec.stop_when_settled): a completion whose only reader
+    # is the profile's judge stops once that judge's verdict is settled. Exact for the verdict, so only
+    # the cost changes; completions whose text is read otherwise (Figure 6b's NLL) always run to the end.
+    stop_when_settled: bool = False
     departures: tuple = ()
 
     def __post_init__(self) -> None:
@@ -130,6 +134,15 @@ COMMON_DEPARTURES = (
     HEAD_LEVEL_DEPARTURE,
 )
 
+EARLY_STOP_DEPARTURE = (
+    "Early stop: every completion whose only reader is the judge (the harmful-query runs of every artefact: "
+    "Tables 1, 3, 5, 7, Figures 2, 4, 6a, the chat template) stops once the judge's verdict is settled, i.e. a "
+    "refusal match is followed by 30 more characters (safetyheads.judges.Judge.settled; exact for the verdict, "
+    "tested on every committed completion). Their stored responses are therefore cut there (stopped_early, "
+    "stop_token). Figure 6b's benign answers run to the token limit: their base-model NLL reads the whole text. "
+    "The paper decodes every response to the limit; `--dry-run --profile paper` shows the GPU-hours saved."
+)
+
 MINI = Profile(
     name="mini",
     models={"aligned": "organism-a", "sibling": "organism-b", "base": "smollm2-135m-instruct"},
@@ -151,7 +164,9 @@ MINI = Profile(
         "Tables 3/5, Ships level: the first 16 of the 48 evaluation queries (each needs its own Ships sweep of "
         "every head, per method and organism); the Sahara level uses all 48.",
         "Figure 4b: 8 queries and 24 new tokens per head instead of the whole set and 128 tokens (270 heads x 2 sets).",
+        EARLY_STOP_DEPARTURE,
     ),
+    stop_when_settled=True,
 )
 
 CI = MINI.replace(
@@ -172,6 +187,7 @@ CI = MINI.replace(
         "third layer (90 candidates) for 3 steps, Tables 3/5 and Figure 4 on MaliciousInstruct only, the three-set "
         "artefacts on MaliciousInstruct and JailbreakBench, Figure 4b on 2 queries x 8 tokens, Figure 6b on 16 "
         "benign prompts: a regression check of the whole pipeline in minutes, not evidence about the paper's claims.",
+        EARLY_STOP_DEPARTURE,
     ),
 )
 

@@ -209,7 +209,8 @@ def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path = G
     return folder
 
 
-RESPONSE_FIELDS = ("prompt_id", "prompt", "response", "refused", "rule", "reason", "n_new_tokens")
+RESPONSE_FIELDS = ("prompt_id", "prompt", "response", "refused", "rule", "reason", "n_new_tokens", "stopped_early",
+                   "stop_token")
 
 
 def write_responses(path: Path, responses: dict) -> None:
@@ -299,6 +300,36 @@ def run_artefact(ctx: Context, name: str, out_root: Path = GENERATED, quiet: boo
     return exit_code(rows), rows
 
 
+def stop_points(profile: str = "mini", root: Path | None = None) -> dict | None:
+    """How early-stopped generation ended at ``profile``, from its committed responses: the rows of
+    early-stop runs (they carry ``stopped_early``), how many stopped once settled, and their mean stop
+    token. None when no such rows are committed."""
+    folder = (root or GENERATED) / profile
+    rows = 0
+    stops: list[int] = []
+    for path in sorted(folder.glob("*/responses.jsonl.gz")):
+        with gzip.open(path, "rt") as f:
+            for line in f:
+                r = json.loads(line)
+                if "stopped_early" not in r:
+                    continue
+                rows += 1
+                if r["stopped_early"]:
+                    stops.append(int(r["stop_token"]))
+    if not rows:
+        return None
+    return {"profile": profile, "rows": rows, "stopped": len(stops),
+            "mean_stop_token": sum(stops) / len(stops) if stops else 0.0}
+
+
+def early_stop_factor(points: dict, max_new_tokens: int) -> float:
+    """The share of a ``max_new_tokens`` generation's decoding left with early stop, from ``stop_points``:
+    a stopped row costs its stop token, every other row the whole budget (conservative: rows that end at
+    EOS, or would settle after the smaller profile's token limit, are counted in full)."""
+    p = points["stopped"] / points["rows"]
+    return (p * min(points["mean_stop_token"], max_new_tokens) + (1 - p) * max_new_tokens) / max_new_tokens
+
+
 def plan(ctx: Context, names: list[str]) -> str:
     """--dry-run: run the artefacts' code with placeholder results and report what would be computed."""
     from tabulate import tabulate
@@ -350,4 +381,29 @@ def plan(ctx: Context, names: list[str]) -> str:
                      "(a rough planning figure: one row of a short prompt on one A100-80GB, fp32)")
     else:
         lines.append(f"total: {total:,} forward passes still to compute")
+    lines += _early_stop_lines(ctx, items, total)
     return "\n".join(lines)
+
+
+def _early_stop_lines(ctx: Context, items: list, total: int) -> list[str]:
+    """The cost with and without early stop, for a profile that decodes every response to the limit."""
+    p = ctx.profile
+    judged = sum(i.forward_passes for i in items if not i.cached and i.judge_only)
+    if p.stop_when_settled:
+        return ["", f"early stop is on: {judged:,} of these forward passes are judge-only generation, which stops "
+                    "once the verdict is settled (the figures above count every token)"]
+    points = stop_points()
+    if not judged:
+        return []
+    if points is None:
+        return ["", "early stop: no early-stopped mini completions are committed yet to estimate its saving from"]
+    f = early_stop_factor(points, p.max_new_tokens)
+    with_stop = total - judged + judged * f
+    rate = p.gpu_seconds_per_forward
+    cost = (lambda n: f"{n * rate / 3600:.1f} GPU-hours") if rate else (lambda n: f"{n:,.0f} forward passes")
+    return ["", f"early stop (stop_when_settled, off in this profile as in the paper): without {cost(total)}, "
+                f"with {cost(with_stop)}. Of {points['rows']:,} judge-only mini completions "
+                f"{points['stopped']:,} stopped once settled, at token {points['mean_stop_token']:.1f} on average; "
+                f"counting each such row at that token and every other row at the full {p.max_new_tokens} leaves "
+                f"{f:.0%} of the judge-only decoding ({judged:,} forward passes). Complied answers never settle, so "
+                "the saving shrinks where ablation makes the model comply more often than the organisms do."]

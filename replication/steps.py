@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from safetyheads.ablation import AblationSpec
 from safetyheads.errors import SafetyheadsError
@@ -25,6 +25,9 @@ from .profiles import Profile
 # Bump when a step's output for the same inputs would change.
 VERSIONS = {"sahara": 1, "ships": 1, "completions": 1, "small": 1}
 GEN_BATCH = 32
+# What a completions entry keeps of each generated row: the text, its length and, for early-stopped
+# generation, where and for which judges it stopped (so a re-judge by another judge can be refused).
+COMPLETION_FIELDS = ("prompt_id", "response", "n_new_tokens", "stopped_early", "stop_token", "settled_for")
 
 
 @dataclass
@@ -34,6 +37,7 @@ class PlanItem:
     what: str
     forward_passes: int
     cached: bool
+    judge_only: bool = False  # completions read only by the judge: early stop would apply (dry-run estimate)
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Context:
         self.used_keys: list[dict] = []
         self.last_seconds = 0.0  # of the last Ships sweep asked for
         self.artefact_seconds: dict = {}  # wall time of each artefact run in this context
+        self.generation = {"rows": 0, "tokens": 0, "budget": 0, "stopped": 0}  # see generation_counts
         from safetyheads.judges import get_judge
 
         self.judge = get_judge(profile.judge)
@@ -200,11 +205,11 @@ class Context:
         if self.progress:
             print(f"[{self.profile.name}] {msg}", file=sys.stderr, flush=True)
 
-    def _entry(self, kind: str, spec: dict, what: str, forward_passes: int):
+    def _entry(self, kind: str, spec: dict, what: str, forward_passes: int, judge_only: bool = False):
         entry = self.store.entry(kind, spec, VERSIONS[kind])
         self.used_keys.append({"kind": kind, "key": entry.key, "what": what})
         if self.plan_only:
-            self.plan.append(PlanItem(kind, entry.key, what, forward_passes, entry.done))
+            self.plan.append(PlanItem(kind, entry.key, what, forward_passes, entry.done, judge_only))
         return entry
 
 
@@ -324,11 +329,12 @@ class Judged:
 
 def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding: DecodingSpec | None = None,
                 template: str | None = None, prefill: str | None = None, system_prompt: str | None = None,
-                variant: str | None = None, label: str = "") -> Judged:
+                variant: str | None = None, label: str = "", text_read: bool = False) -> Judged:
     """Generate (resumably, cached) and judge. ``ablation``: None, one AblationSpec, or a dict
-    {prompt_id: AblationSpec | None}."""
+    {prompt_id: AblationSpec | None}. ``text_read``: something besides the judge reads the responses
+    (an NLL, a length), so they must not stop early under the profile's ``stop_when_settled``."""
     p = ctx.profile
-    decoding = decoding or DecodingSpec(max_new_tokens=p.max_new_tokens)
+    decoding = early_stop(ctx, decoding or DecodingSpec(max_new_tokens=p.max_new_tokens), text_read)
     template = template or p.template
     per_prompt = isinstance(ablation, dict)
     if per_prompt:
@@ -341,7 +347,7 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
             "system_prompt": system_prompt, "prefill": prefill, "ablation": abl_spec, "per_prompt": per_prompt,
             "decoding": decoding.to_dict()}
     what = f"completions {role}{'/' + variant if variant else ''} {q.set} {label or ''}".rstrip()
-    entry = ctx._entry("completions", spec, what, len(q.ids) * decoding.max_new_tokens // 8)
+    entry = ctx._entry("completions", spec, what, len(q.ids) * decoding.max_new_tokens // 8, judge_only=not text_read)
     if ctx.plan_only:
         return Judged([{"prompt_id": pid, "response": "", "refused": True, "rule": "plan"} for pid in q.ids], 0.0)
     if entry.done:
@@ -357,8 +363,8 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
             t0 = time.perf_counter()
 
             def on_batch(batch):
-                entry.append([{"prompt_id": r["prompt_id"], "response": r["response"],
-                               "n_new_tokens": r["n_new_tokens"]} for r in batch])
+                entry.append([{k: r[k] for k in COMPLETION_FIELDS if k in r} for r in batch])
+                generation_counts(ctx, batch, decoding)
 
             generate_responses(model, tok, [pr for _, pr in todo], template=template, system_prompt=system_prompt,
                                ablation=specs, decoding=decoding, prefill=prefill, batch_size=GEN_BATCH,
@@ -377,6 +383,24 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
            for r, v in zip(rows, verdicts)]
     rep = asr_report(verdicts, ctx.judge, n_boot=1000)
     return Judged(out, rep.asr, rep.as_dict(), entry.key)
+
+
+def early_stop(ctx: Context, decoding: DecodingSpec, text_read: bool) -> DecodingSpec:
+    """``decoding`` with ``stop_when_settled`` set to the profile's judge where the profile asks for it
+    and only that judge reads the text (an early-stopped response is exact for its verdict, nothing else)."""
+    if not ctx.profile.stop_when_settled or text_read or decoding.stop_when_settled:
+        return decoding
+    return replace(decoding, stop_when_settled=(ctx.judge.name,))
+
+
+def generation_counts(ctx: Context, rows: list, decoding: DecodingSpec) -> None:
+    """Add a completions run's decoded tokens, token budget and early-stopped rows to ``ctx.generation``
+    (printed in the run summary: what early stop saved)."""
+    g = ctx.generation
+    g["rows"] += len(rows)
+    g["tokens"] += sum(int(r.get("n_new_tokens") or 0) for r in rows)
+    g["budget"] += len(rows) * decoding.max_new_tokens
+    g["stopped"] += sum(bool(r.get("stopped_early")) for r in rows)
 
 
 def cached(ctx: Context, what: str, spec: dict, compute):

@@ -4,6 +4,7 @@ run end to end with tiny random-init Llamas standing in for the three 7B models.
 from __future__ import annotations
 
 import itertools
+import re
 import json
 import sys
 from math import comb
@@ -445,3 +446,73 @@ def test_swap_attention_copies_attention_only():
             assert torch.equal(sd_a[k], before[k])
     with pytest.raises(SafetyheadsError):
         swap_attention(a, tiny_model("llama-gqa", seed=0))
+
+
+# ------------------------------------------------------------------------------------------------
+# early stop (DecodingSpec.stop_when_settled) in the profiles
+
+
+def test_early_stop_only_where_the_profile_asks_and_the_judge_alone_reads_the_text():
+    from replication.profiles import EARLY_STOP_DEPARTURE
+    from replication.steps import early_stop
+    from safetyheads.generation import DecodingSpec
+
+    assert MINI.stop_when_settled and CI.stop_when_settled and not PAPER.stop_when_settled
+    assert EARLY_STOP_DEPARTURE in MINI.departures and EARLY_STOP_DEPARTURE in CI.departures
+    dec = DecodingSpec(max_new_tokens=4)
+    on = Context(TINY_PAPER.replace(stop_when_settled=True), Store(), loader=Loader(), progress=False)
+    off = Context(TINY_PAPER, Store(), loader=Loader(), progress=False)
+    assert early_stop(on, dec, text_read=False).stop_when_settled == ("keyword-fixed",)
+    assert early_stop(on, dec, text_read=True) == dec  # e.g. Figure 6b's NLL reads the whole answer
+    assert early_stop(off, dec, text_read=False) == dec
+
+
+def test_early_stopped_completions_keep_where_they_stopped(tmp_path, monkeypatch):
+    from safetyheads.judges import FixedKeywordJudge, check_rejudge
+
+    # Tiny random models never write a refusal, so let any text settle: this checks the plumbing
+    # (stop, record, store, read back, count), not the judge (tests/test_early_stop.py does that).
+    monkeypatch.setattr(FixedKeywordJudge, "settled", lambda self, prefix: len(prefix) > 0)
+    profile = TINY_PAPER.replace(stop_when_settled=True, max_new_tokens=6)
+    ctx = Context(profile, Store(tmp_path), loader=Loader(), progress=False)
+    q = ctx.queries("maliciousinstruct", "eval")
+    got = completions(ctx, "aligned", q)
+    stopped = [r for r in got.rows if r["stopped_early"]]
+    assert stopped, "no row stopped although every non-empty text settles"
+    for r in stopped:
+        assert r["stop_token"] == r["n_new_tokens"] < 6 and r["settled_for"] == ["keyword-fixed"]
+        with pytest.raises(SafetyheadsError):
+            check_rejudge(r, "keyword-paper")  # its text is cut: another judge must not read it
+    assert ctx.generation == {"rows": len(q.ids), "tokens": sum(r["n_new_tokens"] for r in got.rows),
+                              "budget": 6 * len(q.ids), "stopped": len(stopped)}
+    again = completions(Context(profile, Store(tmp_path), loader=Loader(), progress=False), "aligned", q)
+    assert [(r["stopped_early"], r["stop_token"]) for r in again.rows] == [(r["stopped_early"], r["stop_token"])
+                                                                           for r in got.rows]
+
+
+def test_dry_run_estimates_early_stop_from_the_smaller_profiles_stop_points(tmp_path, monkeypatch):
+    import gzip
+
+    folder = tmp_path / "mini" / "table1"
+    folder.mkdir(parents=True)
+    rows = [{"stopped_early": True, "stop_token": 10}, {"stopped_early": True, "stop_token": 20},
+            {"stopped_early": False, "stop_token": None}, {"stopped_early": False, "stop_token": None},
+            {"response": "a row of a run without early stop is not counted"}]
+    with gzip.open(folder / "responses.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    points = R.stop_points("mini", root=tmp_path)
+    assert points == {"profile": "mini", "rows": 4, "stopped": 2, "mean_stop_token": 15.0}
+    assert R.early_stop_factor(points, 128) == pytest.approx((0.5 * 15 + 0.5 * 128) / 128)
+    assert R.early_stop_factor(points, 10) == 1.0  # a stop past the limit saves nothing
+    assert R.stop_points("ci", root=tmp_path) is None
+
+    monkeypatch.setattr(R, "GENERATED", tmp_path)
+    ctx = Context(PAPER, Store(tmp_path / "store"), plan_only=True, progress=False)
+    text = R.plan(ctx, ["table1"])
+    line = next(x for x in text.splitlines() if x.startswith("early stop"))
+    without, with_stop = (float(v) for v in re.findall(r"(\d+\.\d) GPU-hours", line))
+    judged = sum(i.forward_passes for i in ctx.plan if i.judge_only)
+    total = sum(i.forward_passes for i in ctx.plan)
+    f = R.early_stop_factor(points, PAPER.max_new_tokens)
+    assert without == pytest.approx(total * 0.03 / 3600, abs=0.05)
+    assert with_stop == pytest.approx((total - judged + f * judged) * 0.03 / 3600, abs=0.05) and with_stop < without

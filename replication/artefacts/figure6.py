@@ -52,7 +52,7 @@ def run(ctx) -> Output:
              ("base", "untuned base (reference)", "base", None)]
     rows_b, gibberish_prompts = [], {}
     for key, name, role, abl in conds:
-        res = completions(ctx, role, q, ablation=abl, label=f"benign {name}")
+        res = completions(ctx, role, q, ablation=abl, label=f"benign {name}", text_read=True)  # NLL reads it all
         refused = mean(r["rule"] in ("keyword", "pattern") for r in res.rows)
         gib = mean(r["rule"] in ("repetition", "nonword") for r in res.rows)
         gibberish_prompts[key] = {r["prompt_id"] for r in res.rows if r["rule"] in ("repetition", "nonword")}
