@@ -7,7 +7,7 @@ already on disk, and rerunning the same command resumes it.
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
 import os
 import sys
 import time
@@ -94,13 +94,32 @@ def load_from_args(args):
         torch.set_num_threads(args.threads)
     from .distributed import device_for_process
 
+    quiet = getattr(args, "quiet", False)
     t0 = time.time()
-    model, tok = load_model(args.model, dtype=args.dtype, device=device_for_process(args.device), attn_implementation=args.attn,
-                            revision=args.revision, allow_download=args.allow_download,
-                            trust_remote_code=args.trust_remote_code)
-    if not getattr(args, "quiet", False):
+    with _no_progress_bars(quiet):
+        model, tok = load_model(args.model, dtype=args.dtype, device=device_for_process(args.device),
+                                attn_implementation=args.attn, revision=args.revision,
+                                allow_download=args.allow_download, trust_remote_code=args.trust_remote_code)
+    if not quiet:
         print(f"loaded {args.model} in {time.time() - t0:.1f} s", file=sys.stderr)
     return model, tok
+
+
+@contextlib.contextmanager
+def _no_progress_bars(active: bool):
+    """Hide transformers' weight-loading bar (for --quiet), then restore its setting."""
+    if not active:
+        yield
+        return
+    from transformers.utils import logging as hf_logging  # heavy: imported only when a model loads anyway
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 SHIPS_COLUMNS = ["prompt_id", "prompt", "layer", "head", "head_name", "ships"]

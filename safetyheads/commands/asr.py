@@ -49,11 +49,13 @@ def check_judged_out(args, completions: Path) -> None:
 
 def cmd_asr(args) -> int:
     from ..models import DEFAULT_MODEL
-    from .generate import cmd_generate
+    from .generate import check_outputs, cmd_generate
     from .judge import cmd_judge
 
-    # Before any generation: the judging settings, and the judged file when its path is known.
+    # Before any generation: the judging settings, the completions file, and the judged file when
+    # its path is known.
     check_judge_values(Namespace(judge=args.judge, n_boot=args.n_boot, seed=0, max_nll=args.max_nll))
+    check_outputs(args)
     if args.out:
         check_judged_out(args, Path(args.out))
     elif args.judged_out:
