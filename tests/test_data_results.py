@@ -107,7 +107,8 @@ def _two_prompts(path):
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-@pytest.mark.parametrize("damage", [b"\xff\xfe not text\n", b"{garbage\n", b'"a JSON string"\n'])
+@pytest.mark.parametrize("damage", [b"\xff\xfe not text\n", b"{garbage\n", b'"a JSON string"\n'],
+                         ids=["not-utf8", "not-json", "not-an-object"])
 def test_damaged_line_keeps_the_rows_before_it_and_warns(tmp_path, capsys, suffix, damage):
     path = tmp_path / f"r{suffix}"
     w = _two_prompts(path)

@@ -25,6 +25,15 @@ from ..outputs import check_output, same_path
 FILTERS = ("default", "none", "repetition", "words", "nll")
 
 
+class _NonStandardNumber(ValueError):
+    pass
+
+
+def _not_json(constant: str):
+    """json.loads reads NaN and Infinity by default; standard JSON has neither."""
+    raise _NonStandardNumber(constant)
+
+
 def read_jsonl(path: Path, prompt_field: str = "prompt", response_field: str = "response") -> tuple[dict | None, list[dict]]:
     """-> (header or None, rows); one-line SafetyheadsError for anything malformed."""
     if not path.is_file():
@@ -38,7 +47,9 @@ def read_jsonl(path: Path, prompt_field: str = "prompt", response_field: str = "
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_not_json)
+        except _NonStandardNumber as e:
+            raise SafetyheadsError(f"{path} line {lineno} holds {e}, which is not JSON (judged files are standard JSON)") from None
         except json.JSONDecodeError as e:
             hint = " (judge reads JSONL: one JSON object per line)" if path.suffix != ".jsonl" else ""
             raise SafetyheadsError(f"{path} line {lineno} is not valid JSON: {e.msg} at column {e.colno}{hint}") from None
@@ -139,10 +150,12 @@ def cmd_judge(args) -> int:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
+    # Serialised before the file opens: a value JSON cannot hold fails without leaving a partial file.
+    lines = [json.dumps({"header": new_header}, ensure_ascii=False, allow_nan=False)]
+    lines += [json.dumps({**r, "refused": v.refused, "judge_reason": v.reason}, ensure_ascii=False, allow_nan=False)
+              for r, v in zip(rows, verdicts)]
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps({"header": new_header}, ensure_ascii=False) + "\n")
-        for r, v in zip(rows, verdicts):
-            f.write(json.dumps({**r, "refused": v.refused, "judge_reason": v.reason}, ensure_ascii=False) + "\n")
+        f.write("".join(line + "\n" for line in lines))
     os.replace(tmp, out)
 
     print(report.table())
