@@ -84,7 +84,7 @@ def check_output(
         raise OutputPathError(f"{flag} {out} is read-only; choose another {flag}")
     for name, other in inputs.items():
         if other is not None and str(other) != "" and same_path(out, other):
-            raise OutputPathError(f"{flag} {out} is the same as {name}, which is kept as it is; choose another {flag}")
+            raise OutputPathError(f"{flag} {out} must differ from {name} (which is kept as it is): choose another {flag}")
     for name, other in others.items():
         if other is not None and str(other) != "" and same_path(out, other):
             raise OutputPathError(f"{flag} and {name} both name {out}; give them different paths")
