@@ -21,6 +21,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 DEBUG_ENV = "SAFETYHEADS_DEBUG"
 COMMAND_MODULES = ("datasets", "generate", "judge", "sahara", "asr", "organisms")
+SHIPS_COLUMNS = ["prompt_id", "prompt", "layer", "head", "head_name", "ships"]
 
 
 class UsageError(SafetyheadsError):
@@ -122,9 +123,6 @@ def _no_progress_bars(active: bool):
             hf_logging.enable_progress_bar()
 
 
-SHIPS_COLUMNS = ["prompt_id", "prompt", "layer", "head", "head_name", "ships"]
-
-
 def _first_line(path: Path) -> str:
     """The first line of a text file ("" when unreadable): tells a table this command wrote before."""
     try:
@@ -158,15 +156,15 @@ def cmd_ships(args) -> int:
     check_prob_floor(args.prob_floor, "--prob-floor")
     if args.top < 1:
         raise SafetyheadsError(f"--top must be >= 1 (how many heads to print), got {args.top}")
-    if args.out:
+    if args.out is not None:  # an empty --out is refused, not taken for the default
         check_output(args.out, inputs={"--data": args.data}, others={"--csv": args.csv}, overwrite=args.overwrite,
                      resumable=True)
         check_results_file(Path(args.out), args.overwrite)
     else:
-        check_writable_folder(DEFAULT_OUT_DIR, "--out (default)")
-    if args.csv:
+        check_writable_folder(DEFAULT_OUT_DIR, "--out")
+    if args.csv is not None:
         if Path(args.csv).suffix != ".csv":
-            raise SafetyheadsError(f"--csv {args.csv} must end in .csv")
+            raise SafetyheadsError(f"--csv must name a .csv file, got {args.csv!r}")
         check_output(args.csv, "--csv", inputs={"--data": args.data}, others={"--out": args.out},
                      overwrite=args.overwrite, replaceable=lambda p: _first_line(p) == ",".join(SHIPS_COLUMNS))
     if args.prompt:
@@ -190,7 +188,7 @@ def cmd_ships(args) -> int:
     src = model_source(model)
     out = Path(args.out or DEFAULT_OUT_DIR / f"ships_{_slug(src['model'])}_{spec.method}-{spec.target}_{args.template}.jsonl")
     if not args.out:
-        check_output(out, "--out (default)", overwrite=args.overwrite, resumable=True)
+        check_output(out, "--out", overwrite=args.overwrite, resumable=True)
         check_results_file(out, args.overwrite)
     run = {
         "kind": "ships", "model": src.get("model"), "model_sha256": src.get("sha256"), "revision": src.get("revision"),

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 
 def judged_path(args, completions: Path) -> Path:
-    return Path(args.judged_out) if args.judged_out else completions.with_name(
+    return Path(args.judged_out) if args.judged_out is not None else completions.with_name(
         f"{completions.stem}.judged-{args.judge}.jsonl")
 
 
@@ -56,9 +56,9 @@ def cmd_asr(args) -> int:
     # its path is known.
     check_judge_values(Namespace(judge=args.judge, n_boot=args.n_boot, seed=0, max_nll=args.max_nll))
     check_outputs(args)
-    if args.out:
+    if args.out is not None:
         check_judged_out(args, Path(args.out))
-    elif args.judged_out:
+    elif args.judged_out is not None:
         check_output(args.judged_out, "--judged-out", inputs={"--data": args.data}, overwrite=args.overwrite,
                      replaceable=is_judged_file)
     code = cmd_generate(args)

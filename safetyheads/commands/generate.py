@@ -79,7 +79,7 @@ def cmd_generate(args) -> int:
     }
     out = Path(args.out) if args.out else default_out(run)
     if not args.out:
-        check_output(out, "--out (default)", overwrite=args.overwrite, resumable=True)
+        check_output(out, "--out", overwrite=args.overwrite, resumable=True)
         check_results_file(out, args.overwrite)
     seeds = {"sampling": decoding.seed} if decoding.sampling else None
     header = {"run": run, "provenance": provenance(model, seeds=seeds, decoding=decoding.to_dict(), judge=None)}
@@ -123,12 +123,12 @@ def cmd_generate(args) -> int:
 def check_outputs(args) -> None:
     """Before any model loads: the completions file can be written (``asr`` checks its judged file)."""
     judged = getattr(args, "judged_out", None)
-    if args.out:
+    if args.out is not None:  # an empty --out is refused, not taken for the default
         check_output(args.out, inputs={"--data": args.data}, others={"--judged-out": judged},
                      overwrite=args.overwrite, resumable=True)
         check_results_file(Path(args.out), args.overwrite)
     else:
-        check_writable_folder(DEFAULT_OUT_DIR, "--out (default)")
+        check_writable_folder(DEFAULT_OUT_DIR, "--out")
 
 
 def register(subparsers) -> None:

@@ -57,11 +57,11 @@ def cmd_sahara(args) -> int:
         raise SafetyheadsError(f"--steps must be between 1 and {MAX_STEPS}, got {args.steps}")
     if args.batch_size < 1:
         raise SafetyheadsError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.out:
+    if args.out is not None:  # an empty --out is refused, not taken for the default
         check_output(args.out, inputs={"--data": args.data}, overwrite=args.overwrite, resumable=True)
         check_results_file(Path(args.out), args.overwrite)
     else:
-        check_writable_folder(DEFAULT_OUT_DIR, "--out (default)")
+        check_writable_folder(DEFAULT_OUT_DIR, "--out")
     prompts = load_prompts(args.data, column=args.column, limit=args.limit)
     if not 1 <= args.r <= len(prompts.prompts):
         raise SafetyheadsError(f"--r must be between 1 and the number of queries ({len(prompts.prompts)}), got {args.r}")
@@ -79,7 +79,7 @@ def cmd_sahara(args) -> int:
     src = model_source(model)
     out = Path(args.out or DEFAULT_OUT_DIR / f"sahara_{_slug(src['model'])}_{spec.method}-{spec.target}_{_slug(prompts.name)}.jsonl")
     if not args.out:
-        check_output(out, "--out (default)", overwrite=args.overwrite, resumable=True)
+        check_output(out, "--out", overwrite=args.overwrite, resumable=True)
         check_results_file(out, args.overwrite)
     run = {"kind": "sahara", "model": src.get("model"), "model_sha256": src.get("sha256"), "revision": src.get("revision"),
            "dtype": src.get("dtype"), "dataset": prompts.provenance(), "template": args.template,
