@@ -147,7 +147,7 @@ def cmd_ships(args) -> int:
     from .results import ResultsWriter, check_results_file, read_results
     from .ships import STRATEGIES, check_prob_floor, ships_scores, top_heads
 
-    if args.prompt and args.data:
+    if args.prompt and args.data is not None:
         raise SafetyheadsError("give --data or --prompt, not both")
     if args.batch_size < 1:
         raise SafetyheadsError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -175,7 +175,7 @@ def cmd_ships(args) -> int:
         if any(not p.strip() for p in prompts.prompts):
             raise SafetyheadsError("--prompt must not be empty")
     else:
-        prompts = load_prompts(args.data or "maliciousinstruct", column=args.column, limit=args.limit)
+        prompts = load_prompts("maliciousinstruct" if args.data is None else args.data, column=args.column, limit=args.limit)
     heads_arg = parse_heads(args.heads) if args.heads is not None else None  # "" is an error, not all heads
     AblationSpec(heads_arg or ("L0H0",), args.method, args.eps, args.target)  # fail on bad spec before loading
 

@@ -44,7 +44,7 @@ def cmd_generate(args) -> int:
     from ..results import ResultsWriter, read_results
 
     # Everything that can be checked without the model fails before it loads.
-    if args.prompt and args.data:
+    if args.prompt and args.data is not None:
         raise SafetyheadsError("give --data or --prompt, not both")
     if args.batch_size < 1:
         raise SafetyheadsError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -61,7 +61,7 @@ def cmd_generate(args) -> int:
         blob = "\n".join(args.prompt).encode()
         prompts = PromptSet("command-line", tuple(args.prompt), hashlib.sha256(blob).hexdigest(), "--prompt")
     else:
-        prompts = load_prompts(args.data or "maliciousinstruct", column=args.column, limit=args.limit)
+        prompts = load_prompts("maliciousinstruct" if args.data is None else args.data, column=args.column, limit=args.limit)
 
     model, tok = load_from_args(args)
     if spec is not None:
