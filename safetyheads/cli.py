@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         print("safetyheads: interrupted; finished prompts are saved, rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # every error ends as one line; the traceback only when asked for
-        if _debug_requested(argv, args):
+        if _debug_requested(argv, args) and not isinstance(e, UsageError):  # argparse's own have none worth showing
             traceback.print_exc()
         print(f"safetyheads: error: {error_message(e)}", file=sys.stderr)
         return EXIT_USAGE

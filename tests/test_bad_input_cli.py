@@ -84,6 +84,7 @@ CASES = [
     # ---- argparse's own errors, in the same one-line form (issue 23, "argparse's own errors")
     Case("no-command", [], "the following arguments are required: command"),
     Case("unknown-command", ["nosuch"], "invalid choice: 'nosuch'"),
+    Case("debug-without-command", ["--debug"], "the following arguments are required: command"),
     Case("ships-top-missing-value", ["ships", "--top"], "argument --top: expected one argument"),
     Case("ships-top-not-int", ["ships", "--top", "ten"], "argument --top: invalid int value: 'ten'"),
     Case("ships-unknown-option", ["ships", "--bogus"], "unrecognized arguments: --bogus"),
