@@ -7,14 +7,39 @@ already on disk, and rerunning the same command resumes it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from .errors import SafetyheadsError
+from .outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "SAFETYHEADS_DEBUG"
 COMMAND_MODULES = ("datasets", "generate", "judge", "sahara", "asr", "organisms")
+SHIPS_COLUMNS = ["prompt_id", "prompt", "layer", "head", "head_name", "ships"]
+
+
+class UsageError(SafetyheadsError):
+    """What argparse found wrong with the command line."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse with its complaints raised as one-line errors (``main`` prints them) instead of a
+    usage block and ``sys.exit``; subcommand parsers inherit the class. Each parser takes
+    ``--debug``, so it may come before or after the subcommand."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -70,12 +95,41 @@ def load_from_args(args):
         torch.set_num_threads(args.threads)
     from .distributed import device_for_process
 
+    quiet = getattr(args, "quiet", False)
     t0 = time.time()
-    model, tok = load_model(args.model, dtype=args.dtype, device=device_for_process(args.device), attn_implementation=args.attn,
-                            revision=args.revision, allow_download=args.allow_download,
-                            trust_remote_code=args.trust_remote_code)
-    print(f"loaded {args.model} in {time.time() - t0:.1f} s", file=sys.stderr)
+    with _no_progress_bars(quiet):
+        model, tok = load_model(args.model, dtype=args.dtype, device=device_for_process(args.device),
+                                attn_implementation=args.attn, revision=args.revision,
+                                allow_download=args.allow_download, trust_remote_code=args.trust_remote_code)
+    if not quiet:
+        print(f"loaded {args.model} in {time.time() - t0:.1f} s", file=sys.stderr)
     return model, tok
+
+
+@contextlib.contextmanager
+def _no_progress_bars(active: bool):
+    """Hide transformers' weight-loading bar (for --quiet), then restore its setting."""
+    if not active:
+        yield
+        return
+    from transformers.utils import logging as hf_logging  # heavy: imported only when a model loads anyway
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _first_line(path: Path) -> str:
+    """The first line of a text file ("" when unreadable): tells a table this command wrote before."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _slug(text: str) -> str:
@@ -88,17 +142,31 @@ def cmd_ships(args) -> int:
     from .ablation import AblationSpec
     from .data import PromptSet, load_prompts
     from .heads import all_heads, parse_heads
-    from .prompts import encode_prompt
+    from .prompts import check_fits, context_length, encode_prompt
     from .provenance import model_source, provenance
-    from .results import ResultsWriter, read_results
-    from .ships import STRATEGIES, ships_scores, top_heads
+    from .results import ResultsWriter, check_results_file, read_results
+    from .ships import STRATEGIES, check_prob_floor, ships_scores, top_heads
 
-    if args.prompt and args.data:
+    if args.prompt and args.data is not None:
         raise SafetyheadsError("give --data or --prompt, not both")
     if args.batch_size < 1:
         raise SafetyheadsError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.strategy not in STRATEGIES:
         raise SafetyheadsError(f"--strategy must be one of {', '.join(STRATEGIES)}")
+    check_prob_floor(args.prob_floor, "--prob-floor")
+    if args.top < 1:
+        raise SafetyheadsError(f"--top must be >= 1 (how many heads to print), got {args.top}")
+    if args.out is not None:  # an empty --out is refused, not taken for the default
+        check_output(args.out, inputs={"--data": args.data}, others={"--csv": args.csv}, overwrite=args.overwrite,
+                     resumable=True)
+        check_results_file(Path(args.out), args.overwrite)
+    else:
+        check_writable_folder(DEFAULT_OUT_DIR, "--out")
+    if args.csv is not None:
+        if Path(args.csv).suffix != ".csv":
+            raise SafetyheadsError(f"--csv must name a .csv file, got {args.csv!r}")
+        check_output(args.csv, "--csv", inputs={"--data": args.data}, others={"--out": args.out},
+                     overwrite=args.overwrite, replaceable=lambda p: _first_line(p) == ",".join(SHIPS_COLUMNS))
     if args.prompt:
         import hashlib
 
@@ -107,17 +175,21 @@ def cmd_ships(args) -> int:
         if any(not p.strip() for p in prompts.prompts):
             raise SafetyheadsError("--prompt must not be empty")
     else:
-        prompts = load_prompts(args.data or "maliciousinstruct", column=args.column, limit=args.limit)
-    heads_arg = parse_heads(args.heads) if args.heads else None
+        prompts = load_prompts("maliciousinstruct" if args.data is None else args.data, column=args.column, limit=args.limit)
+    heads_arg = parse_heads(args.heads) if args.heads is not None else None  # "" is an error, not all heads
     AblationSpec(heads_arg or ("L0H0",), args.method, args.eps, args.target)  # fail on bad spec before loading
 
     model, tok = load_from_args(args)
     heads = heads_arg or all_heads(model)
     spec = AblationSpec(heads, args.method, args.eps, args.target).check(model)
-    for p in prompts.prompts:  # template problems surface before any compute
-        encode_prompt(tok, p, args.template, args.system_prompt)
+    limit = context_length(model, tok)
+    for i, p in enumerate(prompts.prompts):  # template and length problems surface before any compute
+        check_fits(encode_prompt(tok, p, args.template, args.system_prompt).shape[1], limit, i, p)
     src = model_source(model)
-    out = Path(args.out or f"safetyheads-out/ships_{_slug(src['model'])}_{spec.method}-{spec.target}_{args.template}.jsonl")
+    out = Path(args.out or DEFAULT_OUT_DIR / f"ships_{_slug(src['model'])}_{spec.method}-{spec.target}_{args.template}.jsonl")
+    if not args.out:
+        check_output(out, "--out", overwrite=args.overwrite, resumable=True)
+        check_results_file(out, args.overwrite)
     run = {
         "kind": "ships", "model": src.get("model"), "model_sha256": src.get("sha256"), "revision": src.get("revision"),
         "dtype": src.get("dtype"), "dataset": prompts.provenance(), "template": args.template,
@@ -125,7 +197,7 @@ def cmd_ships(args) -> int:
         "heads": "all" if heads_arg is None else [str(h) for h in spec.heads], "prob_floor": args.prob_floor,
     }
     header = {"run": run, "provenance": provenance(model, seeds=None, judge=None, decoding=None)}
-    columns = ["prompt_id", "prompt", "layer", "head", "head_name", "ships"]
+    columns = SHIPS_COLUMNS
     from .distributed import broadcast, is_main
 
     # Under `accelerate launch` only the main process touches the file; the others learn what is done.
@@ -168,9 +240,8 @@ def cmd_export(args) -> int:
     from .surgery import export_ablated
 
     spec = AblationSpec(parse_heads(args.heads), args.method, args.eps, args.target)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise SafetyheadsError(f"{out} exists and is not empty: pass --overwrite or choose another --out")
+    # The source model's own folder is an input: exporting into it would replace its weights.
+    out = check_output(args.out, inputs={"--model": args.model}, overwrite=args.overwrite, folder=True)
     model, tok = load_from_args(args)
     export_ablated(model, spec, out_dir=out, tokenizer=tok)
     print(f"wrote {out} ({spec.method} on {spec.target} of {', '.join(map(str, spec.heads))}, eps {spec.eps:g}); "
@@ -206,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .ships import DEFAULT_BATCH_SIZE, STRATEGIES
 
-    parser = argparse.ArgumentParser(prog="safetyheads", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="safetyheads", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"safetyheads {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -222,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prob-floor", type=float, default=0.0,
                    help="add this to both distributions before the log (1e-12 = the authors' code; default 0 = exact KL)")
     p.add_argument("--top", type=int, default=10, help="how many top heads to print (default 10)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or loading messages")
     p.set_defaults(func=cmd_ships)
 
     p = sub.add_parser("export", help="write an ablation into the weights and save a plain checkpoint")
@@ -251,17 +322,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def error_message(e: BaseException) -> str:
+    """One line for any exception escaping a command: a SafetyheadsError says what to fix; an OS
+    error names the file and what went wrong; anything else is named by its type (a bug, or a case
+    no check foresaw) with a pointer to --debug."""
+    if isinstance(e, SafetyheadsError):
+        return _one_line(e) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror:
+        where = f"{e.filename}: " if e.filename else ""
+        also = f" -> {e.filename2}" if e.filename2 else ""
+        return f"{where}{e.strerror}{also} (rerun with --debug for the traceback)"
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    first = f": {lines[0]}" if lines else ""
+    return f"unexpected {type(e).__name__}{first} (rerun with --debug for the traceback)"
+
+
+def _debug_requested(argv: list[str], args) -> bool:
+    if os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+        return True
+    if args is not None:
+        return bool(getattr(args, "debug", False))
+    return "--debug" in argv  # the command line did not parse
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = None
     try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help and --version
+            return e.code if isinstance(e.code, int) else 0
         return args.func(args)
-    except SafetyheadsError as e:
-        print(f"safetyheads: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("safetyheads: interrupted; finished prompts are saved, rerun the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:  # every error ends as one line; the traceback only when asked for
+        if _debug_requested(argv, args) and not isinstance(e, UsageError):  # argparse's own have none worth showing
+            traceback.print_exc()
+        print(f"safetyheads: error: {error_message(e)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Errors that carry a one-line message telling the user what to fix.
 
-The CLI prints ``safetyheads: error: <message>`` for these and exits 2; anything
-else is a bug and keeps its traceback.
+The CLI prints ``safetyheads: error: <message>`` for these and exits 2; anything else is
+printed the same way, named by its type, with the traceback only under ``--debug`` (or
+``SAFETYHEADS_DEBUG=1``).
 """
 
 

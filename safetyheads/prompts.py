@@ -38,3 +38,31 @@ def encode_prompt(tok, query: str, template: str = "direct", system_prompt: str 
     if ids.shape[1] == 0:
         raise DataError(f"prompt {query[:40]!r} tokenises to nothing")
     return ids
+
+
+# Tokenizers without a known limit report a huge sentinel (transformers' VERY_LARGE_INTEGER).
+_NO_LIMIT = 10**9
+
+
+def context_length(model, tok=None) -> "int | None":
+    """Longest sequence the model takes: its position table (``max_position_embeddings``; GPT-2's
+    ``n_positions`` maps onto it) or the tokenizer's ``model_max_length``, whichever is shorter;
+    None when neither is known."""
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limits = [getattr(text_config, "max_position_embeddings", None), getattr(tok, "model_max_length", None)]
+    known = [int(n) for n in limits if isinstance(n, int) and 0 < n < _NO_LIMIT]
+    return min(known) if known else None
+
+
+def check_fits(n_tokens: int, limit: "int | None", prompt_id, query: str, new_tokens: int = 0) -> None:
+    """Refuse a prompt (plus the tokens to generate) longer than the model's context: positions
+    past it were never trained, and some models index out of their position table."""
+    if limit is None or n_tokens + new_tokens <= limit:
+        return
+    what = f"prompt {prompt_id} ({query[:40]!r}{'...' if len(query) > 40 else ''})"
+    if new_tokens and n_tokens <= limit:
+        raise DataError(f"{what} is {n_tokens} tokens and --max-new-tokens is {new_tokens}: together more than the "
+                        f"model's context of {limit} tokens; shorten the prompt or lower --max-new-tokens")
+    raise DataError(f"{what} is {n_tokens} tokens, longer than the model's context of {limit} tokens: "
+                    "shorten it or leave it out")

@@ -14,13 +14,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
 from .errors import ResultsError
 
 FORMATS = (".jsonl", ".csv")
+# Provenance fields that must match to append to a file: rows of two versions never share one.
+CODE_KEYS = ("version", "git_commit")
 
 
 def _fmt(path: Path) -> str:
@@ -39,28 +44,117 @@ def read_results(path: "str | Path"):
 
 
 def _read(path: Path) -> tuple[dict, list[dict]]:
+    """-> (header, rows); a damaged tail is left out with a warning (see ``_load``)."""
+    header, rows, damage = _load(path)
+    if damage:
+        warnings.warn(damage, ResultsWarning, stacklevel=3)
+    return header, rows
+
+
+class ResultsWarning(UserWarning):
+    """A results file whose tail was damaged: the rows before the damage are used."""
+
+
+def looks_like_results(path: Path) -> bool:
+    """Whether ``path`` starts with a results header line (read before any model loads)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20)
+    except OSError:
+        return False
+    return first.startswith(b'{"header"') if path.suffix == ".jsonl" else first.startswith(b"# safetyheads ")
+
+
+def check_results_file(path: Path, overwrite: bool = False) -> None:
+    """Before any model loads: an existing file that a run would resume must at least be a results
+    file (the header comparison follows once the run is known)."""
+    if path.exists() and not overwrite and not looks_like_results(path):
+        raise ResultsError(f"{path} exists and is not a safetyheads results file: pass --overwrite to replace it "
+                           "or choose another --out")
+
+
+def _load(path: Path) -> tuple[dict, list[dict], "str | None"]:
+    """-> (header, rows, damage). A last line without its newline is a write a crash cut off and is
+    dropped silently; a complete line that cannot be read (not UTF-8, not a row) ends the usable
+    rows: they are kept, and ``damage`` says what was dropped from that line on."""
     fmt = _fmt(path)
-    text = path.read_text()
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):  # a write cut off by a crash
-        lines = lines[:-1]
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ResultsError(f"cannot read {path}: {e.strerror or e}") from None
+    lines = data.split(b"\n")[:-1]  # the piece after the last newline is a cut-off write (or nothing)
     if not lines:
         raise ResultsError(f"{path} is empty: delete it or pass --overwrite")
+    not_ours = f"{path} is not a safetyheads results file"
     try:
+        first = lines[0].decode("utf-8")
         if fmt == ".jsonl":
-            header = json.loads(lines[0])["header"]
-            rows = [json.loads(line) for line in lines[1:] if line.strip()]
+            header = json.loads(first)["header"]
         else:
-            if not lines[0].startswith("# safetyheads "):
+            if not first.startswith("# safetyheads "):
                 raise ValueError("first line is not a '# safetyheads {...}' header")
-            header = json.loads(lines[0][len("# safetyheads "):])
-            import pandas as pd
+            header = json.loads(first[len("# safetyheads "):])
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e).splitlines()[0]
+        raise ResultsError(f"{not_ours} ({reason}); pass --overwrite or another --out") from None
+    body: list[str] = []
+    damage = None
+    for n, raw in enumerate(lines[1:], 2):
+        try:
+            body.append(raw.decode("utf-8") + "\n")
+        except UnicodeDecodeError as e:
+            damage = _damage(path, n, f"not UTF-8 at byte {e.start}", len(lines) - n + 1)
+            break
+    if fmt == ".jsonl":
+        rows = []
+        for n, line in enumerate(body, 2):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"a JSON {type(row).__name__}, not an object")
+            except ValueError as e:
+                damage = _damage(path, n, str(e).splitlines()[0], len(lines) - n + 1)
+                break
+            rows.append(row)
+        return header, rows, damage
+    good, bad_line, reason = _good_csv_records(body)
+    if bad_line is not None:  # body[0] is line 2 of the file
+        damage = _damage(path, bad_line + 2, reason, len(lines) - bad_line - 1)
+    try:
+        import pandas as pd
 
-            body = "".join(lines[1:])
-            rows = pd.read_csv(io.StringIO(body), keep_default_na=False).to_dict("records") if body.strip() else []
+        text = "".join(body[:good])
+        rows = pd.read_csv(io.StringIO(text), keep_default_na=False).to_dict("records") if text.strip() else []
     except (ValueError, KeyError, TypeError) as e:
-        raise ResultsError(f"{path} is not a safetyheads results file ({e}); pass --overwrite or another --out") from None
-    return header, rows
+        raise ResultsError(f"{not_ours} ({str(e).splitlines()[0]}); pass --overwrite or another --out") from None
+    return header, rows, damage
+
+
+def _good_csv_records(body: list[str]) -> tuple[int, "int | None", str]:
+    """-> (lines holding whole, well-formed records, index of the first bad line or None, why).
+    A record may span lines (a quoted prompt with newlines), so lines are counted by the reader."""
+    reader = csv.reader(body, strict=True)
+    good, width = 0, None
+    try:
+        for record in reader:
+            if record:
+                if width is None:
+                    width = len(record)
+                elif len(record) != width:
+                    return good, good, f"{len(record)} fields where the table has {width}"
+            good = reader.line_num
+    except csv.Error as e:
+        return good, good, str(e)
+    return good, None, ""
+
+
+def _damage(path: Path, line: int, reason: str, n_dropped: int) -> str:
+    return (f"{path} is damaged at line {line} ({reason}): the rows before it are kept, "
+            f"that line and the {n_dropped - 1} after it are dropped")
 
 
 class ResultsWriter:
@@ -82,14 +176,20 @@ class ResultsWriter:
             self._rewrite([])
 
     def _resume(self) -> None:
-        old_header, rows = _read(self.path)
+        old_header, rows, damage = _load(self.path)
         old_run, new_run = old_header.get("run", {}), self.header.get("run", {})
+        old_run, new_run = (r if isinstance(r, dict) else {} for r in (old_run, new_run))
         differ = sorted(k for k in set(old_run) | set(new_run) if old_run.get(k) != new_run.get(k))
         if differ:
             raise ResultsError(
                 f"{self.path} holds a different run (differs in: {', '.join(differ)}); "
                 "pass --overwrite to replace it or choose another --out"
             )
+        self._check_same_code(old_header)
+        n_read = len(rows)
+        rows = [r for r in rows if self.key in r]
+        if len(rows) < n_read and damage is None:
+            damage = f"{self.path} has {n_read - len(rows)} rows without {self.key!r}: they are dropped"
         counts: dict = {}
         for r in rows:
             counts[str(r[self.key])] = counts.get(str(r[self.key]), 0) + 1
@@ -98,20 +198,48 @@ class ResultsWriter:
         self.resumed_rows = [r for r in rows if str(r[self.key]) in complete]
         self.done = complete
         self.header = {**old_header, "resumed_utc": self.header.get("provenance", {}).get("created_utc")}
-        self._rewrite(self.resumed_rows)  # drops rows of a group a crash left half-written
+        if damage:
+            print(f"safetyheads: warning: {damage}", file=sys.stderr)
+        self._rewrite(self.resumed_rows)  # drops rows of a group a crash left half-written, and a damaged tail
+
+    def _check_same_code(self, old_header: dict) -> None:
+        """One file holds rows of one library version and commit: its provenance must name the
+        version and commit that would append to it."""
+        old, new = (h.get("provenance") if isinstance(h.get("provenance"), dict) else {}
+                    for h in (old_header, self.header))
+        if all(old.get(k) == new.get(k) for k in CODE_KEYS):
+            return
+
+        def code(p: dict) -> str:
+            commit = p.get("git_commit")
+            return f"safetyheads {p.get('version') or '(unknown version)'}, commit {commit[:12] if commit else 'unknown'}"
+
+        raise ResultsError(
+            f"{self.path} was written by {code(old)}, not by this {code(new)}: one file must not mix rows of "
+            "two versions; choose a new --out (or pass --overwrite to replace it)"
+        )
 
     def _serialise(self, rows: list[dict]) -> str:
+        for r in rows:
+            bad = [c for c in self.columns if isinstance(r.get(c), float) and not math.isfinite(r[c])]
+            if bad:
+                raise ResultsError(f"refusing to write {r[bad[0]]} in column {bad[0]!r} of {self.path} "
+                                   f"({self.key} {r.get(self.key)}): results hold finite numbers only")
         if self.fmt == ".jsonl":
-            return "".join(json.dumps({c: r[c] for c in self.columns}) + "\n" for r in rows)
+            return "".join(json.dumps({c: r[c] for c in self.columns}, allow_nan=False) + "\n" for r in rows)
         buf = io.StringIO()
         csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n").writerows(rows)
         return buf.getvalue()
 
     def _rewrite(self, rows: list[dict]) -> None:
+        try:
+            header = json.dumps(self.header, allow_nan=False)
+        except ValueError:
+            raise ResultsError(f"the header of {self.path} holds NaN or infinity: results hold finite numbers only") from None
         if self.fmt == ".jsonl":
-            head = json.dumps({"header": self.header}) + "\n"
+            head = '{"header": ' + header + "}\n"
         else:
-            head = "# safetyheads " + json.dumps(self.header) + "\n" + ",".join(self.columns) + "\n"
+            head = "# safetyheads " + header + "\n" + ",".join(self.columns) + "\n"
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(head + self._serialise(rows))
         os.replace(tmp, self.path)

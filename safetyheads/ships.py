@@ -20,11 +20,24 @@ import torch
 from .ablation import AblationSpec, RowEditor, ablate, layer_edit_for, n_units, unit_of
 from .arch import decoder_layers, geometry, get_arch, get_path, _config
 from .batching import run_chunks
+from .errors import SafetyheadsError
 from .heads import HeadRef, all_heads
 from .prompts import encode_prompt
 
 STRATEGIES = ("prefix", "batched", "naive")
 DEFAULT_BATCH_SIZE = 96
+
+
+def check_prob_floor(prob_floor, name: str = "prob_floor") -> float:
+    """A probability floor is a finite number in [0, 1): a negative one takes the log of negative
+    numbers (NaN scores), and one of 1 or more swamps every probability."""
+    try:
+        value = float(prob_floor)
+    except (TypeError, ValueError):
+        raise SafetyheadsError(f"{name} must be a number, got {prob_floor!r}") from None
+    if not (0.0 <= value < 1.0):
+        raise SafetyheadsError(f"{name} must be a finite number >= 0 and < 1 (1e-12 = the authors' code), got {prob_floor!r}")
+    return value
 
 
 def kl_from_logits(clean_logits: torch.Tensor, ablated_logits: torch.Tensor, prob_floor: float = 0.0) -> torch.Tensor:
@@ -183,6 +196,7 @@ def ships_for_ids(
         raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    prob_floor = check_prob_floor(prob_floor)
     heads = all_heads(model) if heads is None else heads
     spec = AblationSpec(heads, method, eps, target)
     spec.check(model, stacklevel=3)

@@ -91,3 +91,85 @@ def test_results_header_is_first_line(tmp_path):
     ResultsWriter(path, {"run": {}, "provenance": {"version": "x"}}, ["a"], key="a", group_size=1).append(1, [{"a": 1}])
     first = json.loads(path.read_text().splitlines()[0])
     assert first["header"]["provenance"]["version"] == "x"
+
+
+# ---------------------------------------------------------------- damaged files and other versions (issue 23, item 6)
+
+HEADER = {"run": {"eps": 1e-5}, "provenance": {"created_utc": "t0", "version": "1.0", "git_commit": "a" * 40}}
+COLS = ["prompt_id", "head_name", "ships"]
+
+
+def _two_prompts(path):
+    w = ResultsWriter(path, HEADER, COLS, key="prompt_id", group_size=1)
+    for i in range(2):
+        w.append(i, [{"prompt_id": i, "head_name": "L0H0", "ships": 0.5 + i}])
+    return w
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+@pytest.mark.parametrize("damage", [b"\xff\xfe not text\n", b"{garbage\n", b'"a JSON string"\n'],
+                         ids=["not-utf8", "not-json", "not-an-object"])
+def test_damaged_line_keeps_the_rows_before_it_and_warns(tmp_path, capsys, suffix, damage):
+    path = tmp_path / f"r{suffix}"
+    w = _two_prompts(path)
+    if suffix == ".csv" and damage != b"\xff\xfe not text\n":
+        damage = b"1,2,3,4,5\n"  # a CSV line with too many fields
+    with open(path, "ab") as f:  # a damaged complete line, then a good-looking row after it
+        f.write(damage)
+        f.write(w._serialise([{"prompt_id": 7, "head_name": "L0H0", "ships": 0.1}]).encode())
+        f.write(b'{"prompt_id": 3, "hea')  # and a write a crash cut off
+    w2 = ResultsWriter(path, HEADER, COLS, key="prompt_id", group_size=1)
+    assert w2.done == {"0", "1"}  # the good rows are kept; the row after the damage is dropped
+    err = capsys.readouterr().err.splitlines()
+    line = 4 if suffix == ".jsonl" else 5  # a CSV has its column names on line 2
+    assert len(err) == 1 and err[0].startswith("safetyheads: warning: ") and f"damaged at line {line}" in err[0], err
+    assert "the 1 after it are dropped" in err[0]
+    table, _ = read_results(path)  # the file was rewritten without the damaged tail
+    assert sorted(table["prompt_id"].astype(int)) == [0, 1]
+    w2.append(2, [{"prompt_id": 2, "head_name": "L0H0", "ships": 0.2}])
+    assert sorted(read_results(path)[0]["prompt_id"].astype(int)) == [0, 1, 2]
+
+
+def test_read_results_warns_about_a_damaged_tail(tmp_path):
+    from safetyheads.results import ResultsWarning
+
+    path = tmp_path / "r.jsonl"
+    _two_prompts(path)
+    with open(path, "ab") as f:
+        f.write(b"\xff\n")
+    with pytest.warns(ResultsWarning, match="damaged at line 4"):
+        table, _ = read_results(path)
+    assert len(table) == 2
+
+
+def test_damaged_header_is_still_not_a_results_file(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"header": {"run": "\xff"}}\n{"prompt_id": 0}\n')
+    with pytest.raises(ResultsError, match="not a safetyheads results file") as e:
+        ResultsWriter(path, HEADER, COLS, key="prompt_id", group_size=1)
+    assert "\n" not in str(e.value)
+    assert path.read_bytes() == b'{"header": {"run": "\xff"}}\n{"prompt_id": 0}\n'
+
+
+@pytest.mark.parametrize("field,value", [("version", "1.1"), ("git_commit", "b" * 40), ("git_commit", None)])
+def test_resume_refuses_a_file_of_another_version(tmp_path, field, value):
+    path = tmp_path / "r.jsonl"
+    _two_prompts(path)
+    before = path.read_bytes()
+    other = {**HEADER, "provenance": {**HEADER["provenance"], field: value}}
+    with pytest.raises(ResultsError, match="must not mix rows of two versions; choose a new --out") as e:
+        ResultsWriter(path, other, COLS, key="prompt_id", group_size=1)
+    assert "\n" not in str(e.value) and "safetyheads 1.0, commit aaaaaaaaaaaa" in str(e.value)
+    assert path.read_bytes() == before
+    assert not ResultsWriter(path, other, COLS, key="prompt_id", group_size=1, overwrite=True).done
+
+
+def test_resume_of_the_same_version_is_byte_identical(tmp_path):
+    path = tmp_path / "r.jsonl"
+    _two_prompts(path)
+    before = path.read_bytes()
+    later = {**HEADER, "provenance": {**HEADER["provenance"], "created_utc": "t1"}}
+    w = ResultsWriter(path, later, COLS, key="prompt_id", group_size=1)
+    assert w.done == {"0", "1"}
+    assert read_results(path)[1]["provenance"]["created_utc"] == "t0"
+    assert path.read_bytes().splitlines()[1:] == before.splitlines()[1:]

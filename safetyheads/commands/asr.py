@@ -10,6 +10,8 @@ from argparse import Namespace
 from pathlib import Path
 
 from ..errors import SafetyheadsError
+from ..outputs import check_output
+from .judge import check_judge_values, is_judged_file
 
 
 def register(subparsers) -> None:
@@ -30,29 +32,48 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_asr)
 
 
+def judged_path(args, completions: Path) -> Path:
+    return Path(args.judged_out) if args.judged_out is not None else completions.with_name(
+        f"{completions.stem}.judged-{args.judge}.jsonl")
+
+
+def check_judged_out(args, completions: Path) -> None:
+    """The judged file is redone on every run, so an existing one is replaced only when it is the
+    judged file of these completions (or with --overwrite)."""
+    judged = judged_path(args, completions)
+    if judged.suffix != ".jsonl":
+        raise SafetyheadsError(f"--judged-out must be a .jsonl file, not {judged.suffix or 'no extension'}")
+    check_output(judged, "--judged-out", inputs={"--data": args.data}, others={"--out": completions},
+                 overwrite=args.overwrite, replaceable=lambda p: is_judged_file(p, completions))
+
+
 def cmd_asr(args) -> int:
-    from ..judges import JUDGES
     from ..models import DEFAULT_MODEL
-    from .generate import cmd_generate
+    from .generate import check_outputs, cmd_generate
     from .judge import cmd_judge
 
-    if args.judge not in JUDGES:  # before any generation
-        raise SafetyheadsError(f"unknown judge {args.judge!r}: choose one of {', '.join(JUDGES)}")
-    if args.n_boot < 1:
-        raise SafetyheadsError(f"--n-boot must be >= 1, got {args.n_boot}")
+    # Before any generation: the judging settings, the completions file, and the judged file when
+    # its path is known.
+    check_judge_values(Namespace(judge=args.judge, n_boot=args.n_boot, seed=0, max_nll=args.max_nll))
+    check_outputs(args)
+    if args.out is not None:
+        check_judged_out(args, Path(args.out))
+    elif args.judged_out is not None:
+        check_output(args.judged_out, "--judged-out", inputs={"--data": args.data}, overwrite=args.overwrite,
+                     replaceable=is_judged_file)
     code = cmd_generate(args)
     from ..distributed import is_main
 
     if code or not is_main():  # under `accelerate launch` the main process judges
         return code
     completions = Path(args.generated_out)
-    judged = Path(args.judged_out) if args.judged_out else completions.with_name(
-        f"{completions.stem}.judged-{args.judge}.jsonl")
+    check_judged_out(args, completions)
+    judged = judged_path(args, completions)
     print()
     return cmd_judge(Namespace(
         input=str(completions), judge=args.judge, gibberish_filter=args.gibberish_filter,
         reference_model=args.reference_model or DEFAULT_MODEL, max_nll=args.max_nll, nll_template="auto",
         device=args.device, prompt_field="prompt", response_field="response", out=str(judged),
-        overwrite=True,  # judging is cheap and deterministic: always redo it from the completions
+        overwrite=True,  # checked above; judging is cheap and deterministic: always redo it from the completions
         n_boot=args.n_boot, seed=0,
     ))

@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 
 from ..errors import ResultsError, SafetyheadsError
+from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder
+from ..results import check_results_file
 
 COLUMNS = ["prompt_id", "prompt", "template", "prefill", "response", "n_new_tokens", "stopped_at_eos",
            "ablation", "decoding"]
@@ -28,7 +30,7 @@ def default_out(run: dict) -> Path:
     digest = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:8]
     name = "_".join(_slug(str(x)) for x in (run["model"], run["dataset"]["dataset"], tag, run["template"],
                                              run["decoding"]["mode"], digest))
-    return Path("safetyheads-out") / f"generate_{name}.jsonl"
+    return DEFAULT_OUT_DIR / f"generate_{name}.jsonl"
 
 
 def cmd_generate(args) -> int:
@@ -37,32 +39,37 @@ def cmd_generate(args) -> int:
     from ..data import PromptSet, load_prompts
     from ..generation import DecodingSpec, encode_for_generation, generate_responses
     from ..heads import parse_heads
+    from ..prompts import check_fits, context_length
     from ..provenance import model_source, provenance
     from ..results import ResultsWriter, read_results
 
     # Everything that can be checked without the model fails before it loads.
-    if args.prompt and args.data:
+    if args.prompt and args.data is not None:
         raise SafetyheadsError("give --data or --prompt, not both")
     if args.batch_size < 1:
         raise SafetyheadsError(f"--batch-size must be >= 1, got {args.batch_size}")
     decoding = DecodingSpec(mode=args.decoding, k=args.k, temperature=args.temperature,
                             max_new_tokens=args.max_new_tokens, seed=args.seed)
-    spec = AblationSpec(parse_heads(args.heads), args.method, args.eps, args.target) if args.heads else None
+    # An empty --heads is a mistake, not the vanilla model (that is no --heads at all).
+    spec = AblationSpec(parse_heads(args.heads), args.method, args.eps, args.target) if args.heads is not None else None
     if args.out and Path(args.out).suffix != ".jsonl":
         raise ResultsError(f"{args.out}: generate writes .jsonl results (responses do not fit a CSV table)")
+    check_outputs(args)
     if args.prompt:
         if any(not p.strip() for p in args.prompt):
             raise SafetyheadsError("--prompt must not be empty")
         blob = "\n".join(args.prompt).encode()
         prompts = PromptSet("command-line", tuple(args.prompt), hashlib.sha256(blob).hexdigest(), "--prompt")
     else:
-        prompts = load_prompts(args.data or "maliciousinstruct", column=args.column, limit=args.limit)
+        prompts = load_prompts("maliciousinstruct" if args.data is None else args.data, column=args.column, limit=args.limit)
 
     model, tok = load_from_args(args)
     if spec is not None:
         spec.check(model)
-    for p in prompts.prompts:  # template problems surface before any file is written
-        encode_for_generation(tok, p, args.template, args.system_prompt, args.prefill)
+    limit = context_length(model, tok)
+    for i, p in enumerate(prompts.prompts):  # template and length problems surface before any file is written
+        n_tokens = len(encode_for_generation(tok, p, args.template, args.system_prompt, args.prefill))
+        check_fits(n_tokens, limit, i, p, new_tokens=decoding.max_new_tokens)
     src = model_source(model)
     run = {
         "kind": "generate", "model": src.get("model"), "model_sha256": src.get("sha256"),
@@ -71,6 +78,9 @@ def cmd_generate(args) -> int:
         "ablation": None if spec is None else spec.to_dict(), "decoding": decoding.to_dict(),
     }
     out = Path(args.out) if args.out else default_out(run)
+    if not args.out:
+        check_output(out, "--out", overwrite=args.overwrite, resumable=True)
+        check_results_file(out, args.overwrite)
     seeds = {"sampling": decoding.seed} if decoding.sampling else None
     header = {"run": run, "provenance": provenance(model, seeds=seeds, decoding=decoding.to_dict(), judge=None)}
     from ..distributed import broadcast, is_main
@@ -110,6 +120,17 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def check_outputs(args) -> None:
+    """Before any model loads: the completions file can be written (``asr`` checks its judged file)."""
+    judged = getattr(args, "judged_out", None)
+    if args.out is not None:  # an empty --out is refused, not taken for the default
+        check_output(args.out, inputs={"--data": args.data}, others={"--judged-out": judged},
+                     overwrite=args.overwrite, resumable=True)
+        check_results_file(Path(args.out), args.overwrite)
+    else:
+        check_writable_folder(DEFAULT_OUT_DIR, "--out")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate responses, plain or under a head ablation (resumable)")
     add_generate_args(p)
@@ -140,4 +161,4 @@ def add_generate_args(p) -> None:
     p.add_argument("--out", help="results file, .jsonl (default safetyheads-out/generate_<model>_<data>_<ablation>_"
                                  "<template>_<decoding>_<hash>.jsonl)")
     p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or loading messages")

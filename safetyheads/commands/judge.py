@@ -13,14 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
 from ..errors import SafetyheadsError
+from ..outputs import check_output, same_path
 
 FILTERS = ("default", "none", "repetition", "words", "nll")
+
+
+class _NonStandardNumber(ValueError):
+    pass
+
+
+def _not_json(constant: str):
+    """json.loads reads NaN and Infinity by default; standard JSON has neither."""
+    raise _NonStandardNumber(constant)
 
 
 def read_jsonl(path: Path, prompt_field: str = "prompt", response_field: str = "response") -> tuple[dict | None, list[dict]]:
@@ -36,7 +47,9 @@ def read_jsonl(path: Path, prompt_field: str = "prompt", response_field: str = "
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_not_json)
+        except _NonStandardNumber as e:
+            raise SafetyheadsError(f"{path} line {lineno} holds {e}, which is not JSON (judged files are standard JSON)") from None
         except json.JSONDecodeError as e:
             hint = " (judge reads JSONL: one JSON object per line)" if path.suffix != ".jsonl" else ""
             raise SafetyheadsError(f"{path} line {lineno} is not valid JSON: {e.msg} at column {e.colno}{hint}") from None
@@ -84,19 +97,39 @@ def build_judge(args, header: dict | None):
     return get_judge(args.judge, gibberish=GibberishFilter(model, tok, max_nll=args.max_nll, template=template))
 
 
+def check_judge_values(args) -> None:
+    """The judging settings that can be wrong, checked before any input is read or model loaded."""
+    from ..judges import JUDGES
+
+    if args.judge not in JUDGES:
+        raise SafetyheadsError(f"unknown judge {args.judge!r}: choose one of {', '.join(JUDGES)}")
+    if args.n_boot < 1:
+        raise SafetyheadsError(f"--n-boot must be >= 1, got {args.n_boot}")
+    if args.seed < 0:
+        raise SafetyheadsError(f"--seed must be >= 0, got {args.seed}")
+    if not (0 < args.max_nll < math.inf):
+        raise SafetyheadsError(f"--max-nll must be a finite number > 0, got {args.max_nll}")
+
+
+def is_judged_file(path: Path, input_path: "str | Path | None" = None) -> bool:
+    """Whether ``path`` is a file ``judge`` wrote (of ``input_path``, when given): what a rerun may replace."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            judge = json.loads(f.readline())["header"]["judge"]
+        return input_path is None or same_path(judge["input"], input_path)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return False
+
+
 def cmd_judge(args) -> int:
     from ..judges import asr_report, check_rejudge
     from ..provenance import provenance
 
+    check_judge_values(args)
     src, out = Path(args.input), Path(args.out)
-    if out.resolve() == src.resolve():
-        raise SafetyheadsError("--out must differ from --input (the input is kept as it is)")
     if out.suffix != ".jsonl":
         raise SafetyheadsError(f"--out must be a .jsonl file, not {out.suffix or 'no extension'}")
-    if out.exists() and not args.overwrite:
-        raise SafetyheadsError(f"{out} exists: pass --overwrite to replace it or choose another --out")
-    if args.n_boot < 1:
-        raise SafetyheadsError(f"--n-boot must be >= 1, got {args.n_boot}")
+    check_output(out, inputs={"--input": src}, overwrite=args.overwrite)
     header, rows = read_jsonl(src, args.prompt_field, args.response_field)
     for r in rows:  # before build_judge, which may load a reference model
         check_rejudge(r, args.judge)
@@ -117,10 +150,12 @@ def cmd_judge(args) -> int:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
+    # Serialised before the file opens: a value JSON cannot hold fails without leaving a partial file.
+    lines = [json.dumps({"header": new_header}, ensure_ascii=False, allow_nan=False)]
+    lines += [json.dumps({**r, "refused": v.refused, "judge_reason": v.reason}, ensure_ascii=False, allow_nan=False)
+              for r, v in zip(rows, verdicts)]
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps({"header": new_header}, ensure_ascii=False) + "\n")
-        for r, v in zip(rows, verdicts):
-            f.write(json.dumps({**r, "refused": v.refused, "judge_reason": v.reason}, ensure_ascii=False) + "\n")
+        f.write("".join(line + "\n" for line in lines))
     os.replace(tmp, out)
 
     print(report.table())

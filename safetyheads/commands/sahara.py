@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from ..errors import SafetyheadsError
+from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder
+from ..results import check_results_file
 
 
 def register(sub) -> None:
@@ -28,9 +30,15 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--out", help="scoreboard .jsonl/.csv (default safetyheads-out/sahara_<model>_<method>-<target>_<data>.jsonl)")
     p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or loading messages")
     p.set_defaults(func=cmd_sahara)
     # --heads, from the shared ablation arguments, restricts the candidate heads (default: all).
+
+
+def check_enough_candidates(n_candidates: int, steps: int) -> None:
+    if n_candidates < steps:
+        raise SafetyheadsError(f"--steps {steps} needs at least {steps} candidate heads, got {n_candidates}: "
+                               "give more --heads or fewer --steps")
 
 
 def cmd_sahara(args) -> int:
@@ -40,6 +48,7 @@ def cmd_sahara(args) -> int:
     from ..cli import _slug, load_from_args
     from ..data import load_prompts
     from ..heads import all_heads, parse_heads
+    from ..prompts import check_fits, context_length, encode_prompt
     from ..provenance import model_source, provenance
     from ..results import ResultsWriter, read_results
     from ..sahara import MAX_STEPS, SCOREBOARD_COLUMNS, sahara
@@ -48,16 +57,30 @@ def cmd_sahara(args) -> int:
         raise SafetyheadsError(f"--steps must be between 1 and {MAX_STEPS}, got {args.steps}")
     if args.batch_size < 1:
         raise SafetyheadsError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.out is not None:  # an empty --out is refused, not taken for the default
+        check_output(args.out, inputs={"--data": args.data}, overwrite=args.overwrite, resumable=True)
+        check_results_file(Path(args.out), args.overwrite)
+    else:
+        check_writable_folder(DEFAULT_OUT_DIR, "--out")
     prompts = load_prompts(args.data, column=args.column, limit=args.limit)
     if not 1 <= args.r <= len(prompts.prompts):
         raise SafetyheadsError(f"--r must be between 1 and the number of queries ({len(prompts.prompts)}), got {args.r}")
-    pool_arg = parse_heads(args.heads) if args.heads else None
+    pool_arg = parse_heads(args.heads) if args.heads is not None else None  # "" is an error, not all heads
     AblationSpec(pool_arg or ("L0H0",), args.method, args.eps, args.target)
+    if pool_arg is not None:
+        check_enough_candidates(len(pool_arg), args.steps)
     model, tok = load_from_args(args)
     pool = pool_arg or all_heads(model)
     spec = AblationSpec(pool, args.method, args.eps, args.target).check(model)
+    check_enough_candidates(len(spec.heads), args.steps)  # before the results file is made
+    limit = context_length(model, tok)
+    for i, p in enumerate(prompts.prompts):  # template and length problems surface before any compute
+        check_fits(encode_prompt(tok, p, args.template, args.system_prompt).shape[1], limit, i, p)
     src = model_source(model)
-    out = Path(args.out or f"safetyheads-out/sahara_{_slug(src['model'])}_{spec.method}-{spec.target}_{_slug(prompts.name)}.jsonl")
+    out = Path(args.out or DEFAULT_OUT_DIR / f"sahara_{_slug(src['model'])}_{spec.method}-{spec.target}_{_slug(prompts.name)}.jsonl")
+    if not args.out:
+        check_output(out, "--out", overwrite=args.overwrite, resumable=True)
+        check_results_file(out, args.overwrite)
     run = {"kind": "sahara", "model": src.get("model"), "model_sha256": src.get("sha256"), "revision": src.get("revision"),
            "dtype": src.get("dtype"), "dataset": prompts.provenance(), "template": args.template,
            "system_prompt": args.system_prompt, "method": spec.method, "eps": spec.eps, "target": spec.target,
