@@ -451,9 +451,10 @@ def _check_loading_info(name: str, info: dict) -> None:
 def _load_organism(name: str, folder: Path, torch_dtype, device: str, attn_implementation):
     """The organism's base in float32, its LoRA adapter merged in (sha256-checked against the
     manifest), then cast to ``torch_dtype``: the merge is exact whatever dtype is asked for."""
-    from .organisms import apply_adapter, read_manifest
+    from .organisms import apply_adapter, check_adapter_files, read_manifest
 
     manifest = read_manifest(name, folder)
+    check_adapter_files(folder)  # before the base loads: a bad folder fails at once
     base = manifest["recipe"]["base"]
     if _is_organism(base):
         raise ModelLoadError(f"{folder / 'manifest.json'} names {base!r} as the base, which is itself an organism: "

@@ -58,19 +58,28 @@ def read_manifest(name: str, folder: "Path | None" = None) -> dict:
     return manifest
 
 
-def apply_adapter(model, folder: Path, expected_sha256: str | None = None):
-    """Merge the LoRA adapter in ``folder`` into ``model`` -> a plain transformers model."""
-    from peft import PeftModel
-
-    from ..models import PICKLE_SUFFIXES, sha256_file
+def check_adapter_files(folder: Path) -> Path:
+    """The adapter's safetensors file; refuses a folder holding a pickle, which peft would unpickle
+    when the safetensors file is absent (and the project promises that nothing is unpickled)."""
+    from ..models import PICKLE_SUFFIXES
 
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickled:  # peft would unpickle adapter_model.bin when the safetensors file is absent
+    if pickled:
         raise ModelLoadError(f"{folder} holds {', '.join(pickled)}: pickled adapters are never loaded; keep only "
                              f"{ADAPTER_FILE} (convert the adapter to safetensors) and remove the pickle")
     adapter = folder / ADAPTER_FILE
     if not adapter.is_file():
         raise ModelLoadError(f"{folder} has no {ADAPTER_FILE}: rebuild the organism with `safetyheads organisms build`")
+    return adapter
+
+
+def apply_adapter(model, folder: Path, expected_sha256: str | None = None):
+    """Merge the LoRA adapter in ``folder`` into ``model`` -> a plain transformers model."""
+    from peft import PeftModel
+
+    from ..models import sha256_file
+
+    adapter = check_adapter_files(folder)
     if expected_sha256 is not None:
         got = sha256_file(adapter)
         if got != expected_sha256:
@@ -91,5 +100,6 @@ def apply_adapter(model, folder: Path, expected_sha256: str | None = None):
     return merged.to(dtype)
 
 
-__all__ = ["ADAPTER_FILE", "ORGANISMS", "OrganismRecipe", "RECIPES", "STAGED_CHANGES", "STAGED_DIR", "apply_adapter", "get_recipe",
+__all__ = ["ADAPTER_FILE", "ORGANISMS", "OrganismRecipe", "RECIPES", "STAGED_CHANGES", "STAGED_DIR", "apply_adapter",
+           "check_adapter_files", "get_recipe",
            "organism_dir", "read_manifest", "staged_recipe"]
