@@ -77,6 +77,15 @@ def adapter_template(folder, tmp_path_factory):
     return path
 
 
+@pytest.fixture()
+def tiny_recipe(folder, monkeypatch):
+    """`organisms build organism-a` builds a two-step organism on the tiny saved model."""
+    recipe = get_recipe("organism-a").replace(base=str(folder), steps=2, batch_size=4, n_benign=4, n_harmful=4,
+                                              answer_tokens=4, threads=torch.get_num_threads(), warmup_steps=1)
+    monkeypatch.setattr(organisms, "get_recipe", lambda name: recipe)
+    return recipe
+
+
 # ------------------------------------------------------------------ how each bad input is made
 # Each maker gets the user's folder (snapshotted), the tiny saved model and the valid organism
 # template, makes its bad input inside the user's folder, and returns the command line.
@@ -292,7 +301,9 @@ BAD_INPUTS = [empty_safetensors, truncated_safetensors, garbage_safetensors, sha
 
 
 @pytest.mark.parametrize("make", BAD_INPUTS, ids=[f.__name__ for f in BAD_INPUTS])
-def test_bad_model_input_is_one_line_and_touches_nothing(make, folder, adapter_template, tmp_path, capsys):
+def test_bad_model_input_is_one_line_and_touches_nothing(make, folder, adapter_template, tiny_recipe, tmp_path,
+                                                         capsys):
+    """(``tiny_recipe``: a build that is wrongly let through takes seconds, not the real 25 minutes.)"""
     work = tmp_path / "work"
     work.mkdir()
     argv, expected = make(work, folder, adapter_template)
@@ -312,15 +323,6 @@ def test_the_organism_template_itself_loads(adapter_template, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ item 1: organism builds
-
-
-@pytest.fixture()
-def tiny_recipe(folder, monkeypatch):
-    """`organisms build organism-a` builds a two-step organism on the tiny saved model."""
-    recipe = get_recipe("organism-a").replace(base=str(folder), steps=2, batch_size=4, n_benign=4, n_harmful=4,
-                                              answer_tokens=4, threads=torch.get_num_threads(), warmup_steps=1)
-    monkeypatch.setattr(organisms, "get_recipe", lambda name: recipe)
-    return recipe
 
 
 BUILD_FILES = {"adapter_model.safetensors", "adapter_config.json", "manifest.json"}
@@ -413,6 +415,8 @@ def test_tampered_cache_is_rebuilt_and_scores_as_before(fake_dequantise, tmp_pat
     _, _, err = _scores(tmp_path, "second", gguf_path, capsys)
     assert len(fake_dequantise) == 1 and "dequantising" not in err  # verified, not rebuilt
     _tamper(cache)
+    tampered, _, _ = _scores(tmp_path, "tampered", cache, capsys)  # the changed cache, read as a plain folder
+    assert tampered != first  # so trusting it would change the scores under the GGUF's sha256
     third, source3, err = _scores(tmp_path, "third", gguf_path, capsys)
     assert len(fake_dequantise) == 2
     assert "does not match the sha256 recorded when it was written (model.safetensors" in err and "again" in err

@@ -61,7 +61,7 @@ def read_manifest(name: str, folder: "Path | None" = None) -> dict:
 def check_adapter_files(folder: Path) -> Path:
     """The adapter's safetensors file; refuses a folder holding a pickle, which peft would unpickle
     when the safetensors file is absent (and the project promises that nothing is unpickled)."""
-    from ..models import PICKLE_SUFFIXES
+    from ..models import PICKLE_SUFFIXES  # here, not at the top: models imports torch, and this package is light
 
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickled:
