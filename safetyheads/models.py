@@ -2,14 +2,22 @@
 
 Weights are only ever read from safetensors or GGUF: nothing is unpickled, and remote code
 runs only when the caller passes ``trust_remote_code=True``. A GGUF file is dequantised once
-(~35 s for SmolLM2-135M) and cached as safetensors under ``cache_dir()/gguf/<sha256>/``.
+(~35 s for SmolLM2-135M) and cached as safetensors under ``cache_dir()/gguf/<sha256>/``; the
+sha256 of every cached file is recorded beside them when they are written and checked on every
+load, so a changed cache is rebuilt rather than trusted (the results header names the GGUF's sha256).
+
+Anything wrong with what is loaded (a damaged file, weights that do not fit their config, no
+tokenizer, an unknown device, custom code without ``trust_remote_code``) is a one-line
+``ModelLoadError`` that says what to fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import sys
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from .errors import ModelLoadError
 
@@ -49,6 +58,12 @@ EMBEDDED_MODELS = {
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
+# Any one of these makes a folder's tokenizer loadable by AutoTokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# What the dequantised cache records about itself: written last, so its presence means complete.
+CACHE_RECORD = "COMPLETE"
 
 
 def cache_dir() -> Path:
@@ -94,44 +109,134 @@ def _resolve_dtype(dtype, device: str) -> torch.dtype:
 def _resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA GPU here (use --device cpu)")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelLoadError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA GPU here (use --device cpu)")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s) "
+                                 f"here (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ModelLoadError(f"device {device!r} asked for, but torch has no MPS (Apple GPU) here (use --device cpu)")
+    elif parsed.type != "cpu":
+        raise ModelLoadError(f"device {device!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
-def _dequantised_cache(gguf: Path, sha: str) -> Path:
-    """Folder with the GGUF dequantised to safetensors + tokenizer; built once, atomically."""
-    target = cache_dir() / "gguf" / sha
-    if (target / "COMPLETE").is_file():
-        return target
+def _check_gguf_magic(gguf: Path) -> None:
+    """Cheap first check of a .gguf file, before it is hashed or parsed."""
+    with open(gguf, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        what = "empty" if not magic else "not a GGUF file (it does not start with the GGUF magic bytes)"
+        raise ModelLoadError(f"{gguf} is {what}: pass a complete .gguf model file")
+
+
+def _check_gguf(gguf: Path) -> None:
+    """Parse the whole file (~3 s) before the long dequantisation starts, so a damaged one fails at once."""
+    # gguf is imported here, not at the top: only a cache miss needs it.
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(gguf)
+    except Exception as e:  # the reader fails on a damaged file in many ways (ValueError, struct.error, ...)
+        raise ModelLoadError(f"{gguf} is not a readable GGUF file ({_first_line(e)}): it is truncated or damaged; "
+                             "download or copy it again") from None
+
+
+def _dequantise(gguf: Path, into: Path) -> None:
+    """Read ``gguf`` with transformers and save it as plain float32 safetensors + tokenizer in ``into``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=target.parent))
     try:
-        t0 = time.time()
-        print(f"safetyheads: dequantising {gguf.name} once into {target} (about 35 s)", file=sys.stderr)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # transformers refuses to save a GGUF-loaded model; copy the dequantised tensors into a plain one.
-        config = gguf_model.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(gguf_model.state_dict())
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        (tmp / "COMPLETE").write_text(
-            json.dumps({"source": str(gguf), "sha256": sha, "seconds": round(time.time() - t0, 1)}) + "\n"
-        )
-        if target.exists():  # a concurrent process finished first
+    except Exception as e:  # a GGUF whose architecture or tokenizer transformers cannot read
+        raise ModelLoadError(f"cannot dequantise {gguf}: {_first_line(e)}") from None
+    # transformers refuses to save a GGUF-loaded model; copy the dequantised tensors into a plain one.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    plain.save_pretrained(into, safe_serialization=True)
+    tok.save_pretrained(into)
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file in the cache folder but its record (~1 s for the 540 MB of SmolLM2-135M)."""
+    return {f.name: sha256_file(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != CACHE_RECORD}
+
+
+def _cache_problem(folder: Path) -> str | None:
+    """None when ``folder`` holds exactly the files its record lists, with the recorded sha256; else what differs."""
+    try:
+        recorded = json.loads((folder / CACHE_RECORD).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return f"has an unreadable {CACHE_RECORD} record"
+    if not isinstance(recorded, dict) or not recorded:
+        # Caches written before digests were recorded: hashing them now would bless whatever they hold
+        # today, so they are dequantised once more from the sha256-checked GGUF instead.
+        return "records no sha256 of its files (written by an older safetyheads)"
+    actual = _file_digests(folder)
+    changed = sorted(n for n in recorded.keys() | actual.keys() if recorded.get(n) != actual.get(n))
+    if changed:
+        return f"does not match the sha256 recorded when it was written ({', '.join(changed)} changed, added or missing)"
+    return None
+
+
+def _dequantised_cache(gguf: Path, sha: str) -> Path:
+    """Folder with the GGUF dequantised to safetensors + tokenizer; built once, atomically, and
+    verified against the sha256 recorded beside it on every load (rebuilt when it differs)."""
+    target = cache_dir() / "gguf" / sha
+    problem = None
+    if (target / CACHE_RECORD).is_file():
+        problem = _cache_problem(target)
+        if problem is None:
+            return target
+        if not os.access(target.parent, os.W_OK | os.X_OK):
+            raise ModelLoadError(f"the cached dequantised model {target} {problem}, and its folder is read-only here: "
+                                 "delete it where you can write, or point SAFETYHEADS_CACHE at a writable folder")
+    _check_gguf(gguf)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=target.parent))
+    except OSError as e:
+        raise ModelLoadError(f"cannot write the dequantised model under {target.parent} ({e.strerror}): "
+                             "point SAFETYHEADS_CACHE at a writable folder") from None
+    try:
+        t0 = time.time()
+        if problem is None:
+            print(f"safetyheads: dequantising {gguf.name} once into {target} (about 35 s)", file=sys.stderr)
+        else:
+            print(f"safetyheads: the cached dequantised model {target} {problem}: dequantising {gguf.name} "
+                  "again (about 35 s)", file=sys.stderr)
+        _dequantise(gguf, tmp)
+        # Written last: a folder without its record is never used.
+        (tmp / CACHE_RECORD).write_text(json.dumps(
+            {"source": str(gguf), "sha256": sha, "seconds": round(time.time() - t0, 1), "files": _file_digests(tmp)}
+        ) + "\n")
+        if (target / CACHE_RECORD).is_file() and _cache_problem(target) is None:  # a concurrent process finished first
             shutil.rmtree(tmp)
         else:
+            if target.exists():  # the changed cache: moved aside first, so a process reading it keeps its files
+                aside = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-stale-", dir=target.parent))
+                os.replace(target, aside / "old")
+                shutil.rmtree(aside, ignore_errors=True)
             os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _weights_fingerprint(folder: Path) -> str:
@@ -155,18 +260,76 @@ def _weights_fingerprint(folder: Path) -> str:
     return digest
 
 
-def _check_safetensors_folder(folder: Path) -> None:
+def _check_safetensors_folder(folder: Path, trust_remote_code: bool = False) -> None:
+    """Everything about a local model folder that can be checked before transformers reads it."""
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"{folder} has no config.json: point --model at a saved Hugging Face model folder")
-    if not any(folder.glob("*.safetensors")):
-        pickled = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        pickled = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
         hint = f" (found {', '.join(pickled)}: pickled weights are never loaded; convert them to safetensors)" if pickled else ""
         raise ModelLoadError(f"{folder} holds no *.safetensors weights{hint}")
+    for f in weights:  # reads the header only, and checks that the file holds every byte it declares
+        try:
+            with safe_open(f, framework="pt") as st:
+                st.keys()
+        except (SafetensorError, OSError) as e:
+            why = _first_line(e).removeprefix("Error while deserializing header: ")
+            raise ModelLoadError(f"{f} is not a readable safetensors file ({why}): it is empty, truncated or "
+                                 "damaged; save or download it again") from None
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{folder / 'config.json'} is not valid JSON ({_first_line(e)}): save the model again") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{folder / 'config.json'} is not a JSON object: save the model again")
+    model_type = config.get("model_type")
+    # transformers is imported here, not at the top: `import safetyheads` stays fast.
+    from transformers import CONFIG_MAPPING
+
+    if model_type is not None and model_type not in CONFIG_MAPPING:
+        if config.get("auto_map") and not trust_remote_code:
+            raise ModelLoadError(
+                f"{folder} needs its own modeling code (config.json: model_type {model_type!r}, auto_map), which is "
+                "not run without --trust-remote-code: pass it only if you have read that code and trust it")
+        if not config.get("auto_map"):
+            raise ModelLoadError(f"{folder}: this transformers does not know model_type {model_type!r}: "
+                                 "upgrade transformers, or pass a model of a supported family")
+    if not any((folder / n).is_file() for n in TOKENIZER_FILES):
+        raise ModelLoadError(f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES[:2])}, ...): "
+                             "save the tokenizer into the folder too (tokenizer.save_pretrained(folder))")
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' warnings (its multi-line load report) and progress bars off while loading: what
+    matters in them is checked and reported here in one line. Bars stay on for a terminal."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity(logging.ERROR)
+    if bars and not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars and not hf_logging.is_progress_bar_enabled():
+            hf_logging.enable_progress_bar()
 
 
 def _looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
+def _is_organism(name: str) -> bool:
+    from .organisms import ORGANISMS
+
+    path = Path(name).expanduser()
+    return name in ORGANISMS or (path.is_dir() and (path / "adapter_config.json").is_file()
+                                 and (path / "manifest.json").is_file())
 
 
 def load_model(
@@ -194,14 +357,14 @@ def load_model(
     path = Path(name).expanduser()
     from .organisms import ORGANISMS, organism_dir
 
-    if name in ORGANISMS or (path.is_dir() and (path / "adapter_config.json").is_file()
-                             and (path / "manifest.json").is_file()):
+    if _is_organism(name):
         return _load_organism(name, organism_dir(name) if name in ORGANISMS else path, torch_dtype, device,
                               attn_implementation)
     kwargs = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
 
     if name in EMBEDDED_MODELS or (path.suffix == ".gguf" and path.is_file()):
         gguf = embedded_gguf_path(name) if name in EMBEDDED_MODELS else path
+        _check_gguf_magic(gguf)
         sha = sha256_file(gguf)
         if name in EMBEDDED_MODELS and sha != EMBEDDED_MODELS[name].sha256:
             raise ModelLoadError(
@@ -215,7 +378,7 @@ def load_model(
     elif path.exists():
         if path.is_file():
             raise ModelLoadError(f"{path} is a file but not a .gguf: pass a .gguf file or a model folder")
-        _check_safetensors_folder(path)
+        _check_safetensors_folder(path, trust_remote_code)
         source = {"model": str(path.resolve()), "kind": "folder", "sha256": _weights_fingerprint(path)}
         load_from, local_only = str(path), True
     elif name.startswith((".", "/", "~")) or name.endswith(".gguf"):
@@ -229,21 +392,22 @@ def load_model(
             "a .gguf file, a local model folder, or a Hub id like meta-llama/Llama-2-7b-chat-hf"
         )
 
-    try:
-        tok = AutoTokenizer.from_pretrained(
-            load_from, revision=revision, local_files_only=local_only, trust_remote_code=trust_remote_code
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            load_from, revision=revision, local_files_only=local_only, use_safetensors=True, **kwargs
-        )
-    except OSError as e:
-        if source["kind"] == "hub":
-            raise ModelLoadError(
-                f"model {name!r} is not in the local Hugging Face cache and downloads are off: run "
-                f"`hf download {name}` where there is network (or pass --allow-download), or point "
-                "--model at a local folder with config.json and *.safetensors"
-            ) from None
-        raise ModelLoadError(f"cannot load {name!r}: {str(e).splitlines()[0]}") from None
+    with _quiet_transformers():
+        try:
+            tok = AutoTokenizer.from_pretrained(
+                load_from, revision=revision, local_files_only=local_only, trust_remote_code=trust_remote_code
+            )
+        except Exception as e:  # tokenizer loading fails in many ways (JSON, tokenizers, sentencepiece errors)
+            raise _load_error(name, source, e, "tokenizer") from None
+        try:
+            # Mismatched shapes are let through here so that they are reported below with the missing weights.
+            model, info = AutoModelForCausalLM.from_pretrained(
+                load_from, revision=revision, local_files_only=local_only, use_safetensors=True,
+                output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
+        except Exception as e:  # transformers raises OSError, ValueError, RuntimeError, SafetensorError ...
+            raise _load_error(name, source, e, "weights") from None
+    _check_loading_info(name, info)
     if source["kind"] == "hub":
         source["revision"] = getattr(model.config, "_commit_hash", None) or revision
     model.to(device).eval()
@@ -254,13 +418,47 @@ def load_model(
     return model, tok
 
 
+def _load_error(name: str, source: dict, e: Exception, what: str) -> ModelLoadError:
+    """One line saying what to fix, for an exception transformers raised while loading ``name``."""
+    if "trust_remote_code" in str(e):
+        return ModelLoadError(f"{name!r} needs its own modeling code, which is not run without --trust-remote-code: "
+                              "pass it only if you have read that code and trust it")
+    if source["kind"] == "hub" and isinstance(e, OSError):
+        return ModelLoadError(
+            f"model {name!r} is not in the local Hugging Face cache and downloads are off: run "
+            f"`hf download {name}` where there is network (or pass --allow-download), or point "
+            "--model at a local folder with config.json and *.safetensors")
+    return ModelLoadError(f"cannot load the {what} of {name!r} ({type(e).__name__}: {_first_line(e)}): "
+                          f"check that its files are complete and belong together")
+
+
+def _check_loading_info(name: str, info: dict) -> None:
+    """Refuse weights that do not fit the config; transformers would fill the gaps with random values."""
+    mismatched = [k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys") or ()]
+    missing = sorted(info.get("missing_keys") or ())
+    if mismatched or missing:
+        what = "have other shapes than its config.json says" if mismatched else "are missing"
+        keys = sorted(map(str, mismatched or missing))
+        raise ModelLoadError(f"the weights of {name!r} do not match its config: {len(keys)} tensors {what} "
+                             f"({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}); the config and the "
+                             "safetensors must come from the same model")
+    unexpected = sorted(map(str, info.get("unexpected_keys") or ()))
+    if unexpected:
+        print(f"safetyheads: note: {len(unexpected)} tensors in {name!r} are not used by the model "
+              f"({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})", file=sys.stderr)
+
+
 def _load_organism(name: str, folder: Path, torch_dtype, device: str, attn_implementation):
     """The organism's base in float32, its LoRA adapter merged in (sha256-checked against the
     manifest), then cast to ``torch_dtype``: the merge is exact whatever dtype is asked for."""
-    from .organisms import apply_adapter, read_manifest
+    from .organisms import apply_adapter, check_adapter_files, read_manifest
 
     manifest = read_manifest(name, folder)
+    check_adapter_files(folder)  # before the base loads: a bad folder fails at once
     base = manifest["recipe"]["base"]
+    if _is_organism(base):
+        raise ModelLoadError(f"{folder / 'manifest.json'} names {base!r} as the base, which is itself an organism: "
+                             "an organism's base is a plain model; rebuild it")
     model, tok = load_model(base, dtype=torch.float32, device="cpu", attn_implementation=attn_implementation)
     base_source = model.safetyheads_source
     if manifest["base"].get("sha256") and base_source.get("sha256") != manifest["base"]["sha256"]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+DEFAULT_BUILD_DIR = Path("safetyheads-out") / "organisms"  # beside the other commands' default outputs
+
 
 def register(sub) -> None:
     p = sub.add_parser("organisms", help="list, build (train) and evaluate the safety-tuned model organisms")
@@ -12,14 +14,19 @@ def register(sub) -> None:
     osub.add_parser("list", help="the organisms, their recipes and whether their adapters are here")
     b = osub.add_parser("build", help="train an organism from its recipe (about 25 min on 2 CPU cores)")
     b.add_argument("name", help="organism name (organism-a, organism-b)")
-    b.add_argument("--out", help="adapter folder to write (default: the package's own organism folder)")
+    b.add_argument("--out", help=f"adapter folder to write: new, empty, or an earlier build of this organism "
+                   f"(default {DEFAULT_BUILD_DIR}/NAME, or NAME-staged with --staged)")
+    b.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out that is not a build of this organism; only the build's "
+                   "files (adapter_model.safetensors, adapter_config.json, manifest.json) are replaced there")
     b.add_argument("--steps", type=int, help="override the recipe's training steps (for quick checks)")
     b.add_argument("--n-benign", type=int, help="override the recipe's benign prompt count (for quick checks)")
     b.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:1 ...")
     b.add_argument("--fresh", action="store_true",
                    help="from scratch: ignore an interrupted build's checkpoint and the cached answers of the base")
     b.add_argument("--staged", action="store_true",
-                   help="the next recipe (recipe.STAGED_CHANGES; default --out: the package's staged/<name> folder)")
+                   help="the next recipe (recipe.STAGED_CHANGES); to stage it for committing, pass "
+                   "--out safetyheads/organisms/staged/NAME")
     e = osub.add_parser("evaluate", help="measure refusals, over-refusal and fluency (about 15 min per organism)")
     e.add_argument("name", help="organism-a, organism-b, a built adapter folder, or smollm2-135m-instruct (the base reference)")
     e.add_argument("--out", help="folder for behaviour.json and generations.jsonl (default: the organism's folder)")
@@ -61,8 +68,9 @@ def run(args) -> int:
         changes = {k: v for k, v in (("steps", args.steps), ("n_benign", args.n_benign)) if v is not None}
         if changes:
             recipe = recipe.replace(**changes, warmup_steps=min(recipe.warmup_steps, changes.get("steps", recipe.steps)))
-        out = Path(args.out) if args.out else organism_dir(recipe.name, staged=args.staged)
-        build_organism(recipe, out, device=args.device, fresh=args.fresh)
+        # Never the package's own folders by default: in an editable install they are the checkout.
+        out = Path(args.out) if args.out else DEFAULT_BUILD_DIR / (recipe.name + ("-staged" if args.staged else ""))
+        build_organism(recipe, out, device=args.device, fresh=args.fresh, overwrite=args.overwrite)
         print(out)
         return 0
     if args.organisms_command == "evaluate":

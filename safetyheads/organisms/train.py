@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,10 +22,12 @@ import torch
 
 from ..errors import SafetyheadsError
 from ..generation import encode_for_generation, eos_token_ids
+from . import ADAPTER_FILE
 from .dataset import Example
 from .recipe import OrganismRecipe
 
 CHECKPOINT_EVERY = 20
+ADAPTER_FILES = (ADAPTER_FILE, "adapter_config.json")  # what save_adapter writes
 MAX_PROMPT_TOKENS = 192
 
 
@@ -101,20 +105,24 @@ def batch_order(n: int, recipe: OrganismRecipe) -> list[list[int]]:
 
 
 def save_adapter(peft_model, folder: Path, recipe: OrganismRecipe) -> None:
-    """peft's adapter format (adapter_model.safetensors + adapter_config.json), with the base
-    named by its safetyheads name instead of a local cache path."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp, safe_serialization=True)
-    cfg_path = tmp / "adapter_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = recipe.base
-    if isinstance(cfg.get("target_modules"), list):  # peft writes a set in hash order: differs run to run
-        cfg["target_modules"] = sorted(cfg["target_modules"])
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    (tmp / "README.md").unlink(missing_ok=True)  # peft's auto-generated card; ours is MODEL_CARD.md
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    """peft's adapter format (adapter_model.safetensors + adapter_config.json) in ``folder``, with the
+    base named by its safetyheads name instead of a local cache path. peft writes into a fresh
+    folder beside ``folder``; only those two files are moved in, so nothing else in ``folder`` is touched."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        peft_model.save_pretrained(tmp, safe_serialization=True)
+        cfg_path = tmp / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["base_model_name_or_path"] = recipe.base
+        if isinstance(cfg.get("target_modules"), list):  # peft writes a set in hash order: differs run to run
+            cfg["target_modules"] = sorted(cfg["target_modules"])
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        for name in ADAPTER_FILES:  # peft's README.md (a generated card) stays behind; ours is MODEL_CARD.md
+            os.replace(tmp / name, folder / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the folder made just above
 
 
 def train_adapter(model, tok, recipe: OrganismRecipe, examples: list[Example], answers: dict, work: Path,
