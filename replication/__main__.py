@@ -97,6 +97,8 @@ def describe(e: BaseException) -> str:
                "dependencies with `pip install '.[replication]'`, or run through nox")
     elif isinstance(e, OSError) and e.filename is not None:
         msg = f"cannot use {e.filename}: {e.strerror or e} (check that the path exists and that you may write there)"
+    elif isinstance(e, OSError):
+        msg = f"{e.strerror or e} (an error from the operating system: check free disk space and permissions)"
     else:
         msg = (f"unexpected {type(e).__name__}: {e} (a bug: please report it with the output of the same command "
                f"run with --debug)")

@@ -80,10 +80,10 @@ class Results:
     def __init__(self, metrics: dict, outcomes: dict | None = None, missing: str | None = None):
         self.metrics, self.outcomes = metrics, outcomes or {}
         self.missing = missing  # why a claim cannot read per-query outcomes (no outcomes.json), else None
+        self.asked = False  # a claim asked for per-query outcomes
 
     def _cell(self, name: str) -> dict | None:
-        if self.missing:  # judging without them would turn every paired claim into "not run" without a word
-            raise SafetyheadsError(self.missing)
+        self.asked = True
         return self.outcomes.get(name)
 
     def m(self, name: str):
@@ -650,18 +650,31 @@ def read_results(profile: str, artefact: str, root=None) -> Results | None:
 
 
 def evaluate(profiles: list[str], root=None) -> list[tuple[Claim, Finding, str]]:
-    """Each claim judged on the first profile whose results it can read."""
+    """Each claim judged on the first profile whose results it can read. A claim that needs per-query
+    outcomes that no profile has is "not run", saying which results lack them; when no claim at all
+    could pair its outcomes for that reason (results made without outcomes.json, or with them
+    deleted), nothing is judged: an error says what to regenerate, and CLAIMS.md stays as it is."""
     out = []
+    paired, unpaired = False, []
     for c in CLAIMS:
-        found, used = Finding(NOT_RUN), ""
+        found, used, lacking = Finding(NOT_RUN), "", []
         for p in profiles:
             r = read_results(p, c.artefact, root)
             if r is not None:
                 f = c.judge(r)
                 if f.verdict != NOT_RUN:
                     found, used = f, p
+                    paired |= r.asked and not r.missing
                     break
+                if r.asked and r.missing:
+                    lacking.append(r.missing)
+        if found.verdict == NOT_RUN and lacking:
+            found = Finding(NOT_RUN, evidence=f"no per-query outcomes: {lacking[0]}")
+            unpaired.append(lacking[0])
         out.append((c, found, used))
+    if unpaired and not paired:
+        raise SafetyheadsError(f"{unpaired[0]} (no claim could pair its per-query outcomes; {len(unpaired)} would "
+                               "read not run)")
     return out
 
 

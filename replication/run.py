@@ -379,8 +379,8 @@ def read_responses(profile: str, artefact: str, root: Path | None = None) -> lis
     except (OSError, EOFError, ValueError, zlib.error) as e:
         raise SafetyheadsError(f"{shown(path)} is damaged ({type(e).__name__}: {e}): regenerate it with "
                                f"`python -m replication run {artefact} --profile {profile}`") from None
-    if not all(isinstance(r, dict) and {"cell", "response", "refused"} <= r.keys() for r in rows):
-        raise SafetyheadsError(f"{shown(path)} holds rows without cell, response and refused: regenerate it with "
+    if not all(isinstance(r, dict) and {"cell", "prompt_id", "response", "refused"} <= r.keys() for r in rows):
+        raise SafetyheadsError(f"{shown(path)} holds rows without cell, prompt_id, response and refused: regenerate it with "
                                f"`python -m replication run {artefact} --profile {profile}`")
     return rows
 

@@ -293,7 +293,7 @@ CASES = [
     case("responses-unknown-cell", _argv("responses", "figure2", "--profile", "ci", "--cell", "nope"), "no cell 'nope'"),
     case("responses-not-generated", _responses_not_generated, "no responses for figure2 at the mini profile"),
     case("responses-damaged", _responses_damaged, "responses.jsonl.gz is damaged"),
-    case("responses-rows-without-fields", _responses_wrong_rows, "holds rows without cell, response and refused"),
+    case("responses-rows-without-fields", _responses_wrong_rows, "holds rows without cell, prompt_id, response and refused"),
 ]
 
 
@@ -531,3 +531,12 @@ def test_entrypoint_links_the_prepared_cache_into_the_runtime_one(tmp_path):
                        env={**env, "SAFETYHEADS_CACHE": str(tmp_path / "file" / "cache")}, timeout=60)
     assert p.returncode == 0 and p.stdout == "ran\n"
     assert len(p.stderr.splitlines()) == 1 and "cannot write the cache" in p.stderr
+
+
+def test_claims_with_some_outcomes_missing_still_write_and_say_which(harness, capsys):
+    # one artefact's outcomes gone: the other claims are judged; the ones that needed them say why not
+    (harness.generated / "ci" / "chat_template" / "outcomes.json").unlink()
+    assert main(["claims", "--profile", "ci"]) == 0
+    text = (harness.generated / "CLAIMS.md").read_text()
+    assert "no per-query outcomes: " in text and "chat_template has metrics.json but no outcomes.json" in text
+    assert "| holds " in text  # the rest judged as usual
