@@ -186,7 +186,8 @@ def shown(path: Path) -> str:
 
 def check_folder(path: Path, what: str, write: bool = True) -> None:
     """``path`` is a folder, or can be made one, and (``write``) this user may write there. Creates nothing."""
-    path = Path(path)
+    # "..": after a part that does not exist yet, the OS cannot resolve it, mkdir would make that part
+    path = Path(os.path.abspath(path))
     if path.exists():
         if not path.is_dir():
             raise SafetyheadsError(f"{what} {path} is a file, not a folder: point it at a folder (or a path that "

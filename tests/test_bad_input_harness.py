@@ -103,6 +103,11 @@ def _store_under_file(h):
     return ["run", "table1", "--profile", "ci", "--store", str(h.tmp / "store-file" / "store")]
 
 
+def _store_dotdot_to_a_file(h):
+    (h.tmp / "store-file").write_text("not a folder")
+    return ["run", "table1", "--profile", "ci", "--store", str(h.tmp / "not-yet" / ".." / "store-file")]
+
+
 def _store_is_file_dry_run(h):
     (h.tmp / "store-file").write_text("not a folder")
     return ["run", "all", "--profile", "ci", "--dry-run", "--store", str(h.tmp / "store-file")]
@@ -257,6 +262,7 @@ CASES = [
     case("run-unknown-option", _argv("run", "table1", "--frobnicate"), "unrecognized arguments: --frobnicate"),
     case("run-store-is-file", _store_is_file, "is a file, not a folder"),
     case("run-store-under-file", _store_under_file, "cannot be created"),
+    case("run-store-dotdot-to-a-file", _store_dotdot_to_a_file, "is a file, not a folder"),
     case("run-store-is-file-dry-run", _store_is_file_dry_run, "is a file, not a folder"),
     case("run-store-env-is-file", _store_env_is_file, "is a file, not a folder"),
     case("run-store-unwritable", _store_unwritable, "not writable",
