@@ -12,6 +12,8 @@ import time
 import zlib
 from pathlib import Path
 
+import torch
+
 from safetyheads.errors import SafetyheadsError
 
 from .artefacts import ARTEFACTS
@@ -225,9 +227,7 @@ def check_optional(names: list[str]) -> None:
 
 
 def check_device(device: str) -> None:
-    # safetyheads.models imports transformers; deferred so that `list` and a dry run stay light
-    import torch
-
+    # safetyheads.models imports transformers: deferred so that `list` and a dry run stay light
     from safetyheads.models import _resolve_device
 
     resolved = _resolve_device(device)
