@@ -56,7 +56,8 @@ COPY . /src
 # built from, "<sha>-dirty" for a tree with uncommitted changes (the image has no .git), then the
 # embedded model dequantised and both organisms loaded once into the prepared cache, so that the
 # first run in the container starts at once, offline. go-w: a checkout made with umask 002 would
-# otherwise leave group-writable code behind.
+# otherwise leave group-writable code behind; a+rX: the dequantised model's folder is made by
+# mkdtemp (mode 0700), which no other user could read.
 ARG GIT_COMMIT=""
 RUN set -eu; \
     pip install --no-deps --no-build-isolation /src; \
@@ -64,5 +65,6 @@ RUN set -eu; \
       printf '%s\n' "$GIT_COMMIT" > "$(python -c 'import safetyheads, os; print(os.path.dirname(safetyheads.__file__))')/BUILD_COMMIT"; fi; \
     SAFETYHEADS_CACHE=/opt/safetyheads/cache safetyheads models --prepare; \
     rm -rf /src/build /src/*.egg-info; \
-    chmod -R go-w /src /opt/safetyheads
+    chmod -R go-w /src; \
+    chmod -R a+rX,go-w /opt/safetyheads
 USER app

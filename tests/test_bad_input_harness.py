@@ -488,6 +488,26 @@ def _dockerfile_final_stage() -> list[str]:
     return lines[last_from:]
 
 
+def world_writable_modes(text: str) -> list[str]:
+    """The modes of the chmod commands in ``text`` that give others write permission."""
+    bad = []
+    for mode in re.findall(r"chmod\s+(?:-\w+\s+)*(\S+)", text):
+        if re.fullmatch(r"[0-7]{3,4}", mode):
+            bad += [mode] if int(mode[-1]) & 2 else []
+            continue
+        for clause in mode.split(","):
+            m = re.fullmatch(r"([ugoa]*)([-+=])([rwxXst]*)", clause)
+            if m and m.group(2) != "-" and "w" in m.group(3) and (not m.group(1) or set(m.group(1)) & {"o", "a"}):
+                bad.append(mode)
+    return bad
+
+
+def test_world_writable_modes_reads_chmod():
+    assert world_writable_modes("chmod 1777 /out; chmod -R a+rwX /c; chmod o+w x; chmod +w y") == \
+        ["1777", "a+rwX", "o+w", "+w"]
+    assert world_writable_modes("chmod 0755 /out && chmod -R a+rX,go-w /c; chmod u+w,g+w z") == []
+
+
 def test_dockerfile_code_and_environment_are_roots_and_outputs_the_users():
     stage = _dockerfile_final_stage()
     text = "\n".join(stage)
@@ -504,9 +524,9 @@ def test_dockerfile_code_and_environment_are_roots_and_outputs_the_users():
     owned = {path for who, paths in chowns if who.split(":")[0] == runtime_user for path in paths.split()}
     assert {"/out", "/data/hf"} <= owned, owned
     assert not owned & {"/src", "/opt/venv", "/opt/safetyheads", "/opt/safetyheads/cache"}, owned
-    # nothing world-writable: no a+w, o+w, 777 or 1777
-    assert not re.search(r"chmod\s+(-R\s+)?(\S*[ao]\+\S*w|[0-7]?[0-7][0-7][2367]\b)", text), text
+    assert not world_writable_modes(text)  # no a+w, o+w, 777 or 1777
     assert re.search(r"chmod\s+-R\s+go-w\s+[^\n;]*/src", text)  # code from a umask-002 checkout too
+    assert re.search(r"chmod\s+-R\s+a\+rX,go-w\s+/opt/safetyheads\b", text)  # readable by the user, not writable
 
 
 def test_dockerfile_outputs_and_the_runtime_cache_go_under_out():
