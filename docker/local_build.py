@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             out = ROOT / "build" / "docker-out"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
-            os.chmod(out, 0o777)  # the image's user (uid 1000) writes here
+            os.chown(out, 1000, 1000)  # the image's user (uid 1000) writes here, and only it: not world-writable
             run = ["run", "--rm", "--network", "none", "-v", f"{out}:/out", IMAGE_TAG]
             step("inside the image, offline: safetyheads models")
             docker(*run, "safetyheads", "models", env=env)

@@ -7,60 +7,124 @@ stored expected values.
   python -m replication update-baselines --profile ci [--artefact table3] [--write]
   python -m replication claims
   python -m replication responses figure2 --cell aligned.ua.greedy.paper.maliciousinstruct.ablated [-n 5]
+
+Every problem is reported as one line, ``replication: error: <what to fix>``, with exit status 2
+(1 stays the verdict "some metric FAILed"); ``--debug`` or SAFETYHEADS_DEBUG=1 adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
 from safetyheads.errors import SafetyheadsError
 
+PROG = "python -m replication"
+DEBUG_ENV = "SAFETYHEADS_DEBUG"
+RULES = ("keyword", "pattern", "short", "repetition", "nonword", "nll", "none")  # safetyheads.judges' verdict rules
 
-def main(argv: list[str] | None = None) -> int:
+
+class UsageError(SafetyheadsError):
+    """A command line that argparse rejects."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but its errors reach main() as one line instead of usage text and sys.exit(2).
+    Subparsers are made with the parent's class, so they report the same way."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative: give 0 (all) or more")
+    return n
+
+
+def build_parser() -> ArgumentParser:
     from .artefacts import ARTEFACTS
     from .profiles import DEFAULT_PROFILE, PROFILES
 
-    ap = argparse.ArgumentParser(prog="python -m replication", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    ap.add_argument("--debug", action="store_true", help=f"on an error, print the traceback too (or set {DEBUG_ENV}=1)")
+    # the same flag after the command; SUPPRESS keeps a subcommand's default from hiding the main one's
+    debug = ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = ap.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the artefacts and profiles")
-    r = sub.add_parser("run", help="regenerate artefacts and diff them against expected values")
+    sub.add_parser("list", help="the artefacts and profiles", parents=[debug])
+    r = sub.add_parser("run", help="regenerate artefacts and diff them against expected values", parents=[debug])
     r.add_argument("artefacts", nargs="+", help=f"{', '.join(ARTEFACTS)}, or all")
     r.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
     r.add_argument("--dry-run", action="store_true", help="validate the plan and count the work; load and compute nothing")
     r.add_argument("--store", help="content-addressed store folder (default: $SAFETYHEADS_STORE or the safetyheads cache)")
     r.add_argument("--device", default="auto")
     r.add_argument("--quiet", action="store_true")
-    u = sub.add_parser("update-baselines", help="make the last generated results the stored mini/ci baselines")
+    u = sub.add_parser("update-baselines", help="make the last generated results the stored mini/ci baselines",
+                       parents=[debug])
     u.add_argument("--profile", default=DEFAULT_PROFILE, choices=[p for p in PROFILES if p != "paper"])
-    u.add_argument("--artefact", action="append", help="only these (repeatable; default: every generated one)")
+    u.add_argument("--artefact", action="append", choices=list(ARTEFACTS),
+                   help="only these (repeatable; default: every generated one)")
     u.add_argument("--write", action="store_true", help="overwrite the stored baselines (without it: show the diff only)")
-    c = sub.add_parser("claims", help="regenerate paper_tables/CLAIMS.md from the generated results")
-    c.add_argument("--profile", action="append", help="profiles to read, best first (default: mini, then ci)")
-    s = sub.add_parser("responses", help="print a sample of an artefact's judged completions (any table cell)")
-    s.add_argument("artefact")
-    s.add_argument("--profile", default=DEFAULT_PROFILE, choices=[p for p in PROFILES if p != "paper"] + ["paper"])
+    c = sub.add_parser("claims", help="regenerate paper_tables/CLAIMS.md from the generated results", parents=[debug])
+    c.add_argument("--profile", action="append", choices=list(PROFILES),
+                   help="profiles to read, best first (default: mini, then ci)")
+    s = sub.add_parser("responses", help="print a sample of an artefact's judged completions (any table cell)",
+                       parents=[debug])
+    s.add_argument("artefact", choices=list(ARTEFACTS))
+    s.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
     s.add_argument("--cell", help="an outcome cell (see --list); default: every cell")
     s.add_argument("--list", action="store_true", help="list the cells with their counts and ASR")
-    s.add_argument("-n", type=int, default=5, help="how many to print (default 5; 0: all)")
+    s.add_argument("-n", type=non_negative_int, default=5, help="how many to print (default 5; 0: all)")
     s.add_argument("--verdict", choices=["complied", "refused"], help="only responses judged so")
-    s.add_argument("--rule", help="only responses decided by this rule (keyword, pattern, short, repetition, nonword, nll, none)")
+    s.add_argument("--rule", choices=RULES, help="only responses decided by this rule")
     s.add_argument("--seed", type=int, default=0, help="which sample (default 0; the same seed prints the same rows)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def describe(e: BaseException) -> str:
+    """One line saying what went wrong and, where it can, what to fix."""
+    if isinstance(e, SafetyheadsError):
+        msg = str(e)
+    elif isinstance(e, ImportError):
+        msg = (f"{e.name or 'a module'} is not installed (or does not import: {e}): install the harness's "
+               "dependencies with `pip install '.[replication]'`, or run through nox")
+    elif isinstance(e, OSError) and e.filename is not None:
+        msg = f"cannot use {e.filename}: {e.strerror or e} (check that the path exists and that you may write there)"
+    elif isinstance(e, OSError):
+        msg = f"{e.strerror or e} (an error from the operating system: check free disk space and permissions)"
+    else:
+        msg = (f"unexpected {type(e).__name__}: {e} (a bug: please report it with the output of the same command "
+               f"run with --debug)")
+    return " ".join(msg.split())  # one line, whatever the message held
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0") or "--debug" in argv
     try:
+        args = build_parser().parse_args(argv)
         return _dispatch(args)
-    except SafetyheadsError as e:
-        print(f"replication: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("replication: interrupted; finished work is in the store and a rerun resumes it", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - every failure of a command ends as one line (the traceback on request)
+        if debug:
+            traceback.print_exc()
+        print(f"replication: error: {describe(e)}", file=sys.stderr)
+        return 2
 
 
 def _dispatch(args) -> int:
     from .artefacts import ARTEFACTS
     from .profiles import PROFILES, get_profile
-    from .run import plan, run_artefact
+    from .run import plan, preflight, run_artefact
 
     if args.command == "list":
         for a in ARTEFACTS.values():
@@ -78,7 +142,10 @@ def _dispatch(args) -> int:
         from .steps import Context
 
         profile = get_profile(args.profile)
-        ctx = Context(profile, Store(args.store), device=args.device, plan_only=args.dry_run, progress=not args.quiet)
+        store = Store(args.store)
+        # everything the run can be refused for, before any model loads or anything is computed or written
+        preflight(profile.name, names, store.root, dry_run=args.dry_run, device=args.device)
+        ctx = Context(profile, store, device=args.device, plan_only=args.dry_run, progress=not args.quiet)
         if args.dry_run:
             print(plan(ctx, names))
             return 0

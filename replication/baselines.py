@@ -5,16 +5,27 @@ the paper (paper_tables/expected/paper/) and never written by code."""
 from __future__ import annotations
 
 import json
+import os
 
 from safetyheads.errors import SafetyheadsError
 from safetyheads.provenance import git_info, library_version
 
-from .run import GENERATED, diff, expected_path, load_expected, render_diff
+from .run import (GENERATED, check_folder, diff, expected_path, expected_problem, get_artefact, load_expected,
+                  render_diff, shown)
 
 
 def baseline_from(metrics_file) -> dict:
-    data = json.loads(metrics_file.read_text())
-    header = json.loads(metrics_file.with_name("results.jsonl").read_text().splitlines()[0])["header"]
+    folder = metrics_file.parent
+    try:
+        return _baseline_from(metrics_file)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise SafetyheadsError(f"{shown(folder)} holds damaged results ({type(e).__name__}: {e}): regenerate them with "
+                               f"`python -m replication run {folder.name} --profile {folder.parent.name}`") from None
+
+
+def _baseline_from(metrics_file) -> dict:
+    data = json.loads(metrics_file.read_text(encoding="utf-8"))
+    header = json.loads(metrics_file.with_name("results.jsonl").read_text(encoding="utf-8").splitlines()[0])["header"]
     source = (f"baseline: {data['profile']} run of {header['provenance'].get('created_utc')}, "
               f"commit {str(header['provenance'].get('git_commit'))[:10]}")
     return {
@@ -30,22 +41,39 @@ def baseline_from(metrics_file) -> dict:
 def update_baselines(profile: str, artefacts: list[str] | None, write: bool) -> int:
     if profile == "paper":
         raise SafetyheadsError("the paper profile's expected values are the published numbers; they are not baselines")
+    for name in artefacts or []:
+        get_artefact(name)
     folder = GENERATED / profile
-    files = sorted(folder.glob("*/metrics.json")) if folder.exists() else []
+    files = sorted(folder.glob("*/metrics.json")) if folder.is_dir() else []
     if artefacts:
         files = [f for f in files if f.parent.name in artefacts]
         missing = set(artefacts) - {f.parent.name for f in files}
         if missing:
-            raise SafetyheadsError(f"no generated results for {', '.join(sorted(missing))} in {folder}: "
+            raise SafetyheadsError(f"no generated results for {', '.join(sorted(missing))} in {shown(folder)}: "
                                    f"run `python -m replication run ... --profile {profile}` first")
     if not files:
-        raise SafetyheadsError(f"no generated results in {folder}: run `python -m replication run all --profile {profile}` first")
+        raise SafetyheadsError(f"no generated results in {shown(folder)}: run `python -m replication run all --profile {profile}` first")
     dirty = git_info().get("git_dirty")
-    changed = 0
+    # every result and stored baseline read and checked before anything is written: a damaged one
+    # stops the whole update instead of leaving it half done
+    updates = []
     for f in files:
         name = f.parent.name
         new = baseline_from(f)
-        old = load_expected(profile, name)
+        for metric, value in new["metrics"].items():
+            problem = expected_problem(value)
+            if problem:
+                raise SafetyheadsError(f"{shown(f)}: metric {metric!r} {problem}; regenerate it with "
+                                       f"`python -m replication run {name} --profile {profile}`")
+        updates.append((name, new, load_expected(profile, name)))
+    if write:
+        check_folder(expected_path(profile, updates[0][0]).parent, "the baselines folder")
+        for name, _, _ in updates:
+            path = expected_path(profile, name)
+            if path.exists() and not (path.is_file() and os.access(path, os.W_OK)):
+                raise SafetyheadsError(f"{shown(path)} cannot be replaced (not a writable file): fix its permissions")
+    changed = 0
+    for name, new, old in updates:
         rows = diff([{"name": k, **v} for k, v in new["metrics"].items()], old)
         moved = [r for r in rows if r["verdict"] not in ("PASS", "INFO")]
         print(f"\n== {name}: {len(moved)} metric(s) would change" + ("" if old else " (no baseline yet)"))
@@ -56,7 +84,7 @@ def update_baselines(profile: str, artefacts: list[str] | None, write: bool) -> 
             path = expected_path(profile, name)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(new, indent=1) + "\n")
-            print(f"wrote {path}")
+            print(f"wrote {shown(path)}")
     if not write:
         if changed:
             print(f"\n{changed} baseline(s) differ; nothing written. Rerun with --write to replace them "

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable
 
+from safetyheads.errors import SafetyheadsError
+
 from . import stats
-from .run import GENERATED, ROOT, TABLES
+from .run import GENERATED, ROOT, TABLES, check_folder, shown
 
 HOLDS, PARTLY, FAILS, INCONCLUSIVE, NOT_COMPARABLE, NOT_RUN = (
     "holds", "partly", "does not hold", "inconclusive", "not comparable", "not run")
@@ -74,21 +77,27 @@ class Claim:
 class Results:
     """One artefact's generated results: metrics.json and outcomes.json (per-query outcomes)."""
 
-    def __init__(self, metrics: dict, outcomes: dict | None = None):
+    def __init__(self, metrics: dict, outcomes: dict | None = None, missing: str | None = None):
         self.metrics, self.outcomes = metrics, outcomes or {}
+        self.missing = missing  # why a claim cannot read per-query outcomes (no outcomes.json), else None
+        self.asked = False  # a claim asked for per-query outcomes
+
+    def _cell(self, name: str) -> dict | None:
+        self.asked = True
+        return self.outcomes.get(name)
 
     def m(self, name: str):
         return self.metrics.get(name, {}).get("value")
 
     def flags(self, name: str) -> dict | None:
         """{query id: '0'/'1'} of an outcome cell, or None."""
-        cell = self.outcomes.get(name)
+        cell = self._cell(name)
         if cell is None or "flags" not in cell:
             return None
         return dict(zip(map(str, cell["ids"]), cell["flags"]))
 
     def values(self, name: str) -> dict | None:
-        cell = self.outcomes.get(name)
+        cell = self._cell(name)
         if cell is None or "values" not in cell:
             return None
         return dict(zip(map(str, cell["ids"]), cell["values"]))
@@ -625,24 +634,47 @@ def read_results(profile: str, artefact: str, root=None) -> Results | None:
     folder = (root or GENERATED) / profile / artefact
     if not (folder / "metrics.json").exists():
         return None
-    metrics = {m["name"]: m for m in json.loads((folder / "metrics.json").read_text())["metrics"]}
-    outcomes = json.loads((folder / "outcomes.json").read_text()) if (folder / "outcomes.json").exists() else {}
-    return Results(metrics, outcomes.get("cells", outcomes))
+    rerun = f"regenerate them with `python -m replication run {artefact} --profile {profile}`"
+    try:
+        metrics = {m["name"]: m for m in json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["metrics"]}
+        outcomes = (json.loads((folder / "outcomes.json").read_text(encoding="utf-8"))
+                    if (folder / "outcomes.json").exists() else None)
+        cells = None if outcomes is None else outcomes.get("cells", outcomes)
+        if cells is not None and not all(isinstance(c, dict) and "ids" in c for c in cells.values()):
+            raise ValueError("outcome cells without ids")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SafetyheadsError(f"{shown(folder)} holds damaged results ({type(e).__name__}: {e}): {rerun}") from None
+    missing = None if cells is not None else (f"{shown(folder)} has metrics.json but no outcomes.json (the per-query "
+                                              f"outcomes the claims' paired tests read): {rerun}")
+    return Results(metrics, cells, missing)
 
 
 def evaluate(profiles: list[str], root=None) -> list[tuple[Claim, Finding, str]]:
-    """Each claim judged on the first profile whose results it can read."""
+    """Each claim judged on the first profile whose results it can read. A claim that needs per-query
+    outcomes that no profile has is "not run", saying which results lack them; when no claim at all
+    could pair its outcomes for that reason (results made without outcomes.json, or with them
+    deleted), nothing is judged: an error says what to regenerate, and CLAIMS.md stays as it is."""
     out = []
+    paired, unpaired = False, []
     for c in CLAIMS:
-        found, used = Finding(NOT_RUN), ""
+        found, used, lacking = Finding(NOT_RUN), "", []
         for p in profiles:
             r = read_results(p, c.artefact, root)
             if r is not None:
                 f = c.judge(r)
                 if f.verdict != NOT_RUN:
                     found, used = f, p
+                    paired |= r.asked and not r.missing
                     break
+                if r.asked and r.missing:
+                    lacking.append(r.missing)
+        if found.verdict == NOT_RUN and lacking:
+            found = Finding(NOT_RUN, evidence=f"no per-query outcomes: {lacking[0]}")
+            unpaired.append(lacking[0])
         out.append((c, found, used))
+    if unpaired and not paired:
+        raise SafetyheadsError(f"{unpaired[0]} (no claim could pair its per-query outcomes; {len(unpaired)} would "
+                               "read not run)")
     return out
 
 
@@ -709,8 +741,12 @@ def write_claims(profiles: list[str]) -> str:
     # beside the generated results when they live outside the source tree (the container's /out)
     in_tree = GENERATED == TABLES / "generated"
     path = TABLES / "CLAIMS.md" if in_tree else GENERATED / "CLAIMS.md"
+    for target in [path] + ([ROOT / "README.md"] if in_tree else []):  # both checked before either is written
+        check_folder(target.parent, "the folder of CLAIMS.md")
+        if target.exists() and not (target.is_file() and os.access(target, os.W_OK)):
+            raise SafetyheadsError(f"{shown(target)} cannot be replaced (not a writable file): fix its permissions")
     if in_tree:
         update_readme(found)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    return shown(path)

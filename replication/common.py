@@ -19,6 +19,8 @@ class ArtefactSpec:
     paper_source: str  # where in the paper
     run: Callable  # run(ctx) -> Output
     minutes: dict = field(default_factory=dict)  # measured minutes per profile on this project's CI machine
+    # optional modules the runner imports (matplotlib for a figure): a run checks them before computing
+    needs: tuple = ()
 
 
 @dataclass

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import math
 import os
 import random
 import time
+import zlib
 from pathlib import Path
+
+import torch
 
 from safetyheads.errors import SafetyheadsError
 
 from .artefacts import ARTEFACTS
+from .common import KINDS
 from .steps import Context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +55,8 @@ def verdict(metric: dict, expected: dict | None) -> tuple[str, str]:
     if kind == "bound":
         ok = got >= expected["value"] if expected["op"] == ">=" else got <= expected["value"]
         return ("PASS" if ok else "FAIL"), f"{expected['op']} {expected['value']}"
+    if expected.get("value") is None:  # a baseline stored from a run that had no value for it
+        return "FAIL", "expected no value"
     tol = float(expected.get("tolerance") or 0.0)
     d = abs(float(got) - float(expected["value"]))
     eps = 1e-9
@@ -116,15 +123,144 @@ def expected_path(profile: str, artefact: str) -> Path:
 
 
 def load_expected(profile: str, artefact: str) -> dict:
+    """The stored expected values of one artefact ({} when none are stored), checked: a file that
+    does not parse, or a value of the wrong type, is refused here rather than after a run."""
     path = expected_path(profile, artefact)
     if not path.exists():
         return {}
+    where = shown(path)
+    if not path.is_file():
+        raise SafetyheadsError(f"{where} is not a file: remove it, or restore it with `git checkout {where}`")
     try:
-        data = json.loads(path.read_text())
-        assert isinstance(data.get("metrics"), dict)
-        return data
-    except (ValueError, AssertionError):
-        raise SafetyheadsError(f"{path} is not a valid expected-values file (JSON with a 'metrics' object)") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SafetyheadsError(f"cannot read {where}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise SafetyheadsError(f"{where} is not valid JSON ({e}): restore it with `git checkout {where}`, or rewrite "
+                               "it with `python -m replication update-baselines --write`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        raise SafetyheadsError(f"{where} is not a valid expected-values file: it needs a 'metrics' object of "
+                               "{name: {value, kind, tolerance}}")
+    for name, e in data["metrics"].items():
+        problem = expected_problem(e)
+        if problem:
+            raise SafetyheadsError(f"{where}: metric {name!r} {problem}")
+    return data
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def expected_problem(e) -> str | None:
+    """What is wrong with one stored expected value, in words that say what to fix; None if nothing."""
+    if not isinstance(e, dict):
+        return "must be an object {value, kind, tolerance}"
+    kind, value = e.get("kind"), e.get("value")
+    if kind not in KINDS:
+        return f"has kind {kind!r}: use one of {', '.join(KINDS)}"
+    if kind == "number":
+        if value is not None and not _is_number(value):
+            return f"has value {value!r} ({type(value).__name__}): a number kind needs a number (or null)"
+        tol = e.get("tolerance")
+        if tol is not None and (not _is_number(tol) or not tol >= 0):
+            return f"has tolerance {tol!r}: use a number >= 0, or null for exact"
+    elif kind == "heads":
+        if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+            return f"has value {value!r}: a heads kind needs a list of head names such as [\"L7H2\", \"L18H8\"]"
+    elif kind == "bound":
+        if e.get("op") not in (">=", "<="):
+            return f"has op {e.get('op')!r}: a bound needs op \">=\" or \"<=\""
+        if not _is_number(value):
+            return f"has value {value!r} ({type(value).__name__}): a bound needs a number"
+    return None
+
+
+def shown(path: Path) -> str:
+    """A path as a user would type it: relative to the checkout when inside it."""
+    path = Path(path)
+    return str(path.relative_to(ROOT)) if path.is_absolute() and path.is_relative_to(ROOT) else str(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks before a run: whatever can refuse it is looked at before anything is loaded or computed
+
+
+def check_folder(path: Path, what: str, write: bool = True) -> None:
+    """``path`` is a folder, or can be made one, and (``write``) this user may write there. Creates nothing."""
+    # "..": after a part that does not exist yet, the OS cannot resolve it, mkdir would make that part
+    path = Path(os.path.abspath(path))
+    if path.exists():
+        if not path.is_dir():
+            raise SafetyheadsError(f"{what} {path} is a file, not a folder: point it at a folder (or a path that "
+                                   "does not exist yet)")
+        if write and not os.access(path, os.W_OK | os.X_OK):
+            raise SafetyheadsError(f"{what} {path} is not writable by this user: point it at a folder you can write")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SafetyheadsError(f"{what} {path} cannot be created: {parent} is a file")
+    if write and not os.access(parent, os.W_OK | os.X_OK):
+        raise SafetyheadsError(f"{what} {path} cannot be created: {parent} is not writable by this user")
+
+
+def check_optional(names: list[str]) -> None:
+    """The optional modules the artefacts import (matplotlib for the figures), imported now rather
+    than after an hour of computing."""
+    needs: dict[str, list[str]] = {}
+    for n in names:
+        for module in get_artefact(n).needs:
+            needs.setdefault(module, []).append(n)
+    for module, users in needs.items():
+        try:
+            if module == "matplotlib":  # as the figures use it: no display, the Agg backend
+                importlib.import_module("matplotlib").use("Agg")
+                importlib.import_module("matplotlib.pyplot")
+            else:
+                importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - a broken install fails in many ways; each means the same here
+            raise SafetyheadsError(f"{', '.join(users)} need(s) {module}, which does not import here ({type(e).__name__}: "
+                                   f"{e}): install the harness's extra, `pip install '.[replication]'`, or run "
+                                   "through nox") from None
+
+
+def check_device(device: str) -> None:
+    # safetyheads.models imports transformers: deferred so that `list` and a dry run stay light
+    from safetyheads.models import _resolve_device
+
+    resolved = _resolve_device(device)
+    try:
+        torch.device(resolved)
+    except (RuntimeError, ValueError):
+        raise SafetyheadsError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+
+
+def preflight(profile: str, names: list[str], store_root: Path, *, dry_run: bool = False, device: str = "auto",
+              out_root: Path | None = None) -> None:
+    """Refuse a run now for anything that would stop it later: unknown artefacts, expected-value
+    files that do not parse or hold values of the wrong type, a store or output folder that is a
+    file or not writable, a missing optional dependency, an unknown device. Writes nothing."""
+    for n in names:
+        get_artefact(n)
+    for n in names:
+        load_expected(profile, n)
+    check_folder(store_root, "the store (--store or $SAFETYHEADS_STORE)", write=not dry_run)
+    if dry_run:  # a plan reads the store and writes nothing
+        return
+    check_optional(names)
+    check_device(device)
+    out_root = Path(out_root or GENERATED)
+    check_folder(out_root, "the output folder (paper_tables/generated or $SAFETYHEADS_GENERATED)")
+    for n in names:
+        folder = out_root / profile / n
+        check_folder(folder, f"the output folder of {n}")
+        for f in OUTPUT_FILES:
+            if (folder / f).is_dir():
+                raise SafetyheadsError(f"{folder / f} is a folder where {n} writes a file: move it away")
+            if (folder / f).exists() and not os.access(folder / f, os.W_OK):
+                raise SafetyheadsError(f"{folder / f} is not writable by this user: {n} replaces it")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,10 +300,15 @@ def _datasets(ctx: Context) -> dict:
     return {n: load_prompts(n).sha256 for n in sorted(names)}
 
 
-def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path = GENERATED) -> Path:
+# every file write_outputs and run_artefact write into an artefact's folder (figures aside)
+OUTPUT_FILES = ("results.jsonl", "results.jsonl.tmp", "outcomes.json", "responses.jsonl.gz", "responses.jsonl.tmp",
+                "metrics.json", "table.md", "table.tex", "diff.md")
+
+
+def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path | None = None) -> Path:
     from tabulate import tabulate
 
-    folder = out_root / ctx.profile.name / spec.name
+    folder = Path(out_root or GENERATED) / ctx.profile.name / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     header = _header(ctx, spec, output, seconds)
     with open(folder / "results.jsonl.tmp", "w") as f:
@@ -232,10 +373,18 @@ def write_responses(path: Path, responses: dict) -> None:
 def read_responses(profile: str, artefact: str, root: Path | None = None) -> list[dict]:
     path = (root or GENERATED) / profile / artefact / "responses.jsonl.gz"
     if not path.exists():
-        raise SafetyheadsError(f"no responses for {artefact} at the {profile} profile ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}); "
+        raise SafetyheadsError(f"no responses for {artefact} at the {profile} profile ({shown(path)}); "
                                f"run `python -m replication run {artefact} --profile {profile}` first")
-    with gzip.open(path, "rt") as f:
-        return [json.loads(line) for line in f]
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+    except (OSError, EOFError, ValueError, zlib.error) as e:
+        raise SafetyheadsError(f"{shown(path)} is damaged ({type(e).__name__}: {e}): regenerate it with "
+                               f"`python -m replication run {artefact} --profile {profile}`") from None
+    if not all(isinstance(r, dict) and {"cell", "prompt_id", "response", "refused"} <= r.keys() for r in rows):
+        raise SafetyheadsError(f"{shown(path)} holds rows without cell, prompt_id, response and refused: regenerate it with "
+                               f"`python -m replication run {artefact} --profile {profile}`")
+    return rows
 
 
 def print_responses(artefact: str, profile: str, cell: str | None, list_cells: bool, n: int, verdict: str | None,
@@ -270,7 +419,7 @@ def print_responses(artefact: str, profile: str, cell: str | None, list_cells: b
     return 0
 
 
-def run_artefact(ctx: Context, name: str, out_root: Path = GENERATED, quiet: bool = False) -> tuple[int, list[dict]]:
+def run_artefact(ctx: Context, name: str, out_root: Path | None = None, quiet: bool = False) -> tuple[int, list[dict]]:
     """Run one artefact, write its outputs, print and write its diff; -> (exit code, diff rows)."""
     spec = get_artefact(name)
     ctx.used_keys, ctx.used_roles = [], set()  # per artefact, for its provenance
@@ -294,9 +443,9 @@ def run_artefact(ctx: Context, name: str, out_root: Path = GENERATED, quiet: boo
             print(tabulate(frame, headers="keys", tablefmt="github", showindex=False))
         for n in output.notes:
             print(f"note: {n}")
-        print(f"\ndiff against {expected_path(ctx.profile.name, name).relative_to(ROOT)}:")
+        print(f"\ndiff against {shown(expected_path(ctx.profile.name, name))}:")
         print(text)
-        print(f"outputs: {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder} ({seconds:.0f} s)")
+        print(f"outputs: {shown(folder)} ({seconds:.0f} s)")
     return exit_code(rows), rows
 
 

@@ -66,4 +66,4 @@ FIGURE13 = ArtefactSpec(
     "Histogram of every candidate head's generalized Ships (principal angle between the clean and the "
     "head-ablated last-token activations of the attribution queries, r=1, UA) on the aligned model, with the "
     "untuned base model's distribution as a control (is the long tail specific to the safety-tuned model?).",
-    "Figure 13 (appendix)", run)
+    "Figure 13 (appendix)", run, needs=("matplotlib",))

@@ -98,4 +98,4 @@ FIGURE2 = ArtefactSpec(
     "ASR of each fine-tune, vanilla vs its top-1 Sahara head ablated (UA or SC), with greedy decoding and "
     "top-5 sampling, direct and template input, on every set. The headline prints the mean vanilla and "
     "ablated ASR over the sets (UA, greedy, template) and their ratio: the paper's 0.04 -> 0.64 ('16x').",
-    "Figure 2; abstract and section 4 headline", run)
+    "Figure 2; abstract and section 4 headline", run, needs=("matplotlib",))

@@ -117,4 +117,4 @@ FIGURE4 = ArtefactSpec(
     "(a) ASR of the aligned model vs the number of Sahara UA heads ablated (1..S). (b) ASR with each "
     "single head UA-ablated, as a layer x head map (greedy; fewer queries and tokens than the other "
     "artefacts, see the profile).",
-    "Figure 4", run)
+    "Figure 4", run, needs=("matplotlib",))

@@ -99,4 +99,4 @@ FIGURE5 = ArtefactSpec(
     "gives neither the chance overlap nor a p-value; both are added here, and two controls: (a) each method's "
     "own top 10 on a second set (how much a method agrees with itself), (b) each fine-tune vs the untuned base "
     "model (how much any model of that base shares).",
-    "Figure 5", run)
+    "Figure 5", run, needs=("matplotlib",))

@@ -136,4 +136,4 @@ FIGURE6 = ArtefactSpec(
     "the base model, and of the base model. (b) Helpfulness after ablating the top-1 and top-3 UA heads, "
     "measured offline on held-out benign prompts (explicit refusals, gibberish, base-model NLL); the paper "
     "profile's lm-eval hook is printed in the notes.",
-    "Figure 6", run)
+    "Figure 6", run, needs=("matplotlib",))

@@ -114,4 +114,4 @@ FIGURE7 = ArtefactSpec(
     "Attention probabilities of the aligned model's top-1 UA head on one attribution query, clean and with "
     "the head's query, key or value scaled by 5e-1, 1e-3 and 1e-10. On a GQA model a key or value scaling "
     "hits every query head of the KV group.",
-    "Figure 7", run)
+    "Figure 7", run, needs=("matplotlib",))
