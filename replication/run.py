@@ -541,17 +541,17 @@ def _early_stop_lines(ctx: Context, items: list, total: int) -> list[str]:
     if p.stop_when_settled:
         return ["", f"early stop is on: {judged:,} of these forward passes are judge-only generation, which stops "
                     "once the verdict is settled (the figures above count every token)"]
-    points = stop_points()
     if not judged:
         return []
+    points = stop_points("mini") or stop_points("ci")  # ci's shorter answers stand in until mini's are committed
     if points is None:
-        return ["", "early stop: no early-stopped mini completions are committed yet to estimate its saving from"]
+        return ["", "early stop: no early-stopped mini or ci completions are committed yet to estimate its saving from"]
     f = early_stop_factor(points, p.max_new_tokens)
     with_stop = total - judged + judged * f
     rate = p.gpu_seconds_per_forward
     cost = (lambda n: f"{n * rate / 3600:.1f} GPU-hours") if rate else (lambda n: f"{n:,.0f} forward passes")
     return ["", f"early stop (stop_when_settled, off in this profile as in the paper): without {cost(total)}, "
-                f"with {cost(with_stop)}. Of {points['rows']:,} judge-only mini completions "
+                f"with {cost(with_stop)}. Of {points['rows']:,} judge-only {points['profile']} completions "
                 f"{points['stopped']:,} stopped once settled, at token {points['mean_stop_token']:.1f} on average; "
                 f"counting each such row at that token and every other row at the full {p.max_new_tokens} leaves "
                 f"{f:.0%} of the judge-only decoding ({judged:,} forward passes). Complied answers never settle, so "
