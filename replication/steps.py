@@ -191,6 +191,13 @@ class Context:
             raise SafetyheadsError(f"profile {p.name!r} leaves no {purpose} queries in {set_name} ({n_all} queries)")
         return Queries(set_name, ps.sha256, list(range(lo, hi)), list(ps.prompts[lo:hi]))
 
+    def ships_queries(self, set_name: str) -> Queries:
+        """The evaluation queries of the query-level experiments (each needs its own Ships sweep of
+        every head): the first ``n_ships_eval`` evaluation queries (all of them when None)."""
+        q = self.queries(set_name, "eval")
+        n = self.profile.n_ships_eval
+        return q if n is None else Queries(q.set, q.sha256, q.ids[:n], q.prompts[:n])
+
     def benign_queries(self) -> Queries:
         from safetyheads.data import load_prompts
         from safetyheads.organisms.dataset import heldout_benign
@@ -265,13 +272,21 @@ def sahara_group(ctx: Context, role: str, set_name: str, method: str, steps: int
     return {**res, "group": [HeadRef.parse(h) for h in res["group"]]}
 
 
-def ships_per_query(ctx: Context, role: str, q: Queries, method: str) -> dict:
-    """Ships of every candidate head on every query: {prompt_id: [(HeadRef, score), ...] best first}."""
+def ships_per_query(ctx: Context, role: str, q: Queries, method: str, *, template: str | None = None,
+                    system_prompt: str | None = None, eps: float | None = None) -> dict:
+    """Ships of every candidate head on every query: {prompt_id: [(HeadRef, score), ...] best first}.
+    ``template`` / ``system_prompt``: the input format the scores are computed on (Ships depends on
+    it; default the profile's template); ``eps``: the ablation factor (default the profile's)."""
     p = ctx.profile
+    template = template or p.template
+    eps = p.eps if eps is None else eps
     cands = ctx.candidates(role)
-    spec = {"model": ctx.model_id(role), "queries": q.spec(), "method": method, "eps": p.eps,
-            "template": p.template, "candidates": [str(h) for h in cands]}
-    what = f"Ships {method.upper()} {role} {q.set} ({len(q.ids)} queries x {len(cands)} heads)"
+    spec = {"model": ctx.model_id(role), "queries": q.spec(), "method": method, "eps": eps,
+            "template": template, "candidates": [str(h) for h in cands]}
+    if system_prompt is not None:  # only then, so the keys of earlier runs stay valid
+        spec["system_prompt"] = system_prompt
+    fmt = "" if template == p.template and system_prompt is None else f", {template} input"
+    what = f"Ships {method.upper()} {role} {q.set} ({len(q.ids)} queries x {len(cands)} heads{fmt}{'' if eps == p.eps else f', eps {eps:g}'})"
     entry = ctx._entry("ships", spec, what, len(q.ids) * len(cands))
     if ctx.plan_only and not entry.done:
         return {pid: [(h, 0.0) for h in cands] for pid in q.ids}
@@ -297,8 +312,8 @@ def ships_per_query(ctx: Context, role: str, q: Queries, method: str) -> dict:
                 entry.append(out)
 
             t = [time.perf_counter()]
-            ships_scores(model, tok, [pr for _, pr in todo], heads=cands, method=method, eps=p.eps,
-                         template=p.template, prompt_ids=[pid for pid, _ in todo], on_prompt=on_prompt,
+            ships_scores(model, tok, [pr for _, pr in todo], heads=cands, method=method, eps=eps,
+                         template=template, system_prompt=system_prompt, prompt_ids=[pid for pid, _ in todo], on_prompt=on_prompt,
                          progress=ctx.progress)
         rows = entry.rows()
         res = entry.finish({"rows": rows, "seconds": sum(r.get("seconds", 0.0) for r in rows)})
@@ -309,6 +324,11 @@ def ships_per_query(ctx: Context, role: str, q: Queries, method: str) -> dict:
     for pid in by:
         by[pid].sort(key=lambda t: (-t[1], t[0]))
     return by
+
+
+def query_level(ships: dict, k: int, method: str, eps: float) -> dict:
+    """Each query's own top-k Ships heads as a per-prompt ablation: {prompt_id: AblationSpec}."""
+    return {pid: head_spec([h for h, _ in ranked[:k]], method, eps) for pid, ranked in ships.items()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -383,6 +403,40 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
            for r, v in zip(rows, verdicts)]
     rep = asr_report(verdicts, ctx.judge, n_boot=1000)
     return Judged(out, rep.asr, rep.as_dict(), entry.key)
+
+
+HEADS_PER_ENTRY = 32
+
+
+def single_head_asr(ctx: Context, role: str, set_name: str) -> tuple[Judged, dict]:
+    """Figure 4b's grid: every candidate head UA-ablated alone on the profile's heatmap queries
+    (greedy, ``heatmap_max_new_tokens``). -> (vanilla, {head name: [(query id, complied, row)]})."""
+    p = ctx.profile
+    dec = DecodingSpec("greedy", max_new_tokens=p.heatmap_max_new_tokens)
+    q = ctx.queries(set_name, "heatmap")
+    van = completions(ctx, role, q, decoding=dec, label="heatmap vanilla")
+    cands = ctx.candidates(role)
+    # every (head, query) pair, in store entries of HEADS_PER_ENTRY heads: rows that ablate different
+    # heads share generation batches, and a killed run resumes within an entry
+    by_head: dict = {str(h): [] for h in cands}
+    for c in range(0, len(cands), HEADS_PER_ENTRY):
+        pairs = [(h, pid, pr) for h in cands[c : c + HEADS_PER_ENTRY] for pid, pr in zip(q.ids, q.prompts)]
+        grid = Queries(q.set, q.sha256, [f"{h}|{pid}" for h, pid, _ in pairs], [pr for _, _, pr in pairs])
+        spec = {f"{h}|{pid}": head_spec([h], "ua", p.eps) for h, pid, _ in pairs}
+        res = completions(ctx, role, grid, ablation=spec, decoding=dec, label=f"heatmap, heads {c}..")
+        for r in res.rows:
+            head, pid = r["prompt_id"].split("|")
+            by_head[head].append((int(pid), not r["refused"], r))
+    return van, by_head
+
+
+def strongest_single_head(ctx: Context, role: str, set_name: str) -> tuple[HeadRef, float]:
+    """The head whose ablation alone gives the highest ASR in Figure 4b's grid (ties: the earliest
+    head), with that ASR: the head that demonstrably lowers safety."""
+    _, by_head = single_head_asr(ctx, role, set_name)
+    asr = {h: (sum(c for _, c, _ in rows) / len(rows) if rows else 0.0) for h, rows in by_head.items()}
+    best = max(asr, key=lambda h: (asr[h], -HeadRef.parse(h).layer, -HeadRef.parse(h).head))
+    return HeadRef.parse(best), asr[best]
 
 
 def early_stop(ctx: Context, decoding: DecodingSpec, text_read: bool) -> DecodingSpec:

@@ -3,12 +3,8 @@ UA-ablated."""
 
 from __future__ import annotations
 
-from safetyheads.generation import DecodingSpec
-
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label
-from ..steps import Queries, completions, head_spec, sahara_group
-
-HEADS_PER_ENTRY = 32
+from ..steps import completions, head_spec, sahara_group, single_head_asr
 
 
 def run(ctx) -> Output:
@@ -31,24 +27,12 @@ def run(ctx) -> Output:
         best = max((r for r in curve if r["dataset"] == s and r["k"] > 0), key=lambda r: (r["asr"], -r["k"]))
         out.metric(f"a.{s}.best_k", best["k"], kind="info", description="group size with the highest ASR")
     heat = []
-    dec = DecodingSpec("greedy", max_new_tokens=p.heatmap_max_new_tokens)
     cands = ctx.candidates("aligned")
     for s in p.table_sets:
         q = ctx.queries(s, "heatmap")
-        van = completions(ctx, "aligned", q, decoding=dec, label="heatmap vanilla")
-        out.outcome(f"b.{s}.vanilla", van)
         ctx.log(f"Figure 4b on {set_label(s)}: {len(cands)} heads x {len(q.ids)} queries")
-        # every (head, query) pair, in store entries of HEADS_PER_ENTRY heads: rows that ablate
-        # different heads share generation batches, and a killed run resumes within an entry
-        by_head: dict = {}  # head -> [(query id, complied)]
-        for c in range(0, len(cands), HEADS_PER_ENTRY):
-            pairs = [(h, pid, pr) for h in cands[c : c + HEADS_PER_ENTRY] for pid, pr in zip(q.ids, q.prompts)]
-            grid = Queries(q.set, q.sha256, [f"{h}|{pid}" for h, pid, _ in pairs], [pr for _, _, pr in pairs])
-            spec = {f"{h}|{pid}": head_spec([h], "ua", p.eps) for h, pid, _ in pairs}
-            res = completions(ctx, "aligned", grid, ablation=spec, decoding=dec, label=f"heatmap, heads {c}..")
-            for r in res.rows:
-                head, pid = r["prompt_id"].split("|")
-                by_head.setdefault(head, []).append((int(pid), not r["refused"], r))
+        van, by_head = single_head_asr(ctx, "aligned", s)
+        out.outcome(f"b.{s}.vanilla", van)
         for h in cands:
             out.outcome(f"b.{s}.{h}", ids=[pid for pid, _, _ in by_head[str(h)]], flags=[c for _, c, _ in by_head[str(h)]],
                         rows=[{**r, "prompt_id": pid} for pid, _, r in by_head[str(h)]])
