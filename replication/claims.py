@@ -191,6 +191,8 @@ SETS = ("advbench", "jailbreakbench", "maliciousinstruct")
 
 
 def headline(role: str, T: float, ratio: float | None):
+    """Reads the query-level cells (each query's own top-1 Ships head, as the paper's Figure 2); the
+    dataset-level cells (one Sahara head for every query) are shown beside it, never decide."""
     def judge(r: Results) -> Finding:
         key = f"{role}.ua.greedy.paper.{{s}}"
         sets = [s for s in SETS if r.flags(key.format(s=s) + ".vanilla") and r.flags(key.format(s=s) + ".ablated")]
@@ -199,10 +201,17 @@ def headline(role: str, T: float, ratio: float | None):
         t = pooled([(r.flags(key.format(s=s) + ".vanilla"), r.flags(key.format(s=s) + ".ablated")) for s in sets])
         ok = ratio is None or t.before == 0 or t.after / t.before >= ratio
         x = "" if t.before == 0 else f" ({t.after / t.before:.1f}x)"
-        head, level = r.m(f"{role}.ua.head"), r.m("headline.level")
-        ev = (f"mean ASR {t.before:.2f} -> {t.after:.2f}{x} with the top-1 UA head"
-              + (f" ({', '.join(head)})" if head else "") + f" ablated, {len(sets)} sets"
-              + (f"; head level: {level}" if level else ""))
+        tops = [h for s in sets for h in (r.m(f"{role}.ua.paper.{s}.top1") or [])]
+        common = max(set(tops), key=lambda h: (tops.count(h), h)) if tops else None
+        ev = (f"mean ASR {t.before:.2f} -> {t.after:.2f}{x} with each query's own top-1 UA Ships head ablated, "
+              f"{len(sets)} sets" + (f" (most often {common}: {tops.count(common)} of {len(tops)} queries)" if common else ""))
+        dk = f"dataset.{role}.ua.greedy.paper.{{s}}"
+        dsets = [s for s in SETS if r.flags(dk.format(s=s) + ".vanilla") and r.flags(dk.format(s=s) + ".ablated")]
+        if dsets:
+            d = pooled([(r.flags(dk.format(s=s) + ".vanilla"), r.flags(dk.format(s=s) + ".ablated")) for s in dsets])
+            head = r.m(f"{role}.ua.head")
+            ev += (f"; dataset level, not the verdict: one Sahara head{' (' + ', '.join(head) + ')' if head else ''} "
+                   f"for every query, {d.before:.2f} -> {d.after:.2f}, n = {d.n}")
         v, unc = increase_finding(t, T, "increase", ok, f"ratio below {ratio:g}x" if ratio else "")
         return Finding(v, ev, unc)
     return judge
@@ -407,7 +416,9 @@ def swap_safe(r: Results) -> Finding:
 
 
 def helpful(r: Results) -> Finding:
-    cond = "top1"
+    """Reads a head that lowers safety: the one most often a harmful query's own top-1 UA Ships head
+    (Figure 2's query level); results from before that row existed read the top-1 Sahara head."""
+    cond = "query_common" if r.flags("b.query_common.refusal") else "top1"
     ref0, ref1 = r.flags("b.vanilla.refusal"), r.flags(f"b.{cond}.refusal")
     gib0, gib1 = r.flags("b.vanilla.gibberish"), r.flags(f"b.{cond}.gibberish")
     if not ref0 or not ref1 or not gib0 or not gib1:
@@ -419,7 +430,9 @@ def helpful(r: Results) -> Finding:
         verdicts.append(decide_at_most(lo, hi, HELP_MAX))
         parts.append(f"{name} {t.diff:+.2f} [{lo:+.2f}, {hi:+.2f}]")
     nll0, nll1 = r.values("b.vanilla.nll"), r.values(f"b.{cond}.nll")
-    ev = (f"benign prompts, vanilla -> top-1 UA head ablated: refusals {ref.before:.2f} -> {ref.after:.2f}, "
+    head = r.m("b.query_common_head") if cond == "query_common" else None
+    which = f"the most frequent query-level top-1 head ({', '.join(head)})" if head else "the top-1 UA head"
+    ev = (f"benign prompts, vanilla -> {which} ablated: refusals {ref.before:.2f} -> {ref.after:.2f}, "
           f"gibberish {gib.before:.2f} -> {gib.after:.2f}")
     if nll0 and nll1:
         d = [nll1[q] - nll0[q] for q in nll0 if q in nll1 and nll0[q] is not None and nll1[q] is not None]
@@ -474,17 +487,34 @@ def skew_gap(sa: dict, sb: dict, heads: list, n_boot: int = 2000, seed: int = 0)
     return float(sk(a) - sk(b)), (float(np.quantile(gaps, 0.025)), float(np.quantile(gaps, 0.975)))
 
 
+def _dataset_level(r: Results, before: str, after: str, head: str | None = None) -> str:
+    """The dataset-level variant of a query-level comparison, for the evidence column only."""
+    sets = [s for s in SETS if r.flags(before.format(s=s)) and r.flags(after.format(s=s))]
+    if not sets:
+        return ""
+    t = pooled([(r.flags(before.format(s=s)), r.flags(after.format(s=s))) for s in sets])
+    heads = r.m(head) if head else None
+    return (f"; dataset level, not the verdict (one Sahara head{' ' + ', '.join(heads) if heads else ''} for every "
+            f"query): {t.before:.2f} -> {t.after:.2f}, n = {t.n}")
+
+
 def course_correction(r: Results) -> Finding:
+    """Reads the query level (each query's own top-1 UA Ships head): see replication/artefacts/table7.py."""
     sets = [s for s in SETS if r.flags(f"{s}.Sure") and r.flags(f"{s}.UA+Sure")]
     if not sets:
         return Finding(NOT_RUN)
     t = pooled([(r.flags(f"{s}.Sure"), r.flags(f"{s}.UA+Sure")) for s in sets])
-    head = r.m("ua_head")
-    ev = "; ".join(f"{s}: Sure {stats.mean_flags(r.flags(f'{s}.Sure')):.2f}, UA+Sure "
-                   f"{stats.mean_flags(r.flags(f'{s}.UA+Sure')):.2f}" for s in sets)
-    ev += f" (UA head {', '.join(head)})" if head else ""
+    ev = "each query's own top-1 UA head: " + "; ".join(
+        f"{s}: Sure {stats.mean_flags(paired_only(r.flags(f'{s}.Sure'), r.flags(f'{s}.UA+Sure'))):.2f}, UA+Sure "
+        f"{stats.mean_flags(r.flags(f'{s}.UA+Sure')):.2f}" for s in sets)
+    ev += _dataset_level(r, "{s}.Sure", "dataset.{s}.UA+Sure", "ua_head")
     v, unc = increase_finding(t, T_COURSE, "UA+Sure - Sure")
     return Finding(v, ev, unc)
+
+
+def paired_only(before: dict, after: dict) -> dict:
+    """``before``'s outcomes on the queries ``after`` has (a query-level cell covers the first queries)."""
+    return {i: f for i, f in before.items() if i in after}
 
 
 def chat_refuses(r: Results) -> Finding:
@@ -507,12 +537,15 @@ def chat_refuses(r: Results) -> Finding:
 
 
 def chat_lift(r: Results) -> Finding:
+    """Reads the query level (each query's own top-1 UA Ships head on the chat input)."""
     sets = [s for s in SETS if r.flags(f"{s}.vanilla") and r.flags(f"{s}.ua_top1")]
     if not sets:
         return Finding(NOT_RUN)
     t = pooled([(r.flags(f"{s}.vanilla"), r.flags(f"{s}.ua_top1")) for s in sets])
-    ev = "; ".join(f"{s}: {stats.mean_flags(r.flags(f'{s}.vanilla')):.2f} -> "
-                   f"{stats.mean_flags(r.flags(f'{s}.ua_top1')):.2f}" for s in sets)
+    ev = "each query's own top-1 UA head: " + "; ".join(
+        f"{s}: {stats.mean_flags(paired_only(r.flags(f'{s}.vanilla'), r.flags(f'{s}.ua_top1'))):.2f} -> "
+        f"{stats.mean_flags(r.flags(f'{s}.ua_top1')):.2f}" for s in sets)
+    ev += _dataset_level(r, "{s}.vanilla", "dataset.{s}.ua_top1")
     v, unc = increase_finding(t, T_CHAT_LIFT, "increase")
     return Finding(v, ev, unc)
 

@@ -83,13 +83,14 @@ class Profile:
         return type(self)(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
 
 
-# Until the query-level protocol lands for these artefacts, every profile says so under their tables.
+# Which head each experiment ablates, printed under every profile's tables.
 HEAD_LEVEL_DEPARTURE = (
-    "Head choice: Figure 2 (and so the headline), Table 7, the chat-template appendix and Figure 6b ablate the "
-    "aligned model's dataset-level top-1 Sahara head, one head for every query. The paper's Figure 2 ablates each "
-    "query's own top-1 Ships head (query level; its headline 0.04 -> 0.64 is that result), and Table 7 most likely "
-    "does too. The query-level protocol is run here only in Tables 3/5's Ships rows, so the headline verdict in "
-    "CLAIMS.md reads a different experiment from the paper's."
+    "Head choice: Figure 2 (and so the headline) ablates each query's own top-1 Ships head, scored on that query "
+    "in that input format (the paper's protocol); the top-1 Sahara head for every query is shown as an extra "
+    "'dataset level' row and never read by a verdict. The paper does not say which head Table 7 and the "
+    "chat-template appendix ablate: both levels are run and the verdicts read the query level (Table 7's UA column "
+    "matches Figure 2's query-level numbers). Figure 6b's verdict reads the head most often a harmful query's "
+    "own top-1 UA Ships head; Figure 4b's strongest single head and the Sahara heads are shown beside it."
 )
 
 PAPER = Profile(
@@ -161,8 +162,9 @@ MINI = Profile(
         "first 8 queries of a set (one Sahara step over 270 heads costs a few CPU-seconds per query), ASR on the "
         "next 48 (AdvBench too, not its 520; one query moves an ASR by 0.02), 40 new tokens instead of 128 (the "
         "judge decides on the opening of a response).",
-        "Tables 3/5, Ships level: the first 16 of the 48 evaluation queries (each needs its own Ships sweep of "
-        "every head, per method and organism); the Sahara level uses all 48.",
+        "Query level (Tables 3/5's Ships rows, Figure 2, Table 7, the chat template): the first 16 of the 48 "
+        "evaluation queries of each set (each needs its own Ships sweep of every head, per method, organism and input "
+        "format); the dataset level uses all 48, and the vanilla ASR beside a query-level row is that of the same 16.",
         "Figure 4b: 8 queries and 24 new tokens per head instead of the whole set and 128 tokens (270 heads x 2 sets).",
         EARLY_STOP_DEPARTURE,
     ),
@@ -173,7 +175,7 @@ CI = MINI.replace(
     name="ci",
     n_attribution=4,
     n_eval=8,
-    n_ships_eval=None,
+    n_ships_eval=4,
     sets=("maliciousinstruct", "jailbreakbench"),
     table_sets=("maliciousinstruct",),
     sahara_steps=3,
@@ -183,7 +185,7 @@ CI = MINI.replace(
     heatmap_max_new_tokens=8,
     helpfulness_n=16,
     departures=COMMON_DEPARTURES + (
-        "ci sizes: 4 attribution and 8 evaluation queries per set, 16 new tokens, Sahara over the heads of every "
+        "ci sizes: 4 attribution and 8 evaluation queries per set (the query level on the first 4), 16 new tokens, Sahara over the heads of every "
         "third layer (90 candidates) for 3 steps, Tables 3/5 and Figure 4 on MaliciousInstruct only, the three-set "
         "artefacts on MaliciousInstruct and JailbreakBench, Figure 4b on 2 queries x 8 tokens, Figure 6b on 16 "
         "benign prompts: a regression check of the whole pipeline in minutes, not evidence about the paper's claims.",

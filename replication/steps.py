@@ -439,6 +439,15 @@ def strongest_single_head(ctx: Context, role: str, set_name: str) -> tuple[HeadR
     return HeadRef.parse(best), asr[best]
 
 
+def restrict(judged: Judged, ids) -> Judged:
+    """The judged rows of ``ids`` only (a subset of the queries judged), with their ASR: the vanilla
+    baseline of the query-level experiments, which run on the first queries of the evaluation set."""
+    keep = set(ids)
+    rows = [r for r in judged.rows if r["prompt_id"] in keep]
+    asr = sum(not r["refused"] for r in rows) / len(rows) if rows else 0.0
+    return Judged(rows, asr, {}, judged.key)
+
+
 def early_stop(ctx: Context, decoding: DecodingSpec, text_read: bool) -> DecodingSpec:
     """``decoding`` with ``stop_when_settled`` set to the profile's judge where the profile asks for it
     and only that judge reads the text (an early-stopped response is exact for its verdict, nothing else)."""

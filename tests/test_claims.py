@@ -120,6 +120,18 @@ def test_sibling_rule_is_its_own_the_aligned_rule_would_not_pass_the_papers_vicu
     assert claims.table_increase(t, claims.T_HEADLINE)[0] == PARTLY  # why the sibling has its own threshold
 
 
+def test_headline_reads_the_query_level_cells_never_the_dataset_level_ones():
+    """The paper's Figure 2 ablates each query's own top-1 Ships head; the dataset-level cells (one
+    Sahara head for every query) are shown beside it but must not decide."""
+    query_null = figure2_results("aligned", 0.04, 0.04, noise=20)
+    dataset_paper = figure2_results("aligned", 0.04, 0.64)
+    mixed = {**query_null.outcomes, **{f"dataset.{k}": v for k, v in dataset_paper.outcomes.items()}}
+    f = claims.CLAIMS[0].judge(results({}, mixed))
+    assert f.verdict == FAILS and "dataset level, not the verdict" in f.evidence and "0.04 -> 0.64" in f.evidence
+    flipped = {**dataset_paper.outcomes, **{f"dataset.{k}": v for k, v in query_null.outcomes.items()}}
+    assert claims.CLAIMS[0].judge(results({}, flipped)).verdict == HOLDS
+
+
 def test_headline_ratio_short_of_4x_is_partly():
     assert verdict("one-head", figure2_results("aligned", 0.30, 0.75)) == PARTLY  # +0.45 but 2.5x
 
@@ -298,14 +310,23 @@ def test_attention_swap_paper_like_holds_null_does_not():
     assert verdict("attention-swap", swap_results(0.04, 0.04, 0.04)) == INCONCLUSIVE  # no contrast to show
 
 
-def helpful_results(ref: tuple, gib: tuple, nll: tuple, n: int = 500) -> Results:
-    out = cells(**{"b.vanilla.refusal": rate_flags(n, ref[0]), "b.top1.refusal": rate_flags(n, ref[1]),
-                   "b.vanilla.gibberish": rate_flags(n, gib[0]), "b.top1.gibberish": rate_flags(n, gib[1])})
+def helpful_results(ref: tuple, gib: tuple, nll: tuple, n: int = 500, cond: str = "top1") -> Results:
+    out = cells(**{"b.vanilla.refusal": rate_flags(n, ref[0]), f"b.{cond}.refusal": rate_flags(n, ref[1]),
+                   "b.vanilla.gibberish": rate_flags(n, gib[0]), f"b.{cond}.gibberish": rate_flags(n, gib[1])})
     rng = random.Random(3)
     v0 = [nll[0] + rng.gauss(0, 0.3) for _ in range(n)]
     out["b.vanilla.nll"] = {"ids": [str(i) for i in range(n)], "values": v0}
-    out["b.top1.nll"] = {"ids": [str(i) for i in range(n)], "values": [x + nll[1] - nll[0] for x in v0]}
-    return results({"b.vanilla.base_nll": nll[0], "b.top1.base_nll": nll[1]}, out)
+    out[f"b.{cond}.nll"] = {"ids": [str(i) for i in range(n)], "values": [x + nll[1] - nll[0] for x in v0]}
+    return results({"b.vanilla.base_nll": nll[0], f"b.{cond}.base_nll": nll[1]}, out)
+
+
+def test_helpfulness_reads_the_head_that_lowers_safety_not_the_sahara_head():
+    fine = helpful_results((0.02, 0.02), (0.01, 0.02), (1.0, 1.05))
+    broken = helpful_results((0.02, 0.02), (0.01, 0.55), (1.0, 1.05), cond="query_common")
+    both = claims.Results({**fine.metrics, **broken.metrics}, {**fine.outcomes, **broken.outcomes})
+    assert verdict("helpfulness", both) == FAILS  # the query-level head breaks fluency: the Sahara row must not hide it
+    fine_q = helpful_results((0.02, 0.02), (0.01, 0.02), (1.0, 1.05), cond="query_common")
+    assert verdict("helpfulness", fine_q) == HOLDS
 
 
 def test_helpfulness_small_drop_holds_breakage_does_not():

@@ -1,9 +1,14 @@
-"""Appendix (Figure 17): the model's own chat template with a system prompt, vanilla vs UA-ablated."""
+"""Appendix (Figure 17): the model's own chat template with a system prompt, vanilla vs UA-ablated.
+
+The paper does not say which head. Both are run: query level (each query's own top-1 / top-3 UA Ships
+heads, scored on the chat-formatted input; the verdict reads this, as for Figure 2 and Table 7) and
+dataset level (the top-1 / top-3 Sahara heads found with the paper's template; prefixed ``dataset.``).
+"""
 
 from __future__ import annotations
 
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
-from ..steps import completions, head_spec
+from ..steps import completions, head_spec, query_level, restrict, ships_per_query
 
 
 def run(ctx) -> Output:
@@ -13,26 +18,36 @@ def run(ctx) -> Output:
     out = Output()
     k = min(3, p.sahara_steps)
     top1 = top_group(ctx, "aligned", "ua", 1)
-    top3 = top_group(ctx, "aligned", "ua", k)
+    topk = top_group(ctx, "aligned", "ua", k)
     rows = []
+    kw = dict(template="chat", system_prompt=p.chat_system_prompt)
     for s in p.sets:
-        q = ctx.queries(s, "eval")
-        kw = dict(template="chat", system_prompt=p.chat_system_prompt)
+        q, qs = ctx.queries(s, "eval"), ctx.ships_queries(s)
         van = completions(ctx, "aligned", q, label="chat vanilla", **kw)
-        a1 = completions(ctx, "aligned", q, ablation=head_spec(top1, "ua", p.eps), label="chat top-1", **kw)
-        a3 = completions(ctx, "aligned", q, ablation=head_spec(top3, "ua", p.eps), label=f"chat top-{k}", **kw)
-        out.outcome(f"{s}.vanilla", van)
-        out.outcome(f"{s}.ua_top1", a1)
-        out.outcome(f"{s}.ua_top{k}", a3)
-        tol = asr_tol(len(q.ids))
-        out.metric(f"{s}.vanilla", van.asr, tolerance=tol)
-        out.metric(f"{s}.ua_top1", a1.asr, tolerance=tol)
-        out.metric(f"{s}.ua_top{k}", a3.asr, tolerance=tol)
-        rows.append({"dataset": set_label(s), "vanilla": round(van.asr, 3), f"UA top-1 ({top1[0]})": round(a1.asr, 3),
-                     f"UA top-{k}": round(a3.asr, 3), "n": len(q.ids)})
+        ships = ships_per_query(ctx, "aligned", qs, "ua", **kw)  # Ships depends on the input: scored on the chat input
+        cells = {"vanilla": van,
+                 "ua_top1": completions(ctx, "aligned", qs, ablation=query_level(ships, 1, "ua", p.eps), label="chat own top-1", **kw),
+                 f"ua_top{k}": completions(ctx, "aligned", qs, ablation=query_level(ships, k, "ua", p.eps), label=f"chat own top-{k}", **kw),
+                 "dataset.ua_top1": completions(ctx, "aligned", q, ablation=head_spec(top1, "ua", p.eps), label="chat top-1", **kw),
+                 f"dataset.ua_top{k}": completions(ctx, "aligned", q, ablation=head_spec(topk, "ua", p.eps), label=f"chat top-{k}", **kw)}
+        for name, res in cells.items():
+            cell = f"dataset.{s}.{name[8:]}" if name.startswith("dataset.") else f"{s}.{name}"
+            out.outcome(cell, res)
+            out.metric(cell, res.asr, tolerance=asr_tol(res.n))
+        tops = [str(ships[pid][0][0]) for pid in qs.ids]
+        out.metric(f"{s}.top1", tops, kind="heads", description="each query's own top-1 UA Ships head on the chat input")
+        rows.append({"dataset": set_label(s), "vanilla": round(van.asr, 3),
+                     "vanilla (query-level queries)": round(restrict(van, qs.ids).asr, 3),
+                     "own top-1 (query level)": round(cells["ua_top1"].asr, 3),
+                     f"own top-{k} (query level)": round(cells[f"ua_top{k}"].asr, 3),
+                     f"Sahara top-1 {top1[0]} (dataset level)": round(cells["dataset.ua_top1"].asr, 3),
+                     f"Sahara top-{k} (dataset level)": round(cells[f"dataset.ua_top{k}"].asr, 3),
+                     "n": len(q.ids), "n (query level)": len(qs.ids)})
     out.metric("mean.vanilla", mean(r["vanilla"] for r in rows), kind="info")
-    out.metric("mean.ua_top1", mean(r[f"UA top-1 ({top1[0]})"] for r in rows), kind="info")
-    out.tables.append((f"ASR with the chat template and system prompt '{p.chat_system_prompt}'", pd.DataFrame(rows)))
+    out.metric("mean.ua_top1", mean(r["own top-1 (query level)"] for r in rows), kind="info")
+    out.metric("mean.dataset.ua_top1", mean(r[f"Sahara top-1 {top1[0]} (dataset level)"] for r in rows), kind="info")
+    out.tables.append((f"ASR with the chat template and system prompt '{p.chat_system_prompt}' (the verdict reads "
+                       "the query level)", pd.DataFrame(rows)))
     out.rows = rows
     return out
 
@@ -40,5 +55,7 @@ def run(ctx) -> Output:
 CHAT_TEMPLATE = ArtefactSpec(
     "chat_template", "Appendix: official chat template",
     "ASR of the aligned model queried through its own chat template with the system prompt 'You are a helpful "
-    "assistant', vanilla and with its top-1 and top-3 Sahara UA heads ablated (heads found with the paper's template).",
+    "assistant', vanilla and UA-ablated: query level, each query's own top-1 and top-3 Ships heads scored on the "
+    "chat input (the verdict reads this); dataset level, the top-1 and top-3 Sahara heads found with the paper's "
+    "template.",
     "Appendix, chat-template experiment (Figure 17)", run)

@@ -1,14 +1,24 @@
 """Figure 2: vanilla vs the top-1 head ablated, greedy and top-5 sampling, direct and template input,
-UA and SC, both fine-tunes, every set: the paper's "16x" headline."""
+UA and SC, both fine-tunes, every set: the paper's "16x" headline.
+
+Query level, as the paper: for each query, its own top-1 Ships head, scored on that query in that
+input format with that method (the authors' ``ships_test`` ablates ``top_ships[:mask_num]`` per query).
+The dataset-level variant (the profile's top-1 Sahara head, one head for every query) is kept as a
+labelled extra row; the headline never reads it.
+"""
 
 from __future__ import annotations
+
+from collections import Counter
 
 from safetyheads.generation import DecodingSpec
 
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
-from ..steps import completions, head_spec
+from ..steps import completions, head_spec, query_level, restrict, ships_per_query
 
 TEMPLATES = ("direct", "paper")
+LEVELS = {"query": "query level (each query's own top-1 Ships head)",
+          "dataset": "dataset level (the top-1 Sahara head, one for every query)"}
 
 
 def decodings(p) -> dict:
@@ -16,54 +26,96 @@ def decodings(p) -> dict:
             "top5": DecodingSpec("topk", k=p.topk, temperature=1.0, max_new_tokens=p.max_new_tokens, seed=p.seed)}
 
 
+def query_top1(ctx, role: str, method: str, template: str) -> dict:
+    """{set: (queries, Ships ranking per query)} on the query-level evaluation queries."""
+    found = {}
+    for s in ctx.profile.sets:
+        qs = ctx.ships_queries(s)
+        found[s] = (qs, ships_per_query(ctx, role, qs, method, template=template))
+    return found
+
+
 def run(ctx) -> Output:
     import pandas as pd
 
     p = ctx.profile
     out = Output()
-    rows = []
+    rows, freq = [], []
     for role in ("aligned", "sibling"):
         for method in ("ua", "sc"):
             head = top_group(ctx, role, method, 1)
-            out.metric(f"{role}.{method}.head", head, kind="heads", description=f"top-1 Sahara {method.upper()} head of {role}")
-            for dname, dec in decodings(p).items():
-                for tmpl in TEMPLATES:
-                    for s in p.sets:
+            out.metric(f"{role}.{method}.head", head, kind="heads",
+                       description=f"dataset level: the top-1 Sahara {method.upper()} head of {role}")
+            for tmpl in TEMPLATES:
+                found = query_top1(ctx, role, method, tmpl)
+                chosen = []
+                for s, (qs, ships) in found.items():
+                    tops = [ships[pid][0][0] for pid in qs.ids]
+                    chosen += tops
+                    out.metric(f"{role}.{method}.{tmpl}.{s}.top1", tops, kind="heads",
+                               description=f"each query's own top-1 {method.upper()} Ships head ({tmpl} input), in query order")
+                counts = Counter(map(str, chosen)).most_common()
+                freq.append({"model": role, "ablation": method.upper(), "input": tmpl, "queries": len(chosen),
+                             "distinct heads": len(counts),
+                             "most often top-1": ", ".join(f"{h} ({c})" for h, c in counts[:4])})
+                out.metric(f"{role}.{method}.{tmpl}.top1_distinct", len(counts), kind="info",
+                           description="distinct top-1 heads over the query-level queries of every set")
+                for dname, dec in decodings(p).items():
+                    for s, (qs, ships) in found.items():
                         q = ctx.queries(s, "eval")
                         van = completions(ctx, role, q, decoding=dec, template=tmpl, label="vanilla")
-                        abl = completions(ctx, role, q, ablation=head_spec(head, method, p.eps), decoding=dec,
-                                          template=tmpl, label=f"{method} top-1")
-                        rows.append({"model": role, "ablation": method.upper(), "decoding": dname, "input": tmpl,
-                                     "dataset": s, "vanilla": van.asr, "ablated": abl.asr, "n": len(q.ids),
-                                     "head": str(head[0]), "removed_by_filters": abl.report.get("removed")})
-                        cell = f"{role}.{method}.{dname}.{tmpl}.{s}"
-                        out.outcome(f"{cell}.vanilla", van)
-                        out.outcome(f"{cell}.ablated", abl)
-                        tol = asr_tol(len(q.ids))
-                        out.metric(f"{role}.{method}.{dname}.{tmpl}.{s}.vanilla", van.asr, tolerance=tol)
-                        out.metric(f"{role}.{method}.{dname}.{tmpl}.{s}.ablated", abl.asr, tolerance=tol)
+                        cells = {
+                            "query": (restrict(van, qs.ids), completions(
+                                ctx, role, qs, ablation=query_level(ships, 1, method, p.eps), decoding=dec,
+                                template=tmpl, label=f"{method} query-level top-1")),
+                            "dataset": (van, completions(ctx, role, q, ablation=head_spec(head, method, p.eps),
+                                                         decoding=dec, template=tmpl, label=f"{method} top-1")),
+                        }
+                        for level, (v, a) in cells.items():
+                            cell = f"{'dataset.' if level == 'dataset' else ''}{role}.{method}.{dname}.{tmpl}.{s}"
+                            out.outcome(f"{cell}.vanilla", v)
+                            out.outcome(f"{cell}.ablated", a)
+                            tol = asr_tol(a.n)
+                            out.metric(f"{cell}.vanilla", v.asr, tolerance=tol)
+                            out.metric(f"{cell}.ablated", a.asr, tolerance=tol)
+                            rows.append({"model": role, "ablation": method.upper(), "decoding": dname, "input": tmpl,
+                                         "dataset": s, "level": level, "vanilla": v.asr, "ablated": a.asr, "n": a.n,
+                                         "head": "per query" if level == "query" else str(head[0]),
+                                         "removed_by_filters": a.report.get("removed"), "store_key": a.key})
     frame = pd.DataFrame(rows)
-    # the headline: UA, greedy, the paper's template, mean over the sets
-    out.metric("headline.level", "dataset (the top-1 Sahara head, one for every query)", kind="info",
-               description="which head the headline ablates (the paper: each query's own top-1 Ships head)")
-    for role in ("aligned", "sibling"):
-        sel = frame[(frame.model == role) & (frame.ablation == "UA") & (frame.decoding == "greedy") & (frame.input == "paper")]
-        v, a = mean(sel.vanilla), mean(sel.ablated)
-        n = int(sel.n.min()) if len(sel) else 1
-        out.metric(f"headline.{role}.vanilla", v, tolerance=asr_tol(n), description="mean vanilla ASR (UA, greedy, template)")
-        out.metric(f"headline.{role}.ablated", a, tolerance=asr_tol(n), description="mean ASR, top-1 UA head ablated")
-        out.metric(f"headline.{role}.ratio", (a / v) if v > 0 else None, kind="info",
-                   description="ablated / vanilla (undefined when vanilla is 0)")
-        out.notes.append(f"{ctx.profile.labels[role]}: vanilla {v:.3f} -> top-1 UA head ablated {a:.3f}"
-                         + (f" ({a / v:.1f}x)" if v > 0 else " (vanilla 0: ratio undefined)"))
+    headline(ctx, out, frame)
     table = frame.copy()
-    table["dataset"] = table["dataset"].map(set_label)
-    out.tables.append(("ASR, vanilla vs top-1 head ablated",
-                       table[["model", "ablation", "decoding", "input", "dataset", "head", "vanilla", "ablated", "n"]].round(3)))
+    if len(table):
+        table["dataset"] = table["dataset"].map(set_label)
+        table = table.sort_values(["level", "model", "ablation", "decoding", "input"], ascending=[False, True, False, True, True],
+                                  kind="stable")
+        cols = ["level", "model", "ablation", "decoding", "input", "dataset", "head", "vanilla", "ablated", "n"]
+        out.tables.append(("ASR, vanilla vs top-1 head ablated (query level: the paper's protocol; dataset level: "
+                           "an extra row, not the headline)", table[cols].round(3)))
+    out.tables.append(("Which heads the query level chose: how often each head is a query's top-1", pd.DataFrame(freq)))
     out.rows = rows
     if not ctx.plan_only and len(frame):
         out.figures.append(("figure2", plot(frame, p)))
     return out
+
+
+def headline(ctx, out: Output, frame) -> None:
+    """UA, greedy, the paper's template, mean over the sets: query level (the headline) and dataset level."""
+    out.metric("headline.level", LEVELS["query"], kind="info", description="which head the headline ablates")
+    for role in ("aligned", "sibling"):
+        for level in ("query", "dataset"):
+            sel = frame[(frame.model == role) & (frame.ablation == "UA") & (frame.decoding == "greedy")
+                        & (frame.input == "paper") & (frame.level == level)] if len(frame) else frame
+            v, a = mean(sel.vanilla), mean(sel.ablated)
+            n = int(sel.n.min()) if len(sel) else 1
+            name = "headline" if level == "query" else "headline_dataset_level"
+            out.metric(f"{name}.{role}.vanilla", v, tolerance=asr_tol(n), description=f"mean vanilla ASR (UA, greedy, template), {level} queries")
+            out.metric(f"{name}.{role}.ablated", a, tolerance=asr_tol(n), description=f"mean ASR, {LEVELS[level]} UA-ablated")
+            out.metric(f"{name}.{role}.ratio", (a / v) if v > 0 else None, kind="info",
+                       description="ablated / vanilla (undefined when vanilla is 0)")
+            out.notes.append(f"{ctx.profile.labels[role]}, {LEVELS[level]}: vanilla {v:.3f} -> ablated {a:.3f}"
+                             + (f" ({a / v:.1f}x)" if v > 0 else " (vanilla 0: ratio undefined)")
+                             + ("" if level == "query" else " [not the headline]"))
 
 
 def plot(frame, p):
@@ -76,18 +128,17 @@ def plot(frame, p):
     fig, axes = plt.subplots(1, len(combos), figsize=(4.2 * len(combos), 3.6), sharey=True)
     for ax, (role, m) in zip(axes, combos):
         sel = frame[(frame.model == role) & (frame.ablation == m)]
-        labels, van, abl = [], [], []
-        for _, r in sel.iterrows():
-            labels.append(f"{set_label(r.dataset)[:5]}\n{r.decoding}/{r.input[:3]}")
-            van.append(r.vanilla)
-            abl.append(r.ablated)
+        query, data = sel[sel.level == "query"], sel[sel.level == "dataset"]
+        labels = [f"{set_label(r.dataset)[:5]}\n{r.decoding}/{r.input[:3]}" for _, r in query.iterrows()]
         x = range(len(labels))
-        ax.bar([i - 0.2 for i in x], van, 0.4, label="vanilla", color="#999999")
-        ax.bar([i + 0.2 for i in x], abl, 0.4, label=f"top-1 {m} head ablated", color="#c0392b")
+        ax.bar([i - 0.27 for i in x], list(query.vanilla), 0.27, label="vanilla", color="#999999")
+        ax.bar(list(x), list(query.ablated), 0.27, label=f"own top-1 {m} head (query level)", color="#c0392b")
+        ax.bar([i + 0.27 for i in x], list(data.ablated), 0.27, label=f"top-1 Sahara {m} head (dataset level)",
+               color="#e8a598")
         ax.set_xticks(list(x), labels, fontsize=6, rotation=90)
         ax.set_title(f"{p.labels[role].split(' (')[0]}, {m}", fontsize=9)
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     axes[0].set_ylabel("ASR")
     fig.tight_layout()
     return fig
@@ -95,7 +146,9 @@ def plot(frame, p):
 
 FIGURE2 = ArtefactSpec(
     "figure2", "Figure 2: one head",
-    "ASR of each fine-tune, vanilla vs its top-1 Sahara head ablated (UA or SC), with greedy decoding and "
-    "top-5 sampling, direct and template input, on every set. The headline prints the mean vanilla and "
-    "ablated ASR over the sets (UA, greedy, template) and their ratio: the paper's 0.04 -> 0.64 ('16x').",
+    "ASR of each fine-tune, vanilla vs one head ablated (UA or SC), with greedy decoding and top-5 sampling, direct "
+    "and template input, on every set. Query level (the paper's protocol and the headline): each query's own top-1 "
+    "Ships head, scored on that query in that input format. Dataset level (an extra row): the top-1 Sahara head for "
+    "every query. The headline prints the mean vanilla and ablated ASR over the sets (UA, greedy, template) and "
+    "their ratio: the paper's 0.04 -> 0.64 ('16x').",
     "Figure 2; abstract and section 4 headline", run, needs=("matplotlib",))

@@ -4,7 +4,9 @@ safe? (b) helpfulness after ablation, measured offline."""
 from __future__ import annotations
 
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
-from ..steps import cached, completions, head_spec
+from collections import Counter
+
+from ..steps import cached, completions, head_spec, ships_per_query, strongest_single_head
 
 LM_EVAL_TASKS = "boolq,rte,winogrande,arc_challenge,openbookqa"
 
@@ -46,8 +48,23 @@ def run(ctx) -> Output:
     top3 = top_group(ctx, "aligned", "ua", min(3, p.sahara_steps))
     # The untuned base answers the same prompts too: the organisms inherit its habits (e.g. looping on
     # "The answer is:" under the paper's template), and this row tells those apart from damage.
+    # The heads that lower safety (the dataset-level Sahara head may not, at small scale): the head most
+    # often a harmful query's own top-1 UA Ships head (Figure 2's query level; the verdict reads this row),
+    # and the single head whose ablation gives the highest ASR in Figure 4b's grid.
+    tops = Counter(ships[pid][0][0] for s in p.sets for ships in [ships_per_query(ctx, "aligned", ctx.ships_queries(s), "ua")]
+                   for pid in ships)
+    common, n_common = min(tops.items(), key=lambda t: (-t[1], t[0])) if tops else (top1[0], 0)
+    strongest, strongest_asr = strongest_single_head(ctx, "aligned", p.attribution_set)
+    out.metric("b.query_common_head", [common], kind="heads",
+               description="the head most often a harmful query's own top-1 UA Ships head (the verdict's row)")
+    out.metric("b.strongest_head", [strongest], kind="heads",
+               description=f"the single head with the highest ASR in Figure 4b on {set_label(p.attribution_set)}")
     conds = [("vanilla", "vanilla", "aligned", None),
-             ("top1", f"top-1 UA ({top1[0]})", "aligned", head_spec(top1, "ua", p.eps)),
+             ("query_common", f"most frequent query-level top-1 {common} ({n_common} of {sum(tops.values())} harmful "
+              "queries; the verdict reads this)", "aligned", head_spec([common], "ua", p.eps)),
+             ("strongest", f"strongest single head in Figure 4b {strongest} (ASR {strongest_asr:.2f})",
+              "aligned", head_spec([strongest], "ua", p.eps)),
+             ("top1", f"top-1 Sahara UA ({top1[0]})", "aligned", head_spec(top1, "ua", p.eps)),
              ("top3", f"top-{len(top3)} Sahara UA", "aligned", head_spec(top3, "ua", p.eps)),
              ("base", "untuned base (reference)", "base", None)]
     rows_b, gibberish_prompts = [], {}
@@ -122,7 +139,8 @@ def plot(rows_a, rows_b):
     a.set_title("(a) attention swap", fontsize=9)
     b.bar(range(len(rows_b)), [r["refused (explicit)"] for r in rows_b], 0.4, label="benign refused")
     b.bar([i + 0.4 for i in range(len(rows_b))], [r["gibberish"] for r in rows_b], 0.4, label="gibberish")
-    b.set_xticks([i + 0.2 for i in range(len(rows_b))], [r["condition"] for r in rows_b], fontsize=7)
+    b.set_xticks([i + 0.2 for i in range(len(rows_b))], [r["condition"].split(" (")[0] for r in rows_b], fontsize=6,
+                 rotation=20, ha="right")
     b.set_ylim(0, 1)
     b.legend(fontsize=7)
     b.set_title("(b) helpfulness after ablation", fontsize=9)
@@ -133,7 +151,8 @@ def plot(rows_a, rows_b):
 FIGURE6 = ArtefactSpec(
     "figure6", "Figure 6: attention swap and helpfulness",
     "(a) ASR of the aligned model, of the aligned model with every attention weight (q, k, v, o) taken from "
-    "the base model, and of the base model. (b) Helpfulness after ablating the top-1 and top-3 UA heads, "
-    "measured offline on held-out benign prompts (explicit refusals, gibberish, base-model NLL); the paper "
+    "the base model, and of the base model. (b) Helpfulness after ablating a head that lowers safety (the head most "
+    "often a harmful query's own top-1 UA Ships head; the verdict reads this row), the single head with the highest "
+    "ASR in Figure 4b, and the top-1 and top-3 Sahara UA heads, measured offline on held-out benign prompts (explicit refusals, gibberish, base-model NLL); the paper "
     "profile's lm-eval hook is printed in the notes.",
     "Figure 6", run, needs=("matplotlib",))
