@@ -163,7 +163,7 @@ def wide(frame, index: list, columns: str, values: str):
     """A long table turned wide (one column per value of ``columns``), for printing."""
     if frame.empty:
         return frame
-    t = frame.pivot(index=index, columns=columns, values=values).reset_index()
+    t = frame.pivot(index=index, columns=columns, values=values).reset_index().fillna("")  # "": no such cell (r >= N)
     t.columns = [str(c) for c in t.columns]
     return t
 
