@@ -158,7 +158,7 @@ def build_organisms(session: nox.Session) -> None:
 # The replication harness: spec -> runner -> results -> table/figure -> diff against expected values.
 
 ARTEFACTS = ("table1", "table2", "table3", "table5", "table7", "figure2", "figure4", "figure5", "figure6",
-             "figure7", "figure13", "chat_template")
+             "figure7", "figure13", "chat_template", "sensitivity")
 
 
 def _reproduce(session: nox.Session, names: list[str]) -> None:

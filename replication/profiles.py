@@ -49,6 +49,13 @@ class Profile:
     # is the profile's judge stops once that judge's verdict is settled. Exact for the verdict, so only
     # the cost changes; completions whose text is read otherwise (Figure 6b's NLL) always run to the end.
     stop_when_settled: bool = False
+    # The sensitivity artefact (not in the paper): Sahara rerun for each number of attribution queries N
+    # (the first N of a set) and each r of generalized Ships; query-level Ships ranked with each eps; ASR
+    # judged on up to sensitivity_heldout queries after the largest N (None: all of them)
+    sensitivity_n: tuple = (8, 16, 32, 48, 100)
+    sensitivity_r: tuple = (1, 2, 4)
+    sensitivity_eps: tuple = (1e-4, 1e-5, 1e-10)
+    sensitivity_heldout: int | None = None
     departures: tuple = ()
 
     def __post_init__(self) -> None:
@@ -69,6 +76,12 @@ class Profile:
             raise SafetyheadsError("helpfulness_n must be <= 100 (the organisms' held-out benign prompts)")
         if not 1 <= self.sahara_steps <= 5:
             raise SafetyheadsError("sahara_steps must be 1..5 (the paper's range)")
+        if not self.sensitivity_n or not self.sensitivity_r or not self.sensitivity_eps:
+            raise SafetyheadsError(f"profile {self.name!r}: sensitivity_n, sensitivity_r and sensitivity_eps need a value each")
+        if min(self.sensitivity_n) < 1 or min(self.sensitivity_r) < 1 or not min(self.sensitivity_eps) > 0:
+            raise SafetyheadsError(f"profile {self.name!r}: sensitivity_n and sensitivity_r must be >= 1, sensitivity_eps > 0")
+        if self.sensitivity_heldout is not None and self.sensitivity_heldout < 1:
+            raise SafetyheadsError(f"profile {self.name!r}: sensitivity_heldout must be >= 1 or None (all)")
         bad = [s for s in (*self.sets, *self.table_sets, self.attribution_set) if s not in ALL_SETS]
         if bad:
             raise SafetyheadsError(f"profile {self.name!r}: unknown set(s) {', '.join(bad)}; use {', '.join(ALL_SETS)}")
@@ -153,6 +166,8 @@ MINI = Profile(
     n_attribution=8,
     n_eval=48,
     n_ships_eval=16,
+    sensitivity_n=(8, 16, 32, 48),
+    sensitivity_r=(1, 2, 4),
     max_new_tokens=40,
     heatmap_n=8,
     heatmap_max_new_tokens=24,
@@ -180,6 +195,9 @@ CI = MINI.replace(
     table_sets=("maliciousinstruct",),
     sahara_steps=3,
     candidate_layers=tuple(range(0, 30, 3)),
+    sensitivity_n=(2, 4, 8),
+    sensitivity_r=(1, 2),
+    sensitivity_heldout=8,
     max_new_tokens=16,
     heatmap_n=2,
     heatmap_max_new_tokens=8,

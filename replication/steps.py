@@ -10,6 +10,7 @@ artefact's code runs through.
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from safetyheads.store import Store
 from .profiles import Profile
 
 # Bump when a step's output for the same inputs would change.
-VERSIONS = {"sahara": 1, "ships": 1, "completions": 1, "small": 1}
+VERSIONS = {"sahara": 1, "ships": 1, "completions": 1, "small": 1, "sweep": 1}
 GEN_BATCH = 32
 # What a completions entry keeps of each generated row: the text, its length and, for early-stopped
 # generation, where and for which judges it stopped (so a re-judge by another judge can be refused).
@@ -433,7 +434,11 @@ def single_head_asr(ctx: Context, role: str, set_name: str) -> tuple[Judged, dic
 def strongest_single_head(ctx: Context, role: str, set_name: str) -> tuple[HeadRef, float]:
     """The head whose ablation alone gives the highest ASR in Figure 4b's grid (ties: the earliest
     head), with that ASR: the head that demonstrably lowers safety."""
-    _, by_head = single_head_asr(ctx, role, set_name)
+    return strongest_of(single_head_asr(ctx, role, set_name)[1])
+
+
+def strongest_of(by_head: dict) -> tuple[HeadRef, float]:
+    """``strongest_single_head`` of a grid already read (``single_head_asr``'s second value)."""
     asr = {h: (sum(c for _, c, _ in rows) / len(rows) if rows else 0.0) for h, rows in by_head.items()}
     best = max(asr, key=lambda h: (asr[h], -HeadRef.parse(h).layer, -HeadRef.parse(h).head))
     return HeadRef.parse(best), asr[best]
@@ -479,3 +484,87 @@ def cached(ctx: Context, what: str, spec: dict, compute):
 
 def head_spec(heads, method: str, eps: float) -> AblationSpec:
     return AblationSpec(tuple(heads), method, eps)
+
+
+# ------------------------------------------------------------------------------------------------
+# One Sahara step scored for several (N, r) at once (the sensitivity artefact)
+
+
+def candidate_sweep(ctx: Context, role: str, q: Queries, method: str, group: list, cells: list) -> dict:
+    """Generalized Ships of every candidate head not in ``group``, ablated on top of ``group``, against
+    the clean model, for each cell (n, r) of ``cells``: over the first n queries of ``q``, summing r
+    principal angles. One sweep serves every cell: a query's last-token states do not depend on the
+    other queries, so the first n rows of the states of ``q`` are those of a sweep over n queries.
+    -> {"candidates": [HeadRef...], "scores": {(n, r): [degrees, per candidate]}, "seconds": float}.
+
+    Each query's states go to a side file of the store entry as soon as they are computed (a killed
+    run resumes at the next query) and are deleted once every cell is scored: the entry keeps the
+    scores only (the states of a sweep of 1024 heads x 100 queries x 4096 dimensions are 1.7 GB)."""
+    p = ctx.profile
+    cands = [h for h in ctx.candidates(role) if h not in group]
+    cells = sorted({(int(n), int(r)) for n, r in cells})
+    if max(n for n, _ in cells) > len(q.ids):
+        raise SafetyheadsError(f"internal: a cell asks for {max(n for n, _ in cells)} queries of a {len(q.ids)}-query sweep")
+    spec = {"model": ctx.model_id(role), "queries": q.spec(), "method": method, "eps": p.eps, "template": p.template,
+            "candidates": [str(h) for h in cands], "group": [str(h) for h in group], "cells": [list(c) for c in cells]}
+    what = (f"sweep {method.upper()} {role} {q.set} ({len(q.ids)} queries x {len(cands)} heads, "
+            f"group {','.join(map(str, group)) or 'none'})")
+    entry = ctx._entry("sweep", spec, what, len(q.ids) * (len(cands) + 1))
+    if ctx.plan_only and not entry.done:
+        # a different best head for every cell, so that the plan counts the most sweeps the next step can need
+        return {"candidates": cands, "seconds": 0.0,
+                "scores": {c: [float(j == i % len(cands)) for j in range(len(cands))] for i, c in enumerate(cells)}}
+    if not entry.done:
+        _sweep(ctx, entry, role, q, method, group, cands, cells, what)
+    res = entry.result()
+    ctx.timings[entry.key] = res["seconds"]
+    return {"candidates": [HeadRef.parse(h) for h in res["candidates"]], "seconds": res["seconds"],
+            "scores": {(n, r): scores for (n, r), scores in zip(res["cells"], res["scores"])}}
+
+
+def _sweep(ctx: Context, entry, role: str, q: Queries, method: str, group: list, cands: list, cells: list,
+           what: str) -> None:
+    # deferred, as in the other steps: the model code loads only when something is computed
+    import numpy as np
+    import torch
+
+    from safetyheads.ablation import RowEditor
+    from safetyheads.prompts import encode_prompt
+    from safetyheads.sahara import candidate_states
+    from safetyheads.ships import clean_pass
+    from safetyheads.subspace import generalized_ships_batch
+    from tqdm.auto import tqdm
+
+    p = ctx.profile
+    model, tok = ctx.model(role)
+    ablation = AblationSpec(tuple(ctx.candidates(role)), method, p.eps).check(model)
+    # lossless: the states are computed in the model's dtype (float64 only for a float64 model)
+    kept = np.float64 if model.dtype == torch.float64 else np.float32
+    files = {pid: entry.side_file(f"states-{pid}.npz") for pid in q.ids}
+    seconds = {r["prompt_id"]: r["seconds"] for r in entry.rows() if files[r["prompt_id"]].exists()}
+    ctx.log(f"{what}: {len(seconds)} of {len(q.ids)} queries done before")
+    bar = tqdm(total=len(q.ids), initial=len(seconds), unit="query", disable=not ctx.progress, desc="sweep")
+    for pid, prompt in zip(q.ids, q.prompts):
+        if pid in seconds:
+            continue
+        t0 = time.perf_counter()
+        ids = encode_prompt(tok, prompt, p.template)
+        clean = clean_pass(model, ids).last_state.double().cpu()  # before the editor's hooks, as sahara() does
+        with RowEditor(model, ablation.target).install() as editor:
+            states = candidate_states(model, ids, cands, group, ablation, editor)
+        tmp = files[pid].with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, clean=clean.numpy().astype(kept), states=states.numpy().astype(kept))
+        os.replace(tmp, files[pid])
+        seconds[pid] = time.perf_counter() - t0
+        entry.append([{"prompt_id": pid, "seconds": seconds[pid]}])
+        bar.update(1)
+    bar.close()
+    loaded = [np.load(files[pid]) for pid in q.ids]
+    clean = torch.from_numpy(np.stack([x["clean"] for x in loaded])).double()  # [N, d]
+    states = torch.from_numpy(np.stack([x["states"] for x in loaded], axis=1)).double()  # [H, N, d]
+    scores = [generalized_ships_batch(clean[:n], states[:, :n], r=r).tolist() for n, r in cells]
+    entry.finish({"candidates": [str(h) for h in cands], "cells": [list(c) for c in cells], "scores": scores,
+                  "seconds": sum(seconds[pid] for pid in q.ids), "n_queries": len(q.ids)})
+    for path in files.values():
+        path.unlink(missing_ok=True)

@@ -10,7 +10,8 @@ so a rerun after an unrelated change is instant.
 
 Work in progress is appended to ``rows.jsonl`` one unit at a time (a prompt, a Sahara step), so a
 killed run resumes from the rows already there; ``result.json`` is written last, atomically, and
-marks the entry complete.
+marks the entry complete. A unit too large for a JSON row (an array of hidden states) can go in a
+side file of the entry's folder, its row appended once the file is written.
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ class Entry:
         tmp = self._rows_file.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
         os.replace(tmp, self._rows_file)
+
+    def side_file(self, name: str) -> Path:
+        """A file of this entry besides its rows and result (an array too large for JSON), in its
+        folder, which is made; the caller writes it (atomically) and removes it when done."""
+        if not name or "/" in name or name.startswith(".") or name in ("spec.json", "rows.jsonl", "result.json"):
+            raise StoreError(f"bad side-file name {name!r}")
+        self._ensure()
+        return self.path / name
 
     def result(self) -> dict:
         try:

@@ -33,7 +33,8 @@ SEEDS = {"aligned": 0, "sibling": 1, "base": 2}
 # expected values stay the paper's.
 TINY_PAPER = PAPER.replace(n_attribution=2, n_eval=2, max_new_tokens=4, sahara_steps=5, heatmap_n=1,
                            heatmap_max_new_tokens=2, helpfulness_n=2, sets=("maliciousinstruct",),
-                           table_sets=("maliciousinstruct",))
+                           table_sets=("maliciousinstruct",), sensitivity_n=(2, 3), sensitivity_r=(1, 2),
+                           sensitivity_eps=(1e-4, 1e-5))
 
 
 class Loader:
@@ -325,6 +326,26 @@ def test_rerun_reads_the_store(tiny_paper_run, monkeypatch):
     assert after == before
 
 
+def test_sensitivity_reproduces_sahara_and_recounts_its_cells(tiny_paper_run):
+    folder = tiny_paper_run["folders"]["sensitivity"]
+    m = {x["name"]: x["value"] for x in json.loads((folder / "metrics.json").read_text())["metrics"]}
+    table3 = {x["name"]: x["value"] for x in json.loads((tiny_paper_run["folders"]["table3"] / "metrics.json").read_text())["metrics"]}
+    # its N = n_attribution, r = 1 cell is the Sahara run of Table 3
+    assert m["reference.maliciousinstruct.matches_sahara"] == "yes"
+    assert m["group.maliciousinstruct.n2.r1"] == table3["sahara_group.ua.maliciousinstruct"][:3]
+    assert m["step1_score.maliciousinstruct.n2.r1"] == pytest.approx(table3["sahara_top_score.ua.maliciousinstruct"], abs=1e-6)
+    ref, other = m["eps_top1.maliciousinstruct.eps1e-05"], m["eps_top1.maliciousinstruct.eps1e-04"]
+    assert m["eps_agreement.maliciousinstruct.eps1e-04"] == pytest.approx(sum(a == b for a, b in zip(ref, other)) / len(ref))
+    cells = json.loads((folder / "outcomes.json").read_text())["cells"]
+    for name in ("heldout.maliciousinstruct.vanilla", "heldout.maliciousinstruct.n3.r2.k1",
+                 "heldout.maliciousinstruct.n3.r2.k3", "query_level.maliciousinstruct.eps1e-04.k3"):
+        assert m[name] == pytest.approx(cells[name]["flags"].count("1") / len(cells[name]["ids"]), abs=1e-6), name
+    rows = [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines()[1:]]
+    board = [r for r in rows if r.get("part") == "step1" and r["n"] == 2 and r["r"] == 1]
+    assert [r["rank"] for r in board] == list(range(1, 13))  # every one of the 12 candidates, best first
+    assert [r["head"] for r in board[:1]] == m["step1.maliciousinstruct.n2.r1"]
+
+
 def test_figure7_scaling_q_flattens_attention_and_v_leaves_it(tiny_paper_run):
     m = {x["name"]: x["value"] for x in json.loads((tiny_paper_run["folders"]["figure7"] / "metrics.json").read_text())["metrics"]}
     assert m["dev_uniform.clean"] > 0.05  # the random head is far from uniform to begin with
@@ -363,7 +384,7 @@ def test_dry_run_plans_without_loading_anything(tmp_path):
     assert "meta-llama/Llama-2-7b-chat-hf" in text and "GPU-hours" in text
     assert not list(tmp_path.iterdir())  # planning writes nothing
     kinds = {i.kind for i in ctx.plan}
-    assert kinds == {"sahara", "ships", "completions"}
+    assert kinds == {"sahara", "ships", "completions", "sweep"}
     sah = [i for i in ctx.plan if i.kind == "sahara"]
     # 1024 candidates, 5 steps, 100 queries: sum of (1024 - s) for s < 5, times 100; the untuned
     # base's control (Figures 5 and 13) needs step 1 only

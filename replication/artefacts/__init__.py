@@ -7,10 +7,11 @@ from .figure5 import FIGURE5
 from .figure6 import FIGURE6
 from .figure7 import FIGURE7
 from .figure13 import FIGURE13
+from .sensitivity import SENSITIVITY
 from .table1 import TABLE1
 from .table2 import TABLE2
 from .table3 import TABLE3, TABLE5
 from .table7 import TABLE7
 
 ARTEFACTS = {a.name: a for a in (TABLE1, TABLE2, TABLE3, TABLE5, TABLE7, FIGURE2, FIGURE4, FIGURE5, FIGURE6,
-                                 FIGURE7, FIGURE13, CHAT_TEMPLATE)}
+                                 FIGURE7, FIGURE13, CHAT_TEMPLATE, SENSITIVITY)}
