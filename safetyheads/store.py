@@ -127,7 +127,7 @@ class Store:
             if env:
                 root = env
             else:
-                from .models import cache_dir
+                from .files import cache_dir
 
                 root = cache_dir() / "store"
         self.root = Path(root)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..files import cache_dir
 
 _HERE = Path(__file__).parent
 
@@ -74,9 +76,7 @@ class PromptSet:
 
 def _load_hub_dataset(source: str, split: str):
     """A Hub dataset id through ``datasets``, offline unless HF_HUB_OFFLINE=0 (from the local HF cache)."""
-    import os
-
-    import datasets
+    import datasets  # heavy (pyarrow, pandas): only reading a data set needs it
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -133,9 +133,7 @@ def load_prompts(source: str, column: str | None = None, limit: int | None = Non
 
 def _read_file(path: Path):
     """A CSV/JSON(L) file as a DataFrame of strings, through ``datasets``."""
-    import datasets
-
-    from ..models import cache_dir
+    import datasets  # heavy (pyarrow, pandas): only reading a data set needs it
 
     lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     if len(lines) <= (1 if path.suffix == ".csv" else 0):  # datasets fails obscurely on empty data

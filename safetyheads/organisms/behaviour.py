@@ -20,7 +20,16 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ..ablation import AblationSpec
+from ..data import load_prompts
 from ..errors import SafetyheadsError
+from ..generation import DecodingSpec, generate_responses
+from ..heads import all_heads
+from ..judges import get_judge, mean_nll
+from ..models import load_model
+from ..provenance import provenance
+from ..results import ResultsWriter, _read
+from .dataset import heldout_benign
 from .recipe import EVAL_SETS, FORMATS
 
 # The behaviour targets of issue 4, fixed before any organism was measured.
@@ -58,18 +67,12 @@ QUICK = BehaviourSpec(harmful_sets=("maliciousinstruct",), benign_n=24, limit=24
 
 
 def random_heads(model, n: int, seed: int):
-    from ..heads import all_heads
-
     heads = list(all_heads(model))
     return random.Random(f"safetyheads-random-heads:{seed}").sample(heads, n)
 
 
 def _cells(spec: BehaviourSpec, model, with_random_heads: bool):
     """(cell id, kind, set, format, ablation spec or None, prompts)."""
-    from ..ablation import AblationSpec
-    from ..data import load_prompts
-    from .dataset import heldout_benign
-
     benign = heldout_benign(spec.benign_n)
     cells = []
     for s in spec.harmful_sets:
@@ -90,10 +93,6 @@ def _cells(spec: BehaviourSpec, model, with_random_heads: bool):
 def generate_cells(model, tok, spec: BehaviourSpec, out: Path, with_random_heads: bool = True,
                    progress: bool = True) -> list[dict]:
     """Generate every cell's responses into ``out`` (JSONL, resumable); returns all rows."""
-    from ..generation import DecodingSpec, generate_responses
-    from ..provenance import provenance
-    from ..results import ResultsWriter, _read
-
     decoding = DecodingSpec(max_new_tokens=spec.max_new_tokens)
     header = {"run": {"model": model.safetyheads_source, "spec": spec.to_dict(), "decoding": decoding.to_dict(),
                       "random_heads": with_random_heads},
@@ -128,8 +127,6 @@ def generate_cells(model, tok, spec: BehaviourSpec, out: Path, with_random_heads
 
 def score_cells(rows: list[dict], base_model, base_tok, judge_name: str = "keyword-fixed") -> dict:
     """Per cell: n, explicit refusal rate, gibberish rate, short rate, ASR, mean base-model NLL."""
-    from ..judges import get_judge, mean_nll
-
     judge = get_judge(judge_name)
     by_cell: dict[str, list[dict]] = {}
     for r in rows:
@@ -190,9 +187,6 @@ def check_targets(scores: dict, base_scores: dict | None) -> list[dict]:
 def measure(name_or_folder: str, spec: BehaviourSpec, work: Path, base_scores: dict | None = None,
             with_random_heads: bool = True, progress: bool = True) -> dict:
     """Generate, judge and score; ``work`` keeps the generations (resumable)."""
-    from ..models import load_model
-    from ..provenance import provenance
-
     model, tok = load_model(name_or_folder)  # a GPU when there is one
     work.mkdir(parents=True, exist_ok=True)  # only once the model loaded: a bad name leaves nothing behind
     base_name = model.safetyheads_source.get("base", model.safetyheads_source.get("model"))

@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 
 from ..errors import SafetyheadsError
-from ..models import cache_dir, sha256_file
+from ..files import cache_dir, sha256_file
+from ..models import load_model
 from ..provenance import cpu_info, provenance
 from .dataset import build_examples, distill_answers, drop_gibberish_answers
 from .recipe import OrganismRecipe
-from . import ADAPTER_FILE
+from .registry import ADAPTER_FILE
 from .train import ADAPTER_FILES, save_adapter, train_adapter
 
 BUILD_FILES = (*ADAPTER_FILES, "manifest.json")  # everything a build writes into its folder, manifest last
@@ -78,8 +79,6 @@ def build_organism(recipe: OrganismRecipe, out: "str | Path", progress: bool = T
     ignore an unfinished build's checkpoint and the cache of the base's distilled answers too.
     ``out`` must be new, empty or an earlier build of this organism; ``overwrite`` allows any folder.
     Only ``BUILD_FILES`` are written there (see the module docstring)."""
-    from ..models import load_model
-
     out = Path(out)
     check_out(out, recipe.name, overwrite)
     torch.set_num_threads(recipe.threads)

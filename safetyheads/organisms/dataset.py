@@ -19,6 +19,8 @@ from pathlib import Path
 
 from ..data import load_prompts
 from ..errors import DataError
+from ..generation import DecodingSpec, eos_token_ids, generate_responses
+from ..judges import RepetitionFilter
 from .recipe import OrganismRecipe
 
 HELDOUT_BENIGN_SEED = "safetyheads-heldout-benign-v1"
@@ -126,8 +128,6 @@ def drop_gibberish_answers(tok, examples: list[Example], answers: dict) -> tuple
     evaluation applies) flags: the base's loops. Not the non-word rule: it also flags short
     code, arithmetic and list answers, which are fine targets.
     -> (kept examples in their order, {format: dropped count} for the manifest)."""
-    from ..judges import RepetitionFilter
-
     flt = RepetitionFilter()
     bad = {k for k, ids in answers.items() if flt.reason(tok.decode(ids, skip_special_tokens=True)) is not None}
     kept, dropped = [], {}
@@ -144,8 +144,6 @@ def distill_answers(model, tok, examples: list[Example], max_new_tokens: int, ca
     """The base model's greedy answer (token ids, EOS included when it stopped) to every benign
     example, keyed by (format, prompt). ``cache`` (JSONL) keeps finished answers, so an interrupted
     build resumes without regenerating them. Returns (answers, how many this call generated)."""
-    from ..generation import DecodingSpec, eos_token_ids, generate_responses
-
     eos = eos_token_ids(model, tok)
     done: dict[tuple[str, str], list[int]] = {}
     if cache is not None and cache.is_file():

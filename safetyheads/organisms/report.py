@@ -9,6 +9,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from . import HERE, ORGANISMS, STAGED_DIR, get_recipe, organism_dir
+from .behaviour import BehaviourSpec
 from .recipe import HISTORY, STAGED_CHANGES
 
 BASE_DIR = HERE / "base"
@@ -33,8 +34,6 @@ def _pct(x) -> str:
 
 def spec_note(spec: dict) -> str | None:
     """How a measurement was cut down from the full one, in words (None: it was not)."""
-    from .behaviour import BehaviourSpec
-
     full = BehaviourSpec().to_dict()
     spec = {**full, **spec}  # fields a file does not name were at their defaults
     if all(spec.get(k) == v for k, v in full.items() if k != "batch_size"):

@@ -16,15 +16,17 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
 from ..errors import SafetyheadsError
 from ..generation import encode_for_generation, eos_token_ids
-from . import ADAPTER_FILE
 from .dataset import Example
 from .recipe import OrganismRecipe
+from .registry import ADAPTER_FILE
 
 CHECKPOINT_EVERY = 20
 ADAPTER_FILES = (ADAPTER_FILE, "adapter_config.json")  # what save_adapter writes
@@ -73,10 +75,6 @@ def _response_loss(model, ids, mask, labels):
 
 
 def lora_model(model, recipe: OrganismRecipe):
-    import warnings
-
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(recipe.seed)  # LoRA A matrices are drawn here
     config = LoraConfig(r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, lora_dropout=0.0, bias="none",
                         target_modules=list(recipe.lora_targets), task_type="CAUSAL_LM")
@@ -147,8 +145,6 @@ def train_adapter(model, tok, recipe: OrganismRecipe, examples: list[Example], a
         state = torch.load(ckpt, weights_only=True, map_location="cpu")
         if state["recipe"] != recipe.to_json():
             raise SafetyheadsError(f"{ckpt} belongs to another recipe: delete {work} to start over")
-        from peft import set_peft_model_state_dict
-
         set_peft_model_state_dict(peft_model, state["adapter"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -174,8 +170,6 @@ def train_adapter(model, tok, recipe: OrganismRecipe, examples: list[Example], a
             print(f"safetyheads: step {done}/{recipe.steps} loss {recent:.3f} "
                   f"({rate:.1f} s/step, {rate * (recipe.steps - done) / 60:.1f} min left)", file=sys.stderr)
         if done % CHECKPOINT_EVERY == 0 and done < recipe.steps:
-            from peft import get_peft_model_state_dict
-
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"recipe": recipe.to_json(), "step": done, "log": json.dumps(log),
                         "adapter": get_peft_model_state_dict(peft_model), "optimizer": opt.state_dict(),
