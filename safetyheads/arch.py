@@ -1,8 +1,9 @@
 """The architecture table: where each supported family keeps its attention heads.
 
 Everything that differs between Hugging Face model families lives in ``ARCHITECTURES``;
-the ablation hooks, the Ships sweep and the weight surgery read only this table.
-Adding a family is one ``ArchSpec`` entry (plus its tiny model in ``tests/tiny_models.py``).
+the ablation hooks, the Ships sweep and the weight surgery read only this table, and the model's
+output head (final norm, LM head, logit soft-capping) is applied here too.
+Adding a family is one ``ArchSpec`` entry (plus its tiny model in ``safetyheads/testing.py``).
 """
 
 from __future__ import annotations
@@ -163,3 +164,21 @@ def attention_module(model, layer: int) -> torch.nn.Module:
 
 def site_module(model, layer: int, site: Site) -> torch.nn.Module:
     return get_path(attention_module(model, layer), site.module)
+
+
+def final_norm_module(model) -> torch.nn.Module:
+    """The norm between the last decoder layer and the LM head."""
+    return get_path(model, get_arch(model).final_norm)
+
+
+def final_norm(model, hidden: torch.Tensor) -> torch.Tensor:
+    return final_norm_module(model)(hidden)
+
+
+def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's head on final-layer hidden states: final norm, LM head, logit soft-capping."""
+    logits = get_path(model, get_arch(model).lm_head)(final_norm(model, hidden))
+    cap = getattr(_config(model), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits

@@ -4,8 +4,8 @@ G = {}. For s = 1..S: score every candidate head h not in G by the generalized S
 with G + {h} ablated against the clean model, over a dataset of queries; add the best to G.
 The paper uses S <= 5 and finds about 3 best.
 
-Each step reuses the Ships sweep machinery: per query, one pass with G ablated keeps every layer's
-input, and every candidate row starts at its own layer with G's later heads ablated on top.
+Each step reuses the sweep engine of Ships (``sweep.py``): per query, one pass with G ablated keeps
+every layer's input, and every candidate row starts at its own layer with G's later heads ablated on top.
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from .ablation import AblationSpec, RowEditor, ablate, unit_of
-from .arch import geometry
+from .arch import final_norm, geometry
 from .batching import run_chunks
+from .distributed import is_main, sharded_map, state
 from .errors import SafetyheadsError
 from .heads import HeadRef, all_heads, parse_heads
 from .prompts import encode_prompt
-from .ships import DEFAULT_BATCH_SIZE, clean_pass, final_norm, staircase_last_hidden
 from .subspace import generalized_ships_batch
+from .sweep import DEFAULT_BATCH_SIZE, clean_pass, staircase_last_hidden
 
 MAX_STEPS = 5
 SCOREBOARD_COLUMNS = ["step", "rank", "layer", "head", "head_name", "score", "group_before"]
@@ -99,8 +101,7 @@ def sahara(
     ``done_steps`` are scoreboards of steps already finished (rows as ``on_step`` received them),
     e.g. read back from disk after a crash: their best heads seed G and they are not recomputed.
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
+    import pandas as pd  # heavy (~0.3 s): `import safetyheads` stays fast
 
     if not 1 <= steps <= MAX_STEPS:
         raise SafetyheadsError(f"steps must be between 1 and {MAX_STEPS} (the paper's range), got {steps}")
@@ -124,8 +125,6 @@ def sahara(
     if len(group) >= steps:
         return SaharaResult(tuple(group[:steps]), pd.DataFrame.from_records(records, columns=SCOREBOARD_COLUMNS))
 
-    from .distributed import is_main, sharded_map, state
-
     clean = torch.stack([clean_pass(model, ids).last_state.double().cpu() for ids in encoded])
     with RowEditor(model, spec.target).install() as editor:
         for step in range(len(group) + 1, steps + 1):
@@ -145,10 +144,10 @@ def sahara(
                 bar = tqdm(total=len(chunks), unit="chunk", disable=not (progress and is_main()),
                            desc=f"Sahara step {step}/{steps}")
 
-                def chunk_states(idx, _cands=cands):
+                def chunk_states(idx, _cands=cands, _bar=bar):
                     out = torch.stack([candidate_states(model, ids, [_cands[i] for i in idx], group, spec, editor,
                                                         batch_size) for ids in encoded], dim=1)
-                    bar.update(1)
+                    _bar.update(1)
                     return out
 
                 for idx, st in zip(chunks, sharded_map(chunk_states, chunks)):

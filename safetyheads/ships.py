@@ -7,25 +7,29 @@ head is the project's hot loop; three strategies give the same numbers:
 * ``batched`` one forward pass per chunk of heads, batch row r ablating head r;
 * ``prefix``  ablating a head in layer l cannot change layers < l, so the clean pass keeps each
   layer's input and every row starts at its own layer. Rows are ordered by layer and join the
-  running batch when it reaches their layer ("staircase"), so each layer runs once per chunk.
+  running batch when it reaches their layer ("staircase"), so each layer runs once per chunk
+  (the engine is ``sweep.py``, shared with Sahara).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from .ablation import AblationSpec, RowEditor, ablate, layer_edit_for, n_units, unit_of
-from .arch import decoder_layers, geometry, get_arch, get_path, _config
+from .arch import final_norm, lm_logits  # noqa: F401 (re-exported: they lived here)
 from .batching import run_chunks
+from .distributed import is_main, sharded_map
 from .errors import SafetyheadsError
 from .heads import HeadRef, all_heads
 from .prompts import encode_prompt
+from .sweep import (  # noqa: F401 (re-exported: they lived here)
+    DEFAULT_BATCH_SIZE, CleanPass, _call_layer, _layer_input, clean_pass, staircase_last_hidden,
+)
 
 STRATEGIES = ("prefix", "batched", "naive")
-DEFAULT_BATCH_SIZE = 96
 
 
 def check_prob_floor(prob_floor, name: str = "prob_floor") -> float:
@@ -52,104 +56,6 @@ def kl_from_logits(clean_logits: torch.Tensor, ablated_logits: torch.Tensor, pro
         p = lp.exp()
         return (p * ((p + prob_floor).log() - (lq.exp() + prob_floor).log())).sum(-1)
     return (lp.exp() * (lp - lq)).sum(-1)
-
-
-@dataclass
-class CleanPass:
-    """The unablated run of one prompt: last-position logits and every decoder layer's call."""
-
-    logits: torch.Tensor  # [vocab]
-    layer_calls: list  # per layer: (args, kwargs) it was called with; args[0]/hidden_states = its input
-    last_state: torch.Tensor  # [d]: final-norm output at the last position (generalized Ships' activations)
-
-
-def _layer_input(call) -> torch.Tensor:
-    args, kwargs = call
-    return args[0] if args else kwargs["hidden_states"]
-
-
-@torch.no_grad()
-def clean_pass(model, input_ids: torch.Tensor) -> CleanPass:
-    layers = decoder_layers(model)
-    calls: list = [None] * len(layers)
-
-    def keeper(i):
-        def pre_hook(module, args, kwargs):
-            calls[i] = (args, kwargs)
-
-        return pre_hook
-
-    final: list = []
-    handles = [layer.register_forward_pre_hook(keeper(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    handles.append(get_path(model, get_arch(model).final_norm).register_forward_hook(
-        lambda module, args, output: final.append(output[0, -1])))
-    try:
-        out = model(input_ids=input_ids.to(model.device), use_cache=False, logits_to_keep=1)
-    finally:
-        for h in handles:
-            h.remove()
-    return CleanPass(out.logits[0, -1], calls, final[-1])
-
-
-def _call_layer(layer, call, hidden: torch.Tensor) -> torch.Tensor:
-    args, kwargs = call
-    if args:
-        out = layer(hidden, *args[1:], **kwargs)
-    else:
-        out = layer(**{**kwargs, "hidden_states": hidden})
-    return out[0] if isinstance(out, tuple) else out
-
-
-def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    """The model's head on final-layer hidden states: final norm, LM head, logit soft-capping."""
-    logits = get_path(model, get_arch(model).lm_head)(final_norm(model, hidden))
-    cap = getattr(_config(model), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
-def final_norm(model, hidden: torch.Tensor) -> torch.Tensor:
-    return get_path(model, get_arch(model).final_norm)(hidden)
-
-
-@torch.no_grad()
-def staircase_last_hidden(
-    model,
-    clean: CleanPass,
-    rows: Sequence[HeadRef],
-    editor: RowEditor,
-    spec: AblationSpec,
-    fixed: dict[int, list[int]] | None = None,
-) -> torch.Tensor:
-    """Last-position output of the last decoder layer (before the final norm), row r ablating ``rows[r]``.
-
-    ``rows`` must be sorted by layer; each starts from ``clean``'s input to its own layer.
-    ``fixed`` maps layer -> units ablated in every row on top of the row's own head (Sahara's
-    chosen group); ``clean`` must then come from a pass with that group already ablated.
-    """
-    g = editor.geom
-    units = n_units(g, spec.target)
-    fixed = fixed or {}
-    layers = decoder_layers(model)
-    hidden = None
-    try:
-        for layer in range(rows[0].layer, g.n_layers):
-            joining = sum(1 for r in rows if r.layer == layer)
-            if joining:
-                fresh = _layer_input(clean.layer_calls[layer]).expand(joining, -1, -1)
-                hidden = fresh if hidden is None else torch.cat([hidden, fresh])
-            alive = rows[: hidden.shape[0]]
-            base = fixed.get(layer, [])
-            if joining or base:
-                per_row = [base + ([unit_of(g, r.head, spec.target)] if r.layer == layer else []) for r in alive]
-                editor.edits = {layer: layer_edit_for(per_row, units, spec.method, spec.eps)}
-            else:
-                editor.edits = {}
-            hidden = _call_layer(layers[layer], clean.layer_calls[layer], hidden)
-    finally:
-        editor.edits = {}
-    return hidden[:, -1]
 
 
 def _staircase_logits(model, clean: CleanPass, rows: Sequence[HeadRef], editor: RowEditor, spec: AblationSpec):
@@ -249,9 +155,7 @@ def ships_scores(
     Columns: ``prompt_id, layer, head, head_name, ships``. ``on_prompt(prompt_id, rows)`` is called
     as each prompt finishes (the CLI appends those rows to disk, so a crash loses at most one prompt).
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
+    import pandas as pd  # heavy (~0.3 s): `import safetyheads` stays fast
     prompt_ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
     if len(prompt_ids) != len(prompts):
         raise ValueError("prompt_ids must match prompts one to one")
@@ -259,8 +163,6 @@ def ships_scores(
     spec = AblationSpec(heads, method, eps, target)
     spec.check(model, stacklevel=3)
     encoded = [encode_prompt(tok, p, template, system_prompt) for p in prompts]  # fail before any compute
-    from .distributed import is_main, sharded_map
-
     # Under `accelerate launch` each process sweeps its share of the prompts (one prompt = one unit,
     # computed exactly as alone); on_prompt runs on the main process as each round is gathered.
     bar = tqdm(total=len(prompts) * len(spec.heads), unit="head", disable=not (progress and is_main()), desc="Ships sweep")
