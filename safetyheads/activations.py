@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
 
 from .ablation import AblationSpec, ablate
-from .arch import get_arch, get_path
-from .prompts import format_prompt
+from .arch import final_norm_module
+from .prompts import adds_special_tokens, format_prompt
 
 
 @torch.no_grad()
@@ -23,12 +24,10 @@ def last_token_states(
     batch_size: int = 16,
 ) -> torch.Tensor:
     """``[N, d]`` float32 on the CPU, batched with left padding (equal to batch-1 runs within ~1e-5)."""
-    from contextlib import nullcontext
-
     texts = [format_prompt(tok, p, template, system_prompt) for p in prompts]
-    add_special = template != "chat"
+    add_special = adds_special_tokens(template)
     captured: list[torch.Tensor] = []
-    norm = get_path(model, get_arch(model).final_norm)
+    norm = final_norm_module(model)
     handle = norm.register_forward_hook(lambda module, args, output: captured.append(output[:, -1].float().cpu()))
     side = tok.padding_side
     tok.padding_side = "left"  # so every row's last token sits at position -1

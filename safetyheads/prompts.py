@@ -27,17 +27,42 @@ def format_prompt(tok, query: str, template: str = "direct", system_prompt: str 
     raise DataError(f"unknown prompt template {template!r}: choose one of {', '.join(TEMPLATES)}")
 
 
-def encode_prompt(tok, query: str, template: str = "direct", system_prompt: str | None = None) -> torch.Tensor:
-    """Token ids ``[1, T]``. Chat-rendered text already holds its special tokens, so the tokenizer
-    adds none there; ``direct``/``paper`` get the tokenizer's defaults (BOS for Llama-2), as in the
-    authors' code."""
+def adds_special_tokens(template: str) -> bool:
+    """Whether the tokenizer adds its special tokens to a prompt written with ``template``:
+    chat-rendered text already holds them, so none are added there; ``direct``/``paper`` get the
+    tokenizer's defaults (BOS for Llama-2), as in the authors' code. Every tokenisation of a
+    formatted prompt asks this."""
+    return template != "chat"
+
+
+def generation_text(tok, query: str, template: str = "paper", system_prompt: str | None = None,
+                    prefill: str | None = None) -> str:
+    """The text the model continues: the formatted query, then ``prefill`` verbatim (no space added)."""
     if not isinstance(query, str) or not query.strip():
         raise DataError("empty prompt: every query must contain text")
-    text = format_prompt(tok, query, template, system_prompt)
-    ids = tok(text, add_special_tokens=(template != "chat"), return_tensors="pt").input_ids
-    if ids.shape[1] == 0:
+    return format_prompt(tok, query, template, system_prompt) + (prefill or "")
+
+
+def prompt_ids(tok, query: str, template: str, system_prompt: str | None = None,
+               prefill: str | None = None) -> list[int]:
+    """The prompt encoder: token ids of ``generation_text``, special tokens as ``adds_special_tokens``
+    says. Ships, Sahara and generation all encode their prompts here."""
+    text = generation_text(tok, query, template, system_prompt, prefill)
+    ids = tok(text, add_special_tokens=adds_special_tokens(template)).input_ids
+    if not ids:
         raise DataError(f"prompt {query[:40]!r} tokenises to nothing")
-    return ids
+    return list(ids)
+
+
+def encode_prompt(tok, query: str, template: str = "direct", system_prompt: str | None = None) -> torch.Tensor:
+    """Token ids ``[1, T]`` of ``prompt_ids`` (the input of a Ships or Sahara sweep)."""
+    return torch.tensor([prompt_ids(tok, query, template, system_prompt)], dtype=torch.long)
+
+
+def encode_for_generation(tok, query: str, template: str = "paper", system_prompt: str | None = None,
+                          prefill: str | None = None) -> list[int]:
+    """Token ids of ``generation_text`` (``prompt_ids`` with generation's default template)."""
+    return prompt_ids(tok, query, template, system_prompt, prefill)
 
 
 # Tokenizers without a known limit report a huge sentinel (transformers' VERY_LARGE_INTEGER).

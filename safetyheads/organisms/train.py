@@ -23,7 +23,8 @@ import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
 from ..errors import SafetyheadsError
-from ..generation import encode_for_generation, eos_token_ids
+from ..generation import eos_token_ids
+from ..prompts import encode_for_generation
 from .dataset import Example
 from .recipe import OrganismRecipe
 from .registry import ADAPTER_FILE

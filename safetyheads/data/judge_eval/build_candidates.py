@@ -75,7 +75,7 @@ def pick_calibration_prompts() -> list[dict]:
 
 def generate(model, tok, rows: list[dict], batch: int = 16) -> None:
     from safetyheads import ablate
-    from safetyheads.prompts import format_prompt
+    from safetyheads.prompts import adds_special_tokens, format_prompt
 
     tok.padding_side = "left"
     ablated = [r for r in rows if r["kind"].endswith("-ablated")]
@@ -93,7 +93,7 @@ def generate(model, tok, rows: list[dict], batch: int = 16) -> None:
         for s in range(0, len(members), batch):
             chunk = members[s : s + batch]
             texts = [format_prompt(tok, r["prompt"], template) for r in chunk]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=template != "chat")
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=adds_special_tokens(template))
             kw = dict(max_new_tokens=128, pad_token_id=tok.pad_token_id)
             if decoding == "greedy":
                 kw.update(do_sample=False)
