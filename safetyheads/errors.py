@@ -32,3 +32,7 @@ class DataError(SafetyheadsError, ValueError):
 
 class ResultsError(SafetyheadsError, ValueError):
     """A results file that cannot be resumed or written."""
+
+
+class JudgeError(SafetyheadsError, ValueError):
+    """A judge name, setting or input that cannot be used (one line, exit status 2 in the CLI)."""
