@@ -36,7 +36,7 @@ HOLDS, PARTLY, FAILS, INCONCLUSIVE, NOT_COMPARABLE, NOT_RUN = (
 VERDICT_ORDER = (HOLDS, PARTLY, FAILS, INCONCLUSIVE, NOT_COMPARABLE, NOT_RUN)
 
 # Half the paper's published effect, per claim (tests/test_claims.py recomputes each from
-# paper_tables/expected/paper/ and ../shared/paper/FACTS.md).
+# paper_tables/expected/paper/ and docs/paper.md).
 T_HEADLINE = 0.30  # Figure 2: 0.04 -> 0.64, +0.60
 T_HEADLINE_SIBLING = 0.14  # Figure 2, Vicuna: 0.27 -> 0.55, +0.28
 RATIO_HEADLINE = 4.0  # "16x": holds needs a quarter of the paper's ratio

@@ -5,7 +5,7 @@ projection (or of the per-head q/k norm in qk-norm families), and the input of t
 projection. Nothing of the modeling code is copied, so eager, sdpa and any other attention
 kernel, GQA, KV caching and ``generate`` all see the ablated values.
 
-Methods (the paper's names, see ../shared/paper/FACTS.md):
+Methods (the paper's names, see ``docs/paper.md``):
 
 * ``ua``   Undifferentiated Attention: the head's query (or key) times ``eps``; its softmax
            becomes uniform over the causal prefix.

@@ -1,4 +1,5 @@
-"""Sahara: greedy search for the group of heads whose joint ablation moves safety most (paper, Alg. 1).
+"""Sahara: greedy search for the group of heads whose joint ablation moves safety most (paper, Alg. 1;
+``docs/paper.md``).
 
 G = {}. For s = 1..S: score every candidate head h not in G by the generalized Ships of the model
 with G + {h} ablated against the clean model, over a dataset of queries; add the best to G.

@@ -1,4 +1,4 @@
-"""Ships: how much ablating one head moves the next-token distribution (paper, Sec. 3).
+"""Ships: how much ablating one head moves the next-token distribution (paper, Sec. 3; ``docs/paper.md``).
 
 ``Ships(q, h) = KL(p_clean || p_ablated)`` at the last prompt position. The sweep over every
 head is the project's hot loop; three strategies give the same numbers:

@@ -1,4 +1,5 @@
-"""Generalized Ships: how far an ablation rotates the dataset's dominant activation directions.
+"""Generalized Ships: how far an ablation rotates the dataset's dominant activation directions
+(the definition and the authors' settings: ``docs/paper.md``, "Scores").
 
 For N queries, stack the final-layer, post-final-norm hidden state of each query's last token
 into M (N x d). Thin SVD M = U S V^T; U's columns span "query space". The score of an ablation is

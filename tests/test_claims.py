@@ -1,5 +1,5 @@
 """CLAIMS.md's rules, tested on both sides before any result is read: fed the paper's own published
-numbers (paper_tables/expected/paper/, ../shared/paper/FACTS.md) each rule says "holds"; fed a null
+numbers (paper_tables/expected/paper/, docs/paper.md) each rule says "holds"; fed a null
 case (no effect, chance-level overlap, random head lists, a control that explains the effect) it
 does not. Plus the statistics behind them, checked against enumeration and simulation.
 

@@ -46,8 +46,8 @@ class RepetitionFilter:
     gibberish when those stretches together cover ``>= min_coverage`` of it.
 
     Chosen values, n = ``max_period`` = 20, k = ``min_repeats`` = 4, coverage 0.5, because:
-    the breakage the paper's pitfalls report (``docs/paper.md``) has short periods ("art art ..." is 4 characters,
-    "...rebykerebyke..." is 6; digit and punctuation loops are 1-3), and 20 characters (about 4-5
+    the breakage of the authors' code's pitfalls (``docs/paper.md``) has short periods ("art art ..."
+    is 4 characters, "...rebykerebyke..." is 6; digit and punctuation loops are 1-3), and 20 characters (about 4-5
     tokens) covers short word loops like "I'm sorry. " without reaching sentence loops, which a
     small model produces while still writing readable, possibly harmful text. k = 4 consecutive
     copies never happens in prose by accident except for runs like "...." or "----", and those are
