@@ -1,7 +1,6 @@
 """safetyheads: attention-head attribution for LLM safety (Zhou et al., ICLR 2025), on any HF causal LM."""
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .ablation import AblationSpec, ablate  # noqa: E402
 from .arch import ARCHITECTURES, SUPPORTED_FAMILIES, geometry, get_arch  # noqa: E402
 from .errors import SafetyheadsError  # noqa: E402

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable, Sequence, TypeVar
 
+import torch
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -34,8 +36,7 @@ def state():
     if world_size() <= 1:
         return None
     if _STATE is None:
-        import torch
-        from accelerate import PartialState
+        from accelerate import PartialState  # only under a launcher: a single process never imports accelerate
 
         _STATE = PartialState(cpu=not torch.cuda.is_available())
     return _STATE
@@ -55,8 +56,6 @@ def device_for_process(device: str | None) -> str | None:
     st = state()
     if st is None or device not in (None, "auto", "cuda"):
         return device
-    import torch
-
     return f"cuda:{st.local_process_index}" if torch.cuda.is_available() else "cpu"
 
 
@@ -65,7 +64,7 @@ def broadcast(obj: T) -> T:
     st = state()
     if st is None:
         return obj
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import broadcast_object_list  # only under a launcher (see state)
 
     box = [obj]
     broadcast_object_list(box, from_process=0)
@@ -90,7 +89,7 @@ def sharded_map(fn: Callable[[T], R], units: Sequence[T], on_round: Callable[[li
             if on_round:
                 on_round([(i, r)])
         return out
-    from accelerate.utils import gather_object
+    from accelerate.utils import gather_object  # only under a launcher (see state)
 
     world, me = st.num_processes, st.process_index
     results: list = [None] * n

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from .arch import geometry
 from .errors import HeadError
 
 # "L2H26" (the paper's figures), "2-26" (its tables), "2.26"; layer and head are 0-indexed.
@@ -79,14 +80,10 @@ def parse_heads(spec: "str | Iterable[str | HeadRef | tuple[int, int]] | HeadRef
 
 def all_heads(model) -> tuple[HeadRef, ...]:
     """Every query head of ``model``, layer-major."""
-    from .arch import geometry
-
     g = geometry(model)
     return tuple(HeadRef(layer, head) for layer in range(g.n_layers) for head in range(g.n_heads))
 
 
 def validate_heads(model, heads) -> tuple[HeadRef, ...]:
-    from .arch import geometry
-
     g = geometry(model)
     return tuple(h.validate(g.n_layers, g.n_heads) for h in parse_heads(heads))

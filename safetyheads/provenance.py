@@ -8,17 +8,18 @@ import os
 import platform
 import subprocess
 from functools import lru_cache
+from importlib.metadata import distribution, version
 from pathlib import Path
+
+import torch
+
+from ._version import __version__
 
 
 def library_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("safetyheads")
     except Exception:
-        from . import __version__
-
         return __version__
 
 
@@ -41,8 +42,6 @@ def git_info() -> dict:
         return {"git_commit": commit.removesuffix("-dirty"), "git_dirty": commit.endswith("-dirty")}
     candidates = [Path(__file__).resolve().parent]
     try:  # a `pip install .` copy remembers where it came from
-        from importlib.metadata import distribution
-
         direct = distribution("safetyheads").read_text("direct_url.json")
         if direct:
             info = json.loads(direct)
@@ -74,8 +73,6 @@ def cpu_info() -> dict:
     """The CPU's name and the widest SIMD level torch dispatches to on it. Float results of the same
     code can differ in the last bits between levels (AVX2 vs AVX512 kernels sum in another order), so
     a rebuilt organism is bit-identical only on the same level; speed differs too."""
-    import torch
-
     name = None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -92,8 +89,7 @@ def cpu_info() -> dict:
 
 
 def provenance(model=None, **extra) -> dict:
-    import torch
-    import transformers
+    import transformers  # heavy (~0.8 s): `import safetyheads` stays fast
 
     rec = {
         "library": "safetyheads",

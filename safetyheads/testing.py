@@ -8,6 +8,9 @@ biases are non-zero: an ablation that does nothing would then be visible.
 from __future__ import annotations
 
 import torch
+import transformers as tf
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 TINY_FAMILIES = ("llama", "llama-gqa", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt2")
 
@@ -19,9 +22,6 @@ _CHAT_TEMPLATE = (
 
 def tiny_tokenizer():
     """A byte-level tokenizer (256 byte tokens + BOS/EOS) with a toy chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
     vocab["<s>"] = len(vocab)
@@ -35,8 +35,6 @@ def tiny_tokenizer():
 
 
 def tiny_config(family: str, n_layers: int = 3, vocab_size: int = 258):
-    import transformers as tf
-
     common = dict(
         vocab_size=vocab_size,
         hidden_size=64,
@@ -89,8 +87,6 @@ def tiny_config(family: str, n_layers: int = 3, vocab_size: int = 258):
 
 def tiny_model(family: str, attn_implementation: str = "eager", seed: int = 0, n_layers: int = 3):
     """A random-init *ForCausalLM of ``family`` in fp32 eval mode."""
-    from transformers import AutoModelForCausalLM
-
     config = tiny_config(family, n_layers=n_layers)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
