@@ -106,7 +106,8 @@ def main() -> None:
             if strategy == "naive" and args.skip_naive:
                 continue
             times[strategy], (_, scores[strategy]) = timed(
-                lambda: ships_for_ids(model, ids, heads, "ua", 1e-5, strategy=strategy, batch_size=args.batch_size),
+                lambda ids=ids, strategy=strategy: ships_for_ids(model, ids, heads, "ua", 1e-5, strategy=strategy,
+                                                                 batch_size=args.batch_size),
                 args.repeats,
             )
         ref = scores.get("naive", scores["batched"])

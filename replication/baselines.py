@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from safetyheads.errors import SafetyheadsError
 from safetyheads.provenance import git_info, library_version
@@ -38,11 +39,8 @@ def _baseline_from(metrics_file) -> dict:
     }
 
 
-def update_baselines(profile: str, artefacts: list[str] | None, write: bool) -> int:
-    if profile == "paper":
-        raise SafetyheadsError("the paper profile's expected values are the published numbers; they are not baselines")
-    for name in artefacts or []:
-        get_artefact(name)
+def _generated_files(profile: str, artefacts: list[str] | None) -> list[Path]:
+    """The generated metrics.json files of ``profile`` (of ``artefacts`` only, when given); refuses none or missing ones."""
     folder = GENERATED / profile
     files = sorted(folder.glob("*/metrics.json")) if folder.is_dir() else []
     if artefacts:
@@ -53,9 +51,13 @@ def update_baselines(profile: str, artefacts: list[str] | None, write: bool) -> 
                                    f"run `python -m replication run ... --profile {profile}` first")
     if not files:
         raise SafetyheadsError(f"no generated results in {shown(folder)}: run `python -m replication run all --profile {profile}` first")
-    dirty = git_info().get("git_dirty")
-    # every result and stored baseline read and checked before anything is written: a damaged one
-    # stops the whole update instead of leaving it half done
+    return files
+
+
+def _read_updates(files: list[Path], profile: str) -> list[tuple[str, dict, dict | None]]:
+    """(artefact, new baseline, stored baseline) of every file, each metric checked: every result and
+    stored baseline read and checked before anything is written, so that a damaged one stops the whole
+    update instead of leaving it half done."""
     updates = []
     for f in files:
         name = f.parent.name
@@ -66,6 +68,17 @@ def update_baselines(profile: str, artefacts: list[str] | None, write: bool) -> 
                 raise SafetyheadsError(f"{shown(f)}: metric {metric!r} {problem}; regenerate it with "
                                        f"`python -m replication run {name} --profile {profile}`")
         updates.append((name, new, load_expected(profile, name)))
+    return updates
+
+
+def update_baselines(profile: str, artefacts: list[str] | None, write: bool) -> int:
+    if profile == "paper":
+        raise SafetyheadsError("the paper profile's expected values are the published numbers; they are not baselines")
+    for name in artefacts or []:
+        get_artefact(name)
+    files = _generated_files(profile, artefacts)
+    dirty = git_info().get("git_dirty")
+    updates = _read_updates(files, profile)
     if write:
         check_folder(expected_path(profile, updates[0][0]).parent, "the baselines folder")
         for name, _, _ in updates:

@@ -17,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .recipe import RECIPES, STAGED_CHANGES, OrganismRecipe, get_recipe, staged_recipe
-from .registry import ADAPTER_FILE, HERE, MANIFEST_KEYS, ORGANISMS, apply_adapter, check_adapter_files, read_manifest
+from .registry import ADAPTER_FILE, HERE, ORGANISMS, apply_adapter, check_adapter_files, read_manifest
+from .registry import MANIFEST_KEYS as MANIFEST_KEYS  # re-exported: it lived here
 
 # The next recipe's builds (recipe.STAGED_CHANGES). organism_dir reads STAGED_DIR from this module,
 # so that pointing safetyheads.organisms.STAGED_DIR elsewhere moves every staged folder.

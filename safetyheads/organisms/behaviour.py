@@ -171,7 +171,7 @@ def check_targets(scores: dict, base_scores: dict | None) -> list[dict]:
                 checks.append({"check": f"benign NLL under base ({s['format']})", "value": s["base_nll"],
                                "target": f"<= {lim} (base's own + {TARGETS['benign_nll_margin']})", "ok": s["base_nll"] <= lim})
     ref_chat = unablated.get("benign|chat|none")
-    for c, s in sorted(scores.items()):
+    for _cell, s in sorted(scores.items()):
         if s["ablation"] is None or s["kind"] != "benign":
             continue
         checks.append({"check": f"gibberish on benign, {s['ablation']} ablated", "value": s["gibberish"],

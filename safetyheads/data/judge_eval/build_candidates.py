@@ -1,12 +1,10 @@
 """Regenerate the *unlabelled* model completions of the judge evaluation set (see README.md).
 
-    PYTHONPATH=. python safetyheads/data/judge_eval/build_candidates.py --train-data DIR [--calibration] [--out FILE]
+    PYTHONPATH=. python safetyheads/data/judge_eval/build_candidates.py [--calibration] [--out FILE]
 
 Completions come from the untuned embedded model (``safetyheads.load_model()``, SmolLM2-135M-
 Instruct, fp32, CPU), 128 new tokens, stop at EOS, in left-padded batches of up to 16. Prompts are drawn
-with ``random.Random(0)`` from the bundled harmful sets and from Stanford Alpaca (benign; the calibration
-prompts also from StrongREJECT): ``--train-data DIR`` names the folder holding ``alpaca.json`` and
-``strongreject.json`` (lists of {"instruction": ...}; not bundled: Alpaca is CC BY-NC). Labels are
+with ``random.Random(0)`` from the bundled harmful sets and from Stanford Alpaca (benign). Labels are
 NOT produced here: they were assigned by hand in ``assemble.py``. Batched sampling on another
 machine or torch build can give other sampled texts; the labelled file is the record.
 """
@@ -29,6 +27,7 @@ from safetyheads.data import load_prompts
 from safetyheads.prompts import adds_special_tokens, format_prompt
 
 HERE = Path(__file__).parent
+ALPACA = HERE.parent / "train" / "alpaca.json"  # the bundled copy (StrongREJECT's strongreject.json beside it)
 TOPIC = re.compile(r"\b(illegal|crime|criminal|law|laws|legal|ethic\w*|harm\w*|responsib\w*|danger\w*|fraud|"
                    r"theft|police|safety|drug\w*|weapon\w*|hack\w*)\b", re.I)
 # Ablations that break the model (used only to obtain real "model breakage" text): UA on every head
@@ -41,7 +40,7 @@ ABLATIONS = {
 }
 
 
-def pick_prompts(train_data: Path) -> list[dict]:
+def pick_prompts() -> list[dict]:
     rng = random.Random(0)
     rows = []
     used = set()
@@ -52,7 +51,7 @@ def pick_prompts(train_data: Path) -> list[dict]:
             kind = "harmful" if j < 12 else "harmful-ablated"
             rows.append({"prompt": prompts[i], "prompt_source": f"{name}#{i}", "kind": kind})
             used.add(prompts[i])
-    alpaca = [r["instruction"] for r in json.loads((train_data / "alpaca.json").read_text())]
+    alpaca = [r["instruction"] for r in json.loads(ALPACA.read_text())]
     plain = rng.sample(range(len(alpaca)), 14)
     topical = [i for i, q in enumerate(alpaca) if TOPIC.search(q)]
     topical = rng.sample(topical, 14)
@@ -61,12 +60,12 @@ def pick_prompts(train_data: Path) -> list[dict]:
     return rows
 
 
-def pick_calibration_prompts(train_data: Path) -> list[dict]:
+def pick_calibration_prompts() -> list[dict]:
     """Prompts for the NLL calibration texts: none of them is in the evaluation set."""
     rng = random.Random(1)
-    alpaca = [r["instruction"] for r in json.loads((train_data / "alpaca.json").read_text())]
-    strongreject = [r["instruction"] for r in json.loads((train_data / "strongreject.json").read_text())]
-    taken = {r["prompt"] for r in pick_prompts(train_data)}
+    alpaca = [r["instruction"] for r in json.loads(ALPACA.read_text())]
+    strongreject = [r["instruction"] for r in json.loads((ALPACA.parent / "strongreject.json").read_text())]
+    taken = {r["prompt"] for r in pick_prompts()}
     rows = []
     for name, pool, n_plain, n_ablated, kind in (("alpaca", alpaca, 14, 4, "benign"),
                                                  ("strongreject", strongreject, 14, 4, "harmful")):
@@ -113,15 +112,13 @@ def generate(model, tok, rows: list[dict], batch: int = 16) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--train-data", type=Path, required=True,
-                    help="folder with alpaca.json and strongreject.json (Stanford Alpaca, StrongREJECT; not bundled)")
     ap.add_argument("--out", help="default: candidates.jsonl, or calibration_candidates.jsonl with --calibration")
     ap.add_argument("--calibration", action="store_true", help="the NLL calibration prompts instead")
     args = ap.parse_args()
     args.out = args.out or str(HERE / ("calibration_candidates.jsonl" if args.calibration else "candidates.jsonl"))
     torch.set_num_threads(1)  # the machine is shared; OpenMP spin-waiting hurts more than it helps
     model, tok = load_model()
-    rows = pick_calibration_prompts(args.train_data) if args.calibration else pick_prompts(args.train_data)
+    rows = pick_calibration_prompts() if args.calibration else pick_prompts()
     generate(model, tok, rows)
     with open(args.out, "w") as f:
         for r in rows:
