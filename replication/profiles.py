@@ -56,6 +56,7 @@ class Profile:
     sensitivity_r: tuple = (1, 2, 4)
     sensitivity_eps: tuple = (1e-4, 1e-5, 1e-10)
     sensitivity_heldout: int | None = None
+    sensitivity_group_sets: tuple | None = None  # sets whose whole greedy groups are searched (None: every table set)
     departures: tuple = ()
 
     def __post_init__(self) -> None:
@@ -168,6 +169,7 @@ MINI = Profile(
     n_ships_eval=16,
     sensitivity_n=(8, 16, 32, 48),
     sensitivity_r=(1, 2, 4),
+    sensitivity_group_sets=("maliciousinstruct",),
     max_new_tokens=40,
     heatmap_n=8,
     heatmap_max_new_tokens=24,
@@ -181,6 +183,9 @@ MINI = Profile(
         "evaluation queries of each set (each needs its own Ships sweep of every head, per method, organism and input "
         "format); the dataset level uses all 48, and the vanilla ASR beside a query-level row is that of the same 16.",
         "Figure 4b: 8 queries and 24 new tokens per head instead of the whole set and 128 tokens (270 heads x 2 sets).",
+        "Sensitivity (not in the paper): the step-1 head of every (N, r) cell and its held-out ASR on both sets, but "
+        "the greedy groups of 3 (steps 2 and 3: one sweep of every head per distinct group prefix) on MaliciousInstruct "
+        "only, to stay within the time budget.",
         EARLY_STOP_DEPARTURE,
     ),
     stop_when_settled=True,

@@ -198,3 +198,22 @@ def test_dry_run_plans_sensitivity_without_loading_a_model(tmp_path):
     # later steps: at most one sweep per group cell (the plan assumes every cell picks its own head)
     cells = S.group_cells(S.grid(PAPER))
     assert len(sweeps) == len(PAPER.table_sets) * (1 + 2 * len(cells))
+
+
+def test_a_set_outside_the_group_sets_gets_the_step1_grid_only(tmp_path):
+    """``sensitivity_group_sets`` limits the greedy groups (steps 2..) to the named sets; the other
+    sets still get every cell's step-1 head and its held-out ASR, and no group metric."""
+    def no_load(role, name):
+        raise AssertionError("a dry run loaded a model")
+
+    two = ("maliciousinstruct", "jailbreakbench")
+    prof = PAPER.replace(heatmap_n=1, table_sets=two, sensitivity_group_sets=("maliciousinstruct",))
+    ctx = Context(prof, Store(tmp_path), loader=no_load, plan_only=True, progress=False)
+    out = S.run(ctx)
+    names = {m.name for m in out.metrics}
+    for s in two:
+        assert all(f"step1.{s}.n{n}.r{r}" in names for n, r in S.grid(prof))
+    assert any(n.startswith("group.maliciousinstruct.") for n in names)
+    assert not any(n.startswith("group.jailbreakbench.") for n in names)
+    sweeps = [i for i in ctx.plan if i.kind == "sweep"]
+    assert sum("jailbreakbench" in i.what for i in sweeps) == 1  # its step-1 sweep, nothing after it

@@ -99,12 +99,15 @@ def run(ctx) -> Output:
     ref = (p.n_attribution, 1)
     tabs: dict = {"grid": [], "choices": [], "eps": [], "top1": [], "corr": []}
     for s in p.table_sets:
-        groups, step1, sweeps = greedy_groups(ctx, s, cells, size)
-        out.notes.append(f"{set_label(s)}: {len(cells)} (N, r) cells and {len(group_cells(cells))} groups of {size} "
+        # a set outside sensitivity_group_sets gets the step-1 grid only (its "groups" are the top-1 heads)
+        grouped = p.sensitivity_group_sets is None or s in p.sensitivity_group_sets
+        groups, step1, sweeps = greedy_groups(ctx, s, cells, size if grouped else 1)
+        out.notes.append(f"{set_label(s)}: {len(cells)} (N, r) cells and "
+                         f"{len(group_cells(cells)) if grouped else 'no'} groups of {size} "
                          f"from {sweeps} candidate sweeps")
         report_step1(out, tabs, s, step1)
-        compare_with_sahara(ctx, out, s, groups[ref], step1[ref], size)
-        heldout_asr(ctx, out, tabs, s, cells, groups, size)
+        compare_with_sahara(ctx, out, s, groups[ref], step1[ref], size if grouped else 1)
+        heldout_asr(ctx, out, tabs, s, cells, groups, size if grouped else 1)
         eps_choices(ctx, out, tabs, s, sorted({*p.sensitivity_eps, p.eps}, reverse=True), size)
         correlation(ctx, out, tabs, s, step1[ref])
     out.tables += [(f"Step-1 head (generalized Ships, degrees) by N attribution queries and r, {p.labels['aligned']}",
