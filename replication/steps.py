@@ -215,7 +215,7 @@ class Context:
             print(f"[{self.profile.name}] {msg}", file=sys.stderr, flush=True)
 
     def _entry(self, kind: str, spec: dict, what: str, forward_passes: int, judge_only: bool = False):
-        entry = self.store.entry(kind, spec, VERSIONS[kind])
+        entry = self.store.entry(kind, spec, VERSIONS[kind], what=what)
         self.used_keys.append({"kind": kind, "key": entry.key, "what": what})
         if self.plan_only:
             self.plan.append(PlanItem(kind, entry.key, what, forward_passes, entry.done, judge_only))
