@@ -108,12 +108,12 @@ class _Spec:
         return cls.from_dict(json.loads(text))
 
 
-def _prompts(job, field: str = "prompts") -> None:
-    """Prompts as a tuple of strings, and their ids (default 0..n-1) as a tuple of the same length."""
-    prompts = getattr(job, field)
-    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-        raise JobError(f"{field} must be a sequence of strings")
-    object.__setattr__(job, field, tuple(prompts))
+def _check_prompts(job) -> None:
+    """Prompts as a tuple of strings, their ids (when given) as a tuple of as many distinct names,
+    and a known template."""
+    if isinstance(job.prompts, str) or not all(isinstance(p, str) for p in job.prompts):
+        raise JobError("prompts must be a sequence of strings")
+    object.__setattr__(job, "prompts", tuple(job.prompts))
     ids = getattr(job, "prompt_ids", None)
     if ids is not None:
         ids = tuple(ids)
@@ -145,8 +145,8 @@ def _check_fits(job, model, tok) -> None:
 
 
 def _timed(append: Callable[[list[dict]], None], shape: Callable[[dict], dict] | None, row: int):
-    """``append`` for a unit's rows, ``seconds`` since the previous unit (or the start) set on
-    ``rows[row]``: the unit's time rides on one of its rows."""
+    """A function appending a unit's rows (each through ``shape``) once ``rows[row]["seconds"]`` is
+    set to the time since the previous unit (or since this was made): a unit's time rides on one row."""
     last = [time.perf_counter()]
 
     def save(rows: list[dict]) -> None:
@@ -183,7 +183,7 @@ class ShipsJob(_Spec):
     prob_floor: float = 0.0
 
     def __post_init__(self) -> None:
-        _prompts(self)
+        _check_prompts(self)
         if self.heads is not None:
             object.__setattr__(self, "heads", parse_heads(self.heads))
         _ablation_settings(self)
@@ -268,7 +268,7 @@ class SaharaJob(_Spec):
     batch_size: int = DEFAULT_BATCH_SIZE
 
     def __post_init__(self) -> None:
-        _prompts(self)
+        _check_prompts(self)
         if not self.prompts:
             raise JobError("Sahara needs at least one query")
         if not (isinstance(self.steps, int) and 1 <= self.steps <= MAX_STEPS):
@@ -351,7 +351,7 @@ class GenerateJob(_Spec):
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        _prompts(self)
+        _check_prompts(self)
         object.__setattr__(self, "ablation", _ablation_of(self.ablation, len(self.prompts)))
         if isinstance(self.decoding, dict):
             d = dict(self.decoding)
