@@ -4,6 +4,7 @@ step by step; prints each step's top heads and the group."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tabulate import tabulate
@@ -59,10 +60,11 @@ def cmd_sahara(args) -> int:
     if not 1 <= args.r <= len(prompts.prompts):
         raise SafetyheadsError(f"--r must be between 1 and the number of queries ({len(prompts.prompts)}), got {args.r}")
     pool = parse_heads(args.heads) if args.heads is not None else None  # "" is an error, not all heads
-    if pool is not None:
+    job = SaharaJob(prompts.prompts, args.steps, method=args.method, eps=args.eps, target=args.target, r=args.r,
+                    template=args.template, system_prompt=args.system_prompt, batch_size=args.batch_size)
+    if pool is not None:  # the candidates join once this command has said, in its words, whether they are enough
         check_enough_candidates(len(pool), args.steps)
-    job = SaharaJob(prompts.prompts, args.steps, candidates=pool, method=args.method, eps=args.eps, target=args.target,
-                    r=args.r, template=args.template, system_prompt=args.system_prompt, batch_size=args.batch_size)
+        job = replace(job, candidates=pool)
 
     model, tok = load_from_args(args)
     check_enough_candidates(len(pool or all_heads(model)), args.steps)  # before the results file is made
