@@ -19,6 +19,7 @@ from safetyheads.ablation import AblationSpec
 from safetyheads.errors import SafetyheadsError
 from safetyheads.generation import DecodingSpec
 from safetyheads.heads import HeadRef
+from safetyheads.jobs import GenerateJob, SaharaJob, ShipsJob, whole_units
 from safetyheads.store import Store
 
 from .profiles import Profile
@@ -214,7 +215,7 @@ class Context:
             print(f"[{self.profile.name}] {msg}", file=sys.stderr, flush=True)
 
     def _entry(self, kind: str, spec: dict, what: str, forward_passes: int, judge_only: bool = False):
-        entry = self.store.entry(kind, spec, VERSIONS[kind])
+        entry = self.store.entry(kind, spec, VERSIONS[kind], what=what)
         self.used_keys.append({"kind": kind, "key": entry.key, "what": what})
         if self.plan_only:
             self.plan.append(PlanItem(kind, entry.key, what, forward_passes, entry.done, judge_only))
@@ -241,34 +242,11 @@ def sahara_group(ctx: Context, role: str, set_name: str, method: str, steps: int
     if entry.done:
         res = entry.result()
     else:
-        from safetyheads.sahara import sahara
-
         model, tok = ctx.model(role)
-        rows = entry.rows()
-        done = []
-        for s in range(1, steps + 1):  # whole steps only: a crash may have cut one short
-            step_rows = [r for r in rows if r["step"] == s]
-            if len(step_rows) != len(cands) - (s - 1):
-                break
-            done.append(step_rows)
-        if sum(map(len, done)) != len(rows):
-            entry.rewrite([r for d in done for r in d])
-        ctx.log(f"{what}: {len(done)} step(s) done before")
-        t0 = time.perf_counter()
-        last = [t0]
-
-        def on_step(step, step_rows):
-            now = time.perf_counter()
-            step_rows[0]["seconds"] = now - last[0]  # the step's time rides on one of its rows
-            last[0] = now
-            entry.append(step_rows)
-
-        result = sahara(model, tok, q.prompts, steps=steps, method=method, eps=p.eps, template=p.template,
-                        candidates=cands, done_steps=done, on_step=on_step, progress=ctx.progress)
-        rows = entry.rows()
-        seconds = sum(r["seconds"] for r in rows if "seconds" in r)
-        res = entry.finish({"group": [str(h) for h in result.group], "scoreboard": rows, "seconds": seconds,
-                            "n_queries": len(q.ids), "n_candidates": len(cands)})
+        job = SaharaJob(tuple(q.prompts), steps, candidates=tuple(cands), method=method, eps=p.eps, template=p.template)
+        finished = job.finished(entry)  # whole steps only: a crash may have cut one short
+        ctx.log(f"{what}: {len(finished)} step(s) done before")
+        res = job.run(model, tok, entry, finished=finished, progress=ctx.progress)
     ctx.timings[entry.key] = res["seconds"]
     return {**res, "group": [HeadRef.parse(h) for h in res["group"]]}
 
@@ -294,30 +272,12 @@ def ships_per_query(ctx: Context, role: str, q: Queries, method: str, *, templat
     if entry.done:
         res = entry.result()
     else:
-        from safetyheads.ships import ships_scores
-
-        rows = entry.rows()
-        done = {r["prompt_id"] for r in rows if r.get("last")}
-        if any(r["prompt_id"] not in done for r in rows):  # a prompt cut short by a crash: drop its rows
-            entry.rewrite([r for r in rows if r["prompt_id"] in done])
-        todo = [(pid, pr) for pid, pr in zip(q.ids, q.prompts) if pid not in done]
-        ctx.log(f"{what}: {len(done)} done before")
-        if todo:
-            model, tok = ctx.model(role)
-
-            def on_prompt(pid, prompt_rows):
-                out = [{"prompt_id": pid, "head": r["head_name"], "ships": r["ships"]} for r in prompt_rows]
-                out[-1]["last"] = True
-                out[-1]["seconds"] = time.perf_counter() - t[0]
-                t[0] = time.perf_counter()
-                entry.append(out)
-
-            t = [time.perf_counter()]
-            ships_scores(model, tok, [pr for _, pr in todo], heads=cands, method=method, eps=eps,
-                         template=template, system_prompt=system_prompt, prompt_ids=[pid for pid, _ in todo], on_prompt=on_prompt,
-                         progress=ctx.progress)
-        rows = entry.rows()
-        res = entry.finish({"rows": rows, "seconds": sum(r.get("seconds", 0.0) for r in rows)})
+        job = ShipsJob(tuple(q.prompts), prompt_ids=tuple(q.ids), heads=tuple(cands), method=method, eps=eps,
+                       template=template, system_prompt=system_prompt)
+        finished = job.finished(entry)  # a prompt cut short by a crash is dropped
+        ctx.log(f"{what}: {len(finished)} done before")
+        model, tok = ctx.model(role) if job.todo(finished) else (None, None)
+        res = job.run(model, tok, entry, finished=finished, shape=_stored_ships_row, progress=ctx.progress)
     ctx.timings[entry.key] = ctx.last_seconds = res["seconds"]
     by: dict = {}
     for r in res["rows"]:
@@ -325,6 +285,14 @@ def ships_per_query(ctx: Context, role: str, q: Queries, method: str, *, templat
     for pid in by:
         by[pid].sort(key=lambda t: (-t[1], t[0]))
     return by
+
+
+def _stored_ships_row(row: dict) -> dict:
+    """A Ships row as the store keeps it: the head's name and score (a prompt's last row: its time too)."""
+    out = {"prompt_id": row["prompt_id"], "head": row["head_name"], "ships": row["ships"]}
+    if row.get("last"):
+        out.update(last=True, seconds=row["seconds"])
+    return out
 
 
 def query_level(ships: dict, k: int, method: str, eps: float) -> dict:
@@ -374,27 +342,19 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
     if entry.done:
         rows = entry.result()["rows"]
     else:
-        from safetyheads.generation import generate_responses
-
-        have = {r["prompt_id"]: r for r in entry.rows()}
-        todo = [(pid, pr) for pid, pr in zip(q.ids, q.prompts) if pid not in have]
+        job = GenerateJob(tuple(q.prompts), prompt_ids=tuple(q.ids), template=template, system_prompt=system_prompt,
+                          prefill=prefill, ablation=tuple(ablation.get(pid) for pid in q.ids) if per_prompt else ablation,
+                          decoding=decoding, batch_size=GEN_BATCH)
+        finished = job.finished(entry)
+        todo = job.todo(finished)
+        model, tok = (ctx.variant(role, variant) if variant else ctx.model(role)) if todo else (None, None)
+        t0 = time.perf_counter()
+        rows = job.run(model, tok, entry, finished=finished, shape=_stored_completion,
+                       progress=ctx.progress and len(todo) > 4 * GEN_BATCH)["rows"]
         if todo:
-            model, tok = ctx.variant(role, variant) if variant else ctx.model(role)
-            specs = [ablation.get(pid) for pid, _ in todo] if per_prompt else ablation
-            t0 = time.perf_counter()
-
-            def on_batch(batch):
-                entry.append([{k: r[k] for k in COMPLETION_FIELDS if k in r} for r in batch])
-                generation_counts(ctx, batch, decoding)
-
-            generate_responses(model, tok, [pr for _, pr in todo], template=template, system_prompt=system_prompt,
-                               ablation=specs, decoding=decoding, prefill=prefill, batch_size=GEN_BATCH,
-                               prompt_ids=[pid for pid, _ in todo], on_batch=on_batch,
-                               progress=ctx.progress and len(todo) > 4 * GEN_BATCH)
+            new = {str(pid) for pid in todo}
+            generation_counts(ctx, [r for r in rows if str(r["prompt_id"]) in new], decoding)
             ctx.log(f"{what}: {len(todo)} generated in {time.perf_counter() - t0:.1f} s")
-        got = {r["prompt_id"]: r for r in entry.rows()}
-        rows = [got[pid] for pid in q.ids]
-        entry.finish({"rows": rows})
     from safetyheads.judges import asr_report
 
     prompts = dict(zip(q.ids, q.prompts))
@@ -404,6 +364,10 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
            for r, v in zip(rows, verdicts)]
     rep = asr_report(verdicts, ctx.judge, n_boot=1000)
     return Judged(out, rep.asr, rep.as_dict(), entry.key)
+
+
+def _stored_completion(row: dict) -> dict:
+    return {k: row[k] for k in COMPLETION_FIELDS if k in row}
 
 
 HEADS_PER_ENTRY = 32
@@ -541,7 +505,9 @@ def _sweep(ctx: Context, entry, role: str, q: Queries, method: str, group: list,
     # lossless: the states are computed in the model's dtype (float64 only for a float64 model)
     kept = np.float64 if model.dtype == torch.float64 else np.float32
     files = {pid: entry.side_file(f"states-{pid}.npz") for pid in q.ids}
-    seconds = {r["prompt_id"]: r["seconds"] for r in entry.rows() if files[r["prompt_id"]].exists()}
+    # a query is done once its side file is there (its row is appended after the file is written)
+    done = whole_units(entry, lambda r: r["prompt_id"], lambda pid, rows: files[pid].exists())
+    seconds = {pid: rows[-1]["seconds"] for pid, rows in done.items()}
     ctx.log(f"{what}: {len(seconds)} of {len(q.ids)} queries done before")
     bar = tqdm(total=len(q.ids), initial=len(seconds), unit="query", disable=not ctx.progress, desc="sweep")
     for pid, prompt in zip(q.ids, q.prompts):

@@ -39,6 +39,34 @@ class GQAGroupWarning(UserWarning):
     """A k/v ablation on a GQA model also hits the other query heads of the KV group."""
 
 
+def method_settings(method: str, eps, target: "str | None" = None) -> tuple[float, str]:
+    """``(eps, target)`` of an ablation by ``method``, checked and made canonical (the method's
+    default target when None; 0 for ``zero``): what ``AblationSpec`` holds besides its heads, so a
+    spec whose heads are known only once the model loads is checked before it loads."""
+    if method not in METHODS:
+        raise AblationError(f"unknown ablation method {method!r}: choose one of {', '.join(METHODS)}")
+    target = target or DEFAULT_TARGET[method]
+    if target not in ALLOWED_TARGETS[method]:
+        raise AblationError(
+            f"method {method!r} cannot target {target!r}: it takes "
+            f"{' or '.join(ALLOWED_TARGETS[method])} (targets: {', '.join(TARGETS)})"
+        )
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise AblationError(f"eps must be a number, got {eps!r}") from None
+    if method == "zero":
+        value = 0.0
+    elif method == "mean" and value != value:
+        raise AblationError("eps must be a number (mean ablation does not use it)")
+    elif method != "mean" and not (0 < value < float("inf")):
+        raise AblationError(
+            f"eps must be a finite number > 0 for method {method!r}, got {eps!r} "
+            "(for an exact 0 use method 'zero')"
+        )
+    return value, target
+
+
 @dataclass(frozen=True)
 class AblationSpec:
     """What to ablate: serialisable, hashable, and the same for hooks and weight surgery."""
@@ -50,28 +78,8 @@ class AblationSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", parse_heads(self.heads))
-        if self.method not in METHODS:
-            raise AblationError(f"unknown ablation method {self.method!r}: choose one of {', '.join(METHODS)}")
-        target = self.target or DEFAULT_TARGET[self.method]
-        if target not in ALLOWED_TARGETS[self.method]:
-            raise AblationError(
-                f"method {self.method!r} cannot target {target!r}: it takes "
-                f"{' or '.join(ALLOWED_TARGETS[self.method])} (targets: {', '.join(TARGETS)})"
-            )
+        eps, target = method_settings(self.method, self.eps, self.target)
         object.__setattr__(self, "target", target)
-        try:
-            eps = float(self.eps)
-        except (TypeError, ValueError):
-            raise AblationError(f"eps must be a number, got {self.eps!r}") from None
-        if self.method == "zero":
-            eps = 0.0
-        elif self.method == "mean" and eps != eps:
-            raise AblationError("eps must be a number (mean ablation does not use it)")
-        elif self.method != "mean" and not (0 < eps < float("inf")):
-            raise AblationError(
-                f"eps must be a finite number > 0 for method {self.method!r}, got {self.eps!r} "
-                "(for an exact 0 use method 'zero')"
-            )
         object.__setattr__(self, "eps", eps)
 
     @property

@@ -158,7 +158,10 @@ def _damage(path: Path, line: int, reason: str, n_dropped: int) -> str:
 
 
 class ResultsWriter:
-    """Append rows grouped by a key (e.g. prompt id) to a results file, resuming a matching run."""
+    """Append rows grouped by a key (e.g. prompt id) to a results file, resuming a matching run.
+
+    One of the two sinks of ``safetyheads.jobs`` (a store entry is the other): ``rows()``,
+    ``append(rows)``, ``rewrite(rows)`` and ``finish(result)``."""
 
     def __init__(self, path: "str | Path", header: dict, columns: list[str], key: str,
                  group_size: "int | Callable[[str], int]", overwrite: bool = False):
@@ -169,6 +172,7 @@ class ResultsWriter:
         self.header = header
         self.done: set = set()
         self.resumed_rows: list[dict] = []
+        self._rows: list[dict] = []  # what the file holds: the rows kept when it was resumed, then those appended
         if self.path.exists() and not overwrite:
             self._resume()
         else:
@@ -196,6 +200,7 @@ class ResultsWriter:
         size = self.group_size if callable(self.group_size) else (lambda key: self.group_size)
         complete = {k for k, n in counts.items() if n == size(k)}
         self.resumed_rows = [r for r in rows if str(r[self.key]) in complete]
+        self._rows = list(self.resumed_rows)
         self.done = complete
         self.header = {**old_header, "resumed_utc": self.header.get("provenance", {}).get("created_utc")}
         if damage:
@@ -247,9 +252,30 @@ class ResultsWriter:
     def is_done(self, key) -> bool:
         return str(key) in self.done
 
-    def append(self, key, rows: list[dict]) -> None:
+    def rows(self) -> list[dict]:
+        """The rows the file holds: those kept when it was resumed, then those appended since."""
+        return list(self._rows)
+
+    def append(self, key_or_rows, rows: "list[dict] | None" = None) -> None:
+        """Append the rows of whole groups, flushed to disk before this returns: ``append(rows)``
+        (each row names its group in the key column) or ``append(key, rows)`` (one group)."""
+        if rows is None:
+            rows, keys = key_or_rows, {str(r[self.key]) for r in key_or_rows}
+        else:
+            keys = {str(key_or_rows)}
         with open(self.path, "a") as f:
             f.write(self._serialise(rows))
             f.flush()
             os.fsync(f.fileno())
-        self.done.add(str(key))
+        self.done.update(keys)
+        self._rows.extend(rows)
+
+    def rewrite(self, rows: list[dict]) -> None:
+        """Replace the rows (whole groups only) under the same header."""
+        self._rewrite(rows)
+        self._rows = list(rows)
+        self.done = {str(r[self.key]) for r in rows}
+
+    def finish(self, result: dict) -> dict:
+        """Nothing to add: every row is on disk as soon as it is appended."""
+        return result

@@ -11,7 +11,13 @@ so a rerun after an unrelated change is instant.
 Work in progress is appended to ``rows.jsonl`` one unit at a time (a prompt, a Sahara step), so a
 killed run resumes from the rows already there; ``result.json`` is written last, atomically, and
 marks the entry complete. A unit too large for a JSON row (an array of hidden states) can go in a
-side file of the entry's folder, its row appended once the file is written.
+side file of the entry's folder, its row appended once the file is written. An entry is one of the
+two sinks of ``safetyheads.jobs`` (``rows``, ``append``, ``rewrite``, ``finish``), which resume it.
+
+``<root>/index.jsonl`` gets a line ``{"kind", "key", "what"}`` when an entry given a description
+(``what``, e.g. "Sahara UA aligned maliciousinstruct (16 queries, 5 steps)") is created, so a person
+finds an entry's folder by what it holds (``grep Sahara index.jsonl``); entries made before the
+index existed are not in it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import shutil
 from pathlib import Path
 
 from .errors import SafetyheadsError
+
+INDEX = "index.jsonl"
 
 
 class StoreError(SafetyheadsError, ValueError):
@@ -46,9 +54,10 @@ def store_key(kind: str, spec: dict, version: int = 1) -> str:
 
 
 class Entry:
-    def __init__(self, root: Path, kind: str, spec: dict, version: int):
-        self.kind, self.spec, self.version = kind, json.loads(canonical(spec)), version
+    def __init__(self, root: Path, kind: str, spec: dict, version: int, what: str | None = None):
+        self.kind, self.spec, self.version, self.what = kind, json.loads(canonical(spec)), version, what
         self.key = store_key(kind, self.spec, version)
+        self._index = root / INDEX
         self.path = root / kind / self.key[:2] / self.key
         self._spec_file = self.path / "spec.json"
         self._rows_file = self.path / "rows.jsonl"
@@ -60,6 +69,9 @@ class Entry:
             tmp = self._spec_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"kind": self.kind, "version": self.version, "spec": self.spec}, indent=1))
             os.replace(tmp, self._spec_file)
+            if self.what:
+                with open(self._index, "a") as f:
+                    f.write(json.dumps({"kind": self.kind, "key": self.key, "what": self.what}) + "\n")
 
     @property
     def done(self) -> bool:
@@ -132,10 +144,11 @@ class Store:
                 root = cache_dir() / "store"
         self.root = Path(root)
 
-    def entry(self, kind: str, spec: dict, version: int = 1) -> Entry:
+    def entry(self, kind: str, spec: dict, version: int = 1, what: str | None = None) -> Entry:
+        """``what``: a description for the index (see the module docstring)."""
         if not kind or "/" in kind or kind.startswith("."):
             raise StoreError(f"bad store kind {kind!r}")
-        return Entry(self.root, kind, spec, version)
+        return Entry(self.root, kind, spec, version, what)
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"

@@ -6,19 +6,19 @@ The completions stay on disk (``--out``), so other judges can re-run on them wit
 
 from __future__ import annotations
 
-from argparse import Namespace
 from pathlib import Path
 
+from ..distributed import is_main
 from ..errors import SafetyheadsError
+from ..judge_job import FILTERS, JudgeJob, is_judged_file
+from ..judges import DEFAULT_MAX_NLL, JUDGES
+from ..models import DEFAULT_MODEL
 from ..outputs import check_output
-from .judge import check_judge_values, is_judged_file
+from .generate import add_generate_args, check_outputs, generate
+from .judge import check_judge_values, print_report
 
 
 def register(subparsers) -> None:
-    from ..judges import DEFAULT_MAX_NLL, JUDGES
-    from .generate import add_generate_args
-    from .judge import FILTERS
-
     p = subparsers.add_parser("asr", help="generate under an ablation (or none) and judge: attack success rate with CI")
     add_generate_args(p)
     j = p.add_argument_group("judging (see `safetyheads judge --help`)")
@@ -48,32 +48,23 @@ def check_judged_out(args, completions: Path) -> None:
 
 
 def cmd_asr(args) -> int:
-    from ..models import DEFAULT_MODEL
-    from .generate import check_outputs, cmd_generate
-    from .judge import cmd_judge
-
     # Before any generation: the judging settings, the completions file, and the judged file when
     # its path is known.
-    check_judge_values(Namespace(judge=args.judge, n_boot=args.n_boot, seed=0, max_nll=args.max_nll))
+    check_judge_values(args, with_seed=False)
+    job = JudgeJob(judge=args.judge, gibberish_filter=args.gibberish_filter,
+                   reference_model=args.reference_model or DEFAULT_MODEL, max_nll=args.max_nll, n_boot=args.n_boot)
     check_outputs(args)
     if args.out is not None:
         check_judged_out(args, Path(args.out))
     elif args.judged_out is not None:
         check_output(args.judged_out, "--judged-out", inputs={"--data": args.data}, overwrite=args.overwrite,
                      replaceable=is_judged_file)
-    code = cmd_generate(args)
-    from ..distributed import is_main
-
-    if code or not is_main():  # under `accelerate launch` the main process judges
-        return code
-    completions = Path(args.generated_out)
+    completions = generate(args)
+    if not is_main():  # under `accelerate launch` the main process judges
+        return 0
     check_judged_out(args, completions)
     judged = judged_path(args, completions)
     print()
-    return cmd_judge(Namespace(
-        input=str(completions), judge=args.judge, gibberish_filter=args.gibberish_filter,
-        reference_model=args.reference_model or DEFAULT_MODEL, max_nll=args.max_nll, nll_template="auto",
-        device=args.device, prompt_field="prompt", response_field="response", out=str(judged),
-        overwrite=True,  # checked above; judging is cheap and deterministic: always redo it from the completions
-        n_boot=args.n_boot, seed=0,
-    ))
+    # judging is cheap and deterministic: always redone from the completions
+    print_report(job.run(completions, judged, device=args.device), judged)
+    return 0

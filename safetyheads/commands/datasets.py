@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from tabulate import tabulate
+
+from .. import data
+
 
 def register(sub) -> None:
     p = sub.add_parser("datasets", help="list the bundled prompt sets (any .csv/.jsonl file or Hub dataset id works too)")
@@ -9,11 +13,7 @@ def register(sub) -> None:
 
 
 def cmd_datasets(args) -> int:
-    from tabulate import tabulate
-
-    from ..data import list_datasets
-
-    print(tabulate(list_datasets(), headers="keys", tablefmt="github"))
+    print(tabulate(data.list_datasets(), headers="keys", tablefmt="github"))
     print("\nalso accepted by --data: a .csv/.jsonl/.json file (pick the column with --column), "
           "or a Hub dataset id in the local Hugging Face cache")
     return 0

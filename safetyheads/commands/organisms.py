@@ -41,49 +41,51 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..organisms import ORGANISMS, get_recipe, organism_dir, staged_recipe
+    commands = {"list": _list, "build": _build, "evaluate": _evaluate, "report": _report, "check": _check}
+    return commands[args.organisms_command](args)
 
-    if args.organisms_command == "list":
-        from ..organisms import read_manifest
 
-        for name in ORGANISMS:
-            r = get_recipe(name)
-            try:
-                m = read_manifest(name)
-                state = f"adapter {m['adapter']['sha256'][:12]}..., {m['adapter']['bytes'] / 1e6:.1f} MB"
-            except Exception:
-                state = "not built"
-            print(f"{name}\t{state}\t{r.description}")
-            try:
-                m = read_manifest(name, organism_dir(name, staged=True))
-                print(f"{name} (staged)\tadapter {m['adapter']['sha256'][:12]}..., next recipe: "
-                      f"safetyheads organisms build {name} --staged")
-            except Exception:
-                pass
-        return 0
-    if args.organisms_command == "build":
-        from ..organisms.build import build_organism
+def _list(args) -> int:
+    from ..organisms import ORGANISMS, get_recipe, organism_dir, read_manifest
 
-        recipe = staged_recipe(args.name) if args.staged else get_recipe(args.name)
-        changes = {k: v for k, v in (("steps", args.steps), ("n_benign", args.n_benign)) if v is not None}
-        if changes:
-            recipe = recipe.replace(**changes, warmup_steps=min(recipe.warmup_steps, changes.get("steps", recipe.steps)))
-        # Never the package's own folders by default: in an editable install they are the checkout.
-        out = Path(args.out) if args.out else DEFAULT_BUILD_DIR / (recipe.name + ("-staged" if args.staged else ""))
-        build_organism(recipe, out, device=args.device, fresh=args.fresh, overwrite=args.overwrite)
-        print(out)
-        return 0
-    if args.organisms_command == "evaluate":
-        return _evaluate(args)
-    if args.organisms_command == "report":
-        from ..organisms.report import write_reports
+    for name in ORGANISMS:
+        r = get_recipe(name)
+        try:
+            m = read_manifest(name)
+            state = f"adapter {m['adapter']['sha256'][:12]}..., {m['adapter']['bytes'] / 1e6:.1f} MB"
+        except Exception:
+            state = "not built"
+        print(f"{name}\t{state}\t{r.description}")
+        try:
+            m = read_manifest(name, organism_dir(name, staged=True))
+            print(f"{name} (staged)\tadapter {m['adapter']['sha256'][:12]}..., next recipe: "
+                  f"safetyheads organisms build {name} --staged")
+        except Exception:
+            pass
+    return 0
 
-        for path in write_reports():
-            print(path)
-        return 0
-    if args.organisms_command == "check":
-        return _check(args)
-    raise AssertionError(args.organisms_command)
+
+def _build(args) -> int:
+    from ..organisms import get_recipe, staged_recipe
+    from ..organisms.build import build_organism
+
+    recipe = staged_recipe(args.name) if args.staged else get_recipe(args.name)
+    changes = {k: v for k, v in (("steps", args.steps), ("n_benign", args.n_benign)) if v is not None}
+    if changes:
+        recipe = recipe.replace(**changes, warmup_steps=min(recipe.warmup_steps, changes.get("steps", recipe.steps)))
+    # Never the package's own folders by default: in an editable install they are the checkout.
+    out = Path(args.out) if args.out else DEFAULT_BUILD_DIR / (recipe.name + ("-staged" if args.staged else ""))
+    build_organism(recipe, out, device=args.device, fresh=args.fresh, overwrite=args.overwrite)
+    print(out)
+    return 0
+
+
+def _report(args) -> int:
+    from ..organisms.report import write_reports
+
+    for path in write_reports():
+        print(path)
+    return 0
 
 
 def _evaluate(args) -> int:

@@ -1,22 +1,30 @@
-"""``safetyheads sahara``: greedy search for the safety-head group (generalized Ships per step)."""
+"""``safetyheads sahara``: greedy search for the safety-head group (generalized Ships per step), resumable
+step by step; prints each step's top heads and the group."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from tabulate import tabulate
+
+from ..data import BUNDLED, load_prompts
+from ..distributed import is_main
 from ..errors import SafetyheadsError
+from ..heads import all_heads, parse_heads
+from ..jobs import SaharaJob
 from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder
-from ..results import check_results_file
+from ..prompts import TEMPLATES
+from ..provenance import model_source, provenance
+from ..results import ResultsWriter, check_results_file, read_results
+from ..sahara import MAX_STEPS, SCOREBOARD_COLUMNS
+from ..ships import DEFAULT_BATCH_SIZE
+from .args import (add_ablation_args, add_model_args, add_output_args, check_batch_size, load_from_args,
+                   resume_on_main, slug)
 
 
 def register(sub) -> None:
-    from ..cli import add_ablation_args, add_model_args
-    from ..data import BUNDLED
-    from ..prompts import TEMPLATES
-    from ..sahara import MAX_STEPS
-    from ..ships import DEFAULT_BATCH_SIZE
-
     p = sub.add_parser("sahara", help="greedy search for the group of heads that moves the dataset's activations most")
     add_model_args(p)
     p.add_argument("--data", default="maliciousinstruct", help=f"bundled set ({', '.join(BUNDLED)}) or .csv/.jsonl file")
@@ -24,15 +32,12 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, help="use only the first N prompts")
     p.add_argument("--template", default="paper", choices=TEMPLATES)
     p.add_argument("--system-prompt", help="system prompt for --template chat")
-    add_ablation_args(p, heads_required=False)
+    add_ablation_args(p, heads_required=False)  # --heads restricts the candidate heads (default: all)
     p.add_argument("--steps", type=int, default=3, help=f"group size S, 1..{MAX_STEPS} (default 3)")
     p.add_argument("--r", type=int, default=1, help="leading singular directions compared (default 1, as the authors' code)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    p.add_argument("--out", help="scoreboard .jsonl/.csv (default safetyheads-out/sahara_<model>_<method>-<target>_<data>.jsonl)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or loading messages")
+    add_output_args(p, "scoreboard .jsonl/.csv (default safetyheads-out/sahara_<model>_<method>-<target>_<data>.jsonl)")
     p.set_defaults(func=cmd_sahara)
-    # --heads, from the shared ablation arguments, restricts the candidate heads (default: all).
 
 
 def check_enough_candidates(n_candidates: int, steps: int) -> None:
@@ -42,21 +47,10 @@ def check_enough_candidates(n_candidates: int, steps: int) -> None:
 
 
 def cmd_sahara(args) -> int:
-    from tabulate import tabulate
-
-    from ..ablation import AblationSpec
-    from ..cli import _slug, load_from_args
-    from ..data import load_prompts
-    from ..heads import all_heads, parse_heads
-    from ..prompts import check_fits, context_length, encode_prompt
-    from ..provenance import model_source, provenance
-    from ..results import ResultsWriter, read_results
-    from ..sahara import MAX_STEPS, SCOREBOARD_COLUMNS, sahara
-
+    # Everything that can be checked without the model fails before it loads.
     if not 1 <= args.steps <= MAX_STEPS:
         raise SafetyheadsError(f"--steps must be between 1 and {MAX_STEPS}, got {args.steps}")
-    if args.batch_size < 1:
-        raise SafetyheadsError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_batch_size(args)
     if args.out is not None:  # an empty --out is refused, not taken for the default
         check_output(args.out, inputs={"--data": args.data}, overwrite=args.overwrite, resumable=True)
         check_results_file(Path(args.out), args.overwrite)
@@ -65,49 +59,39 @@ def cmd_sahara(args) -> int:
     prompts = load_prompts(args.data, column=args.column, limit=args.limit)
     if not 1 <= args.r <= len(prompts.prompts):
         raise SafetyheadsError(f"--r must be between 1 and the number of queries ({len(prompts.prompts)}), got {args.r}")
-    pool_arg = parse_heads(args.heads) if args.heads is not None else None  # "" is an error, not all heads
-    AblationSpec(pool_arg or ("L0H0",), args.method, args.eps, args.target)
-    if pool_arg is not None:
-        check_enough_candidates(len(pool_arg), args.steps)
+    pool = parse_heads(args.heads) if args.heads is not None else None  # "" is an error, not all heads
+    job = SaharaJob(prompts.prompts, args.steps, method=args.method, eps=args.eps, target=args.target, r=args.r,
+                    template=args.template, system_prompt=args.system_prompt, batch_size=args.batch_size)
+    if pool is not None:  # the candidates join once this command has said, in its words, whether they are enough
+        check_enough_candidates(len(pool), args.steps)
+        job = replace(job, candidates=pool)
+
     model, tok = load_from_args(args)
-    pool = pool_arg or all_heads(model)
-    spec = AblationSpec(pool, args.method, args.eps, args.target).check(model)
-    check_enough_candidates(len(spec.heads), args.steps)  # before the results file is made
-    limit = context_length(model, tok)
-    for i, p in enumerate(prompts.prompts):  # template and length problems surface before any compute
-        check_fits(encode_prompt(tok, p, args.template, args.system_prompt).shape[1], limit, i, p)
+    check_enough_candidates(len(pool or all_heads(model)), args.steps)  # before the results file is made
+    named = job.for_model(model)  # every head of the model when --heads is not given
+    named.check_fits(model, tok)  # template and length problems surface before any compute
     src = model_source(model)
-    out = Path(args.out or DEFAULT_OUT_DIR / f"sahara_{_slug(src['model'])}_{spec.method}-{spec.target}_{_slug(prompts.name)}.jsonl")
+    out = Path(args.out or DEFAULT_OUT_DIR / f"sahara_{slug(src['model'])}_{named.method}-{named.target}_{slug(prompts.name)}.jsonl")
     if not args.out:
         check_output(out, "--out", overwrite=args.overwrite, resumable=True)
         check_results_file(out, args.overwrite)
     run = {"kind": "sahara", "model": src.get("model"), "model_sha256": src.get("sha256"), "revision": src.get("revision"),
            "dtype": src.get("dtype"), "dataset": prompts.provenance(), "template": args.template,
-           "system_prompt": args.system_prompt, "method": spec.method, "eps": spec.eps, "target": spec.target,
-           "candidates": "all" if pool_arg is None else [str(h) for h in spec.heads], "r": args.r,
+           "system_prompt": args.system_prompt, "method": named.method, "eps": named.eps, "target": named.target,
+           "candidates": "all" if pool is None else [str(h) for h in named.candidates], "r": args.r,
            "score": "generalized Ships: sum of the r principal angles, degrees"}
     header = {"run": run, "provenance": provenance(model, seeds=None, judge=None, decoding=None)}
-    n = len(spec.heads)
-    from ..distributed import broadcast, is_main
-
+    n = len(named.candidates)
     # Under `accelerate launch` only the main process touches the file; the others get its finished steps.
-    writer = ResultsWriter(out, header, SCOREBOARD_COLUMNS, key="step",
-                           group_size=lambda step: n - (int(step) - 1), overwrite=args.overwrite) if is_main() else None
-    done = []
-    if writer is not None and writer.resumed_rows:
-        for step in range(1, MAX_STEPS + 1):
-            rows = [r for r in writer.resumed_rows if int(r["step"]) == step]
-            if not rows:
-                break
-            done.append(rows)
-        print(f"resuming {out}: steps 1..{len(done)} already done", file=sys.stderr)
-    done = broadcast(done)
-    print(f"Sahara over {n} heads ({spec.method} on {spec.target}, eps {spec.eps:g}), {args.steps} steps, "
+    sink = ResultsWriter(out, header, SCOREBOARD_COLUMNS, key="step", group_size=lambda step: n - (int(step) - 1),
+                         overwrite=args.overwrite) if is_main() else None
+    resumed = sink is not None and bool(sink.rows())
+    finished = resume_on_main(named, sink)
+    if resumed:
+        print(f"resuming {out}: steps 1..{len(finished)} already done", file=sys.stderr)
+    print(f"Sahara over {n} heads ({named.method} on {named.target}, eps {named.eps:g}), {args.steps} steps, "
           f"{len(prompts.prompts)} queries from {prompts.name}, r={args.r} -> {out}", file=sys.stderr)
-    result = sahara(model, tok, prompts.prompts, args.steps, spec.method, spec.eps, target=spec.target, r=args.r,
-                    template=args.template, system_prompt=args.system_prompt, candidates=spec.heads,
-                    batch_size=args.batch_size, done_steps=done, on_step=writer.append if writer else None,
-                    progress=not args.quiet)
+    result = named.run(model, tok, sink, finished=finished, progress=not args.quiet)
     if not is_main():
         return 0
     table, _ = read_results(out)
@@ -116,5 +100,5 @@ def cmd_sahara(args) -> int:
         print(f"\nstep {step} (group before: {t['group_before'].iloc[0] or '-'}): top 5 of {len(table[table['step'] == step])}")
         print(tabulate(t[["rank", "head_name", "score"]], headers=["rank", "head", "generalized Ships (deg)"],
                        tablefmt="github", floatfmt=".4g", showindex=False))
-    print(f"\nSahara group: {', '.join(map(str, result.group))}\nscoreboard: {out}")
+    print(f"\nSahara group: {', '.join(result['group'])}\nscoreboard: {out}")
     return 0

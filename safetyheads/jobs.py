@@ -1,0 +1,424 @@
+"""Jobs: the computations the CLI and the replication harness share, each a frozen spec checked when
+it is made (before any model loads) plus a ``run`` that writes its rows to a resumable sink.
+
+    job = ShipsJob(prompts=("How do I pick a lock?",), heads=("L2H26", "L3H8"))
+    job.run(model, tok, sink)          # sink: a results file or a store entry
+
+A sink (``Sink``) takes a job's rows one unit at a time (a prompt, or a Sahara step) and keeps them
+on disk: a results file (``results.ResultsWriter``, what the CLI writes) or a store entry
+(``store.Entry``, what the harness keeps). Resuming is written once, here: ``finished(sink)`` reads
+which units the sink holds whole, rewrites it without the rest (a unit a crash cut short, a cut-off
+last line), and ``run`` computes only the units still missing; a killed run loses at most the unit
+in progress. A spec says what is computed, never where it goes; it round-trips through JSON
+(``to_dict`` / ``from_dict``). ``shape`` (a ``run`` argument) is what the sink keeps of each row,
+for a store whose rows are more compact than the job's.
+
+Specs check their values in library terms (``batch_size must be >= 1``); the CLI checks its flags
+first, in its own words, then builds the spec. The judge job (``JudgeJob``, from
+``safetyheads.judge_job``) reads a responses file instead of a model and is redone, not resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, fields, replace
+from typing import Callable, Hashable, Iterable, Protocol
+
+from . import generation, sahara, ships
+from .ablation import AblationSpec, method_settings
+from .errors import SafetyheadsError
+from .generation import DecodingSpec
+from .heads import HeadRef, all_heads, parse_heads
+from .judge_job import JudgeJob  # noqa: F401 (re-exported: one place for every job)
+from .prompts import TEMPLATES, check_fits, context_length, encode_prompt
+from .sahara import MAX_STEPS
+from .ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor
+
+
+class JobError(SafetyheadsError, ValueError):
+    """A job spec that cannot be run."""
+
+
+class Sink(Protocol):
+    """Where a job's rows go. ``append`` takes the rows of whole units and returns once they are on
+    disk; ``finish`` marks the sink complete and returns the result (a store entry keeps it)."""
+
+    def rows(self) -> list[dict]: ...
+
+    def append(self, rows: list[dict]) -> None: ...
+
+    def rewrite(self, rows: list[dict]) -> None: ...
+
+    def finish(self, result: dict) -> dict: ...
+
+
+def whole_units(sink: Sink, unit_of: Callable[[dict], Hashable], is_whole: Callable[[Hashable, list], bool],
+                order: Iterable | None = None) -> dict:
+    """The units ``sink`` holds whole, ``{unit: rows}`` in the order written, and the sink rewritten
+    to hold those rows only. ``order``: units that count only in this order (Sahara's steps, each
+    built on the ones before): the first one that is not whole ends what is kept."""
+    rows = sink.rows()
+    if not rows:
+        return {}
+    units: dict = {}
+    for r in rows:
+        units.setdefault(unit_of(r), []).append(r)
+    if order is None:
+        kept = {u: rs for u, rs in units.items() if is_whole(u, rs)}
+    else:
+        kept = {}
+        for u in order:
+            if u not in units or not is_whole(u, units[u]):
+                break
+            kept[u] = units[u]
+    # always rewritten: a store entry's cut-off last line must not be followed by the next append
+    sink.rewrite([r for rs in kept.values() for r in rs])
+    return kept
+
+
+def _jsonable(value):
+    if isinstance(value, HeadRef):
+        return str(value)
+    if isinstance(value, (AblationSpec, DecodingSpec)):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _Spec:
+    """JSON round trip of a job spec: ``to_dict`` holds plain values, ``from_dict`` rebuilds an equal spec."""
+
+    def to_dict(self) -> dict:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise JobError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+
+def _check_prompts(job) -> None:
+    """Prompts as a tuple of strings, their ids (when given) as a tuple of as many distinct names,
+    and a known template."""
+    if isinstance(job.prompts, str) or not all(isinstance(p, str) for p in job.prompts):
+        raise JobError("prompts must be a sequence of strings")
+    object.__setattr__(job, "prompts", tuple(job.prompts))
+    ids = getattr(job, "prompt_ids", None)
+    if ids is not None:
+        ids = tuple(ids)
+        if len(ids) != len(job.prompts) or len(set(map(str, ids))) != len(ids):
+            raise JobError(f"prompt_ids must name the {len(job.prompts)} prompts one to one")
+        object.__setattr__(job, "prompt_ids", ids)
+    if job.template not in TEMPLATES:
+        raise JobError(f"unknown prompt template {job.template!r}: choose one of {', '.join(TEMPLATES)}")
+
+
+def _at_least(job, field: str, low: int) -> None:
+    value = getattr(job, field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise JobError(f"{field} must be an integer >= {low}, got {value!r}")
+
+
+def _ablation_settings(job) -> None:
+    eps, target = method_settings(job.method, job.eps, job.target)
+    object.__setattr__(job, "eps", eps)
+    object.__setattr__(job, "target", target)
+
+
+def _check_fits(job, model, tok) -> None:
+    """Every prompt encodes and fits the model's context: template and length problems surface
+    before any compute."""
+    limit = context_length(model, tok)
+    for pid, p in zip(job.ids, job.prompts):
+        check_fits(encode_prompt(tok, p, job.template, job.system_prompt).shape[1], limit, pid, p)
+
+
+def _timed(append: Callable[[list[dict]], None], shape: Callable[[dict], dict] | None, row: int):
+    """A function appending a unit's rows (each through ``shape``) once ``rows[row]["seconds"]`` is
+    set to the time since the previous unit (or since this was made): a unit's time rides on one row."""
+    last = [time.perf_counter()]
+
+    def save(rows: list[dict]) -> None:
+        now = time.perf_counter()
+        rows[row]["seconds"] = now - last[0]
+        last[0] = now
+        append([shape(r) for r in rows] if shape else rows)
+
+    return save
+
+
+# ------------------------------------------------------------------------------------------------
+# Ships: one prompt = one unit, a row per head
+
+
+@dataclass(frozen=True)
+class ShipsJob(_Spec):
+    """Ships of every head in ``heads`` (None: every head of the model) on every prompt: the KL
+    between the clean and the ablated next-token distribution (``ships.ships_scores``).
+
+    Rows: ``prompt_id, prompt, layer, head, head_name, ships``; a prompt's last row also has
+    ``last`` (True) and ``seconds`` (its time)."""
+
+    prompts: tuple[str, ...]
+    prompt_ids: tuple | None = None  # the prompts' names in the rows (default 0..n-1)
+    heads: tuple[HeadRef, ...] | None = None
+    method: str = "ua"
+    eps: float = 1e-5
+    target: str | None = None  # None: the method's default
+    template: str = "paper"
+    system_prompt: str | None = None
+    strategy: str = "prefix"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    prob_floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_prompts(self)
+        if self.heads is not None:
+            object.__setattr__(self, "heads", parse_heads(self.heads))
+        _ablation_settings(self)
+        if self.strategy not in STRATEGIES:
+            raise JobError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        _at_least(self, "batch_size", 1)
+        object.__setattr__(self, "prob_floor", check_prob_floor(self.prob_floor))
+
+    @property
+    def ids(self) -> tuple:
+        return self.prompt_ids if self.prompt_ids is not None else tuple(range(len(self.prompts)))
+
+    def for_model(self, model) -> "ShipsJob":
+        """This job with its heads named (every head of ``model`` when None) and checked against the model."""
+        spec = AblationSpec(self.heads or all_heads(model), self.method, self.eps, self.target).check(model, stacklevel=3)
+        return replace(self, heads=spec.heads)
+
+    def ablation_spec(self) -> AblationSpec:
+        """The ablation of every head (once they are named)."""
+        return AblationSpec(self.heads, self.method, self.eps, self.target)
+
+    def check_fits(self, model, tok) -> None:
+        _check_fits(self, model, tok)
+
+    def finished(self, sink: Sink) -> set[str]:
+        """Ids (as strings) of the prompts ``sink`` holds whole; the rows of any other prompt are dropped."""
+        if self.heads is None:
+            raise JobError("internal: name the heads (for_model) before resuming")
+        n = len(self.heads)
+        return set(whole_units(sink, lambda r: str(r["prompt_id"]), lambda _, rows: len(rows) == n))
+
+    def todo(self, finished: set[str]) -> list:
+        return [pid for pid in self.ids if str(pid) not in finished]
+
+    def run(self, model, tok, sink: Sink | None, *, finished: set[str] | None = None,
+            shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
+        """Compute the prompts not ``finished`` (default: what ``sink`` holds whole) into ``sink``
+        and finish it with ``{"rows", "seconds"}``. ``sink`` None: compute only (a process of an
+        ``accelerate launch`` other than the main one, given the main one's ``finished``)."""
+        job = self if self.heads is not None else self.for_model(model)
+        if finished is None:
+            finished = job.finished(sink) if sink is not None else set()
+        prompt_of = dict(zip(map(str, job.ids), job.prompts))
+        todo = job.todo(finished)
+        if todo:
+            save = _timed(sink.append, shape, row=-1) if sink is not None else None
+
+            def on_prompt(pid, rows):
+                rows = [{**r, "prompt": prompt_of[str(pid)]} for r in rows]
+                rows[-1]["last"] = True
+                save(rows)
+
+            ships.ships_scores(model, tok, [prompt_of[str(pid)] for pid in todo], job.heads, job.method, job.eps,
+                               job.template, target=job.target, system_prompt=job.system_prompt,
+                               strategy=job.strategy, batch_size=job.batch_size, prob_floor=job.prob_floor,
+                               prompt_ids=todo, progress=progress, on_prompt=on_prompt if save else None)
+        if sink is None:
+            return None
+        rows = sink.rows()
+        return sink.finish({"rows": rows, "seconds": sum(r.get("seconds", 0.0) for r in rows)})
+
+
+# ------------------------------------------------------------------------------------------------
+# Sahara: one step = one unit, a row per candidate head of the step
+
+
+@dataclass(frozen=True)
+class SaharaJob(_Spec):
+    """Sahara's greedy search for the group of ``steps`` heads among ``candidates`` (None: every
+    head) that moves the prompts' last-token states most (generalized Ships over ``r`` directions;
+    ``sahara.sahara``). Rows: ``sahara.SCOREBOARD_COLUMNS``; a step's first row also has ``seconds``."""
+
+    prompts: tuple[str, ...]
+    steps: int = 3
+    candidates: tuple[HeadRef, ...] | None = None
+    method: str = "ua"
+    eps: float = 1e-5
+    target: str | None = None
+    r: int = 1
+    template: str = "paper"
+    system_prompt: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        _check_prompts(self)
+        if not self.prompts:
+            raise JobError("Sahara needs at least one query")
+        if not (isinstance(self.steps, int) and 1 <= self.steps <= MAX_STEPS):
+            raise JobError(f"steps must be between 1 and {MAX_STEPS} (the paper's range), got {self.steps!r}")
+        if not (isinstance(self.r, int) and 1 <= self.r <= len(self.prompts)):
+            raise JobError(f"r must be between 1 and the number of queries ({len(self.prompts)}), got {self.r!r}")
+        if self.candidates is not None:
+            object.__setattr__(self, "candidates", parse_heads(self.candidates))
+            self._enough_candidates()
+        _ablation_settings(self)
+        _at_least(self, "batch_size", 1)
+
+    def _enough_candidates(self) -> None:
+        if len(self.candidates) < self.steps:
+            raise JobError(f"{self.steps} steps need at least {self.steps} candidate heads, got {len(self.candidates)}")
+
+    @property
+    def ids(self) -> tuple:
+        return tuple(range(len(self.prompts)))
+
+    def for_model(self, model) -> "SaharaJob":
+        """This job with its candidates named (every head of ``model`` when None) and checked against the model."""
+        spec = AblationSpec(self.candidates or all_heads(model), self.method, self.eps, self.target).check(
+            model, stacklevel=3)
+        job = replace(self, candidates=spec.heads)
+        job._enough_candidates()
+        return job
+
+    def check_fits(self, model, tok) -> None:
+        _check_fits(self, model, tok)
+
+    def finished(self, sink: Sink) -> list[list[dict]]:
+        """The rows of each step ``sink`` holds whole, from step 1 on (a step builds on the ones
+        before it); the rows of any later step are dropped."""
+        if self.candidates is None:
+            raise JobError("internal: name the candidates (for_model) before resuming")
+        n = len(self.candidates)
+        kept = whole_units(sink, lambda r: int(r["step"]), lambda step, rows: len(rows) == n - (step - 1),
+                           order=range(1, MAX_STEPS + 1))
+        return list(kept.values())
+
+    def run(self, model, tok, sink: Sink | None, *, finished: list | None = None,
+            shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
+        """Run the steps not ``finished`` (default: what ``sink`` holds whole) into ``sink`` and finish
+        it with ``{"group", "scoreboard", "seconds", "n_queries", "n_candidates"}``. ``sink`` None:
+        compute only (a process of an ``accelerate launch`` other than the main one)."""
+        job = self if self.candidates is not None else self.for_model(model)
+        if finished is None:
+            finished = job.finished(sink) if sink is not None else []
+        save = _timed(sink.append, shape, row=0) if sink is not None else None
+        result = sahara.sahara(model, tok, list(job.prompts), job.steps, job.method, job.eps, target=job.target,
+                               r=job.r, template=job.template, system_prompt=job.system_prompt,
+                               candidates=job.candidates, batch_size=job.batch_size, done_steps=finished,
+                               on_step=(lambda step, rows: save(rows)) if save else None, progress=progress)
+        if sink is None:
+            return None
+        rows = sink.rows()
+        return sink.finish({"group": [str(h) for h in result.group], "scoreboard": rows,
+                            "seconds": sum(r["seconds"] for r in rows if "seconds" in r),
+                            "n_queries": len(job.prompts), "n_candidates": len(job.candidates)})
+
+
+# ------------------------------------------------------------------------------------------------
+# Generation: one prompt = one unit, one row
+
+
+@dataclass(frozen=True)
+class GenerateJob(_Spec):
+    """A response to every prompt, plain or under an ablation (``generation.generate_responses``).
+    ``ablation``: None, one AblationSpec for every prompt, or one AblationSpec or None per prompt.
+    Rows: ``generate_responses``'s result dicts."""
+
+    prompts: tuple[str, ...]
+    prompt_ids: tuple | None = None
+    template: str = "paper"
+    system_prompt: str | None = None
+    prefill: str | None = None
+    ablation: AblationSpec | tuple | None = None
+    decoding: DecodingSpec = DecodingSpec()
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        _check_prompts(self)
+        object.__setattr__(self, "ablation", _ablation_of(self.ablation, len(self.prompts)))
+        if isinstance(self.decoding, dict):
+            d = dict(self.decoding)
+            d["stop_when_settled"] = tuple(d.get("stop_when_settled") or ())
+            object.__setattr__(self, "decoding", DecodingSpec(**d))
+        if not isinstance(self.decoding, DecodingSpec):
+            raise JobError(f"decoding must be a DecodingSpec, got {type(self.decoding).__name__}")
+        if self.prefill is not None and not isinstance(self.prefill, str):
+            raise JobError(f"prefill must be a string, got {type(self.prefill).__name__}")
+        _at_least(self, "batch_size", 1)
+
+    @property
+    def ids(self) -> tuple:
+        return self.prompt_ids if self.prompt_ids is not None else tuple(range(len(self.prompts)))
+
+    def check(self, model) -> None:
+        """Every head of the ablation(s) exists in ``model`` (warning once about GQA groups)."""
+        for spec in dict.fromkeys(self.ablation if isinstance(self.ablation, tuple) else (self.ablation,)):
+            if spec is not None:
+                spec.check(model, stacklevel=3)
+
+    def check_fits(self, model, tok) -> None:
+        """Every prompt, with its prefill and the tokens to generate, fits the model's context."""
+        limit = context_length(model, tok)
+        for pid, p in zip(self.ids, self.prompts):
+            n = len(generation.encode_for_generation(tok, p, self.template, self.system_prompt, self.prefill))
+            check_fits(n, limit, pid, p, new_tokens=self.decoding.max_new_tokens)
+
+    def finished(self, sink: Sink) -> set[str]:
+        """Ids (as strings) of the prompts ``sink`` holds a response to."""
+        return set(whole_units(sink, lambda r: str(r["prompt_id"]), lambda _, rows: len(rows) == 1))
+
+    def todo(self, finished: set[str]) -> list:
+        return [pid for pid in self.ids if str(pid) not in finished]
+
+    def run(self, model, tok, sink: Sink | None, *, finished: set[str] | None = None,
+            shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
+        """Generate for the prompts not ``finished`` (default: what ``sink`` holds) into ``sink``, a
+        batch at a time, and finish it with ``{"rows"}`` in prompt order. ``sink`` None: compute only."""
+        if finished is None:
+            finished = self.finished(sink) if sink is not None else set()
+        index = [i for i, pid in enumerate(self.ids) if str(pid) not in finished]
+        if index:
+            ablation = [self.ablation[i] for i in index] if isinstance(self.ablation, tuple) else self.ablation
+            save = None if sink is None else (lambda rows: sink.append([shape(r) for r in rows] if shape else rows))
+            generation.generate_responses(
+                model, tok, [self.prompts[i] for i in index], template=self.template, system_prompt=self.system_prompt,
+                ablation=ablation, decoding=self.decoding, prefill=self.prefill, batch_size=self.batch_size,
+                prompt_ids=[self.ids[i] for i in index], progress=progress, on_batch=save)
+        if sink is None:
+            return None
+        got = {str(r["prompt_id"]): r for r in sink.rows()}
+        return sink.finish({"rows": [got[str(pid)] for pid in self.ids]})
+
+
+def _ablation_of(value, n_prompts: int):
+    """None, an AblationSpec, or a tuple of one AblationSpec or None per prompt (dicts, as JSON
+    holds them, are read back)."""
+    def one(v):
+        if v is None or isinstance(v, AblationSpec):
+            return v
+        if isinstance(v, dict):
+            return AblationSpec.from_dict(v)
+        raise JobError(f"an ablation must be an AblationSpec or None, got {type(v).__name__}")
+
+    if isinstance(value, (list, tuple)):
+        if len(value) != n_prompts:
+            raise JobError(f"a per-prompt ablation needs one entry per prompt ({n_prompts}), got {len(value)}")
+        return tuple(one(v) for v in value)
+    return one(value)

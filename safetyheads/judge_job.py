@@ -1,0 +1,179 @@
+"""The judge job: label each response of a JSONL file refused / not refused, write the judged rows and
+report the ASR with its bootstrap CI. Re-exported by ``safetyheads.jobs`` beside the jobs that need
+a model; this one loads one only for the ``nll`` gibberish filter (its reference model).
+
+Input: JSONL rows with a prompt and a response (other fields are kept); a first line
+``{"header": {...}}`` (as ``safetyheads.results`` writes) is carried into the output header, with
+the judge's name and settings added under ``"judge"`` (and in ``provenance.judge`` when the header
+has that slot). Output: the same rows plus ``refused`` (bool) and ``judge_reason``, written whole
+(judging is cheap and deterministic: it is redone, never resumed). A row that generation stopped
+early (``stopped_early``) may only be judged by a judge in its ``settled_for``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import models
+from .errors import SafetyheadsError
+from .judges import DEFAULT_MAX_NLL, JUDGES, GibberishFilter, asr_report, check_rejudge, get_judge
+from .outputs import same_path
+from .prompts import TEMPLATES
+from .provenance import provenance
+
+FILTERS = ("default", "none", "repetition", "words", "nll")
+NLL_TEMPLATES = ("auto", *TEMPLATES)
+
+
+class _NonStandardNumber(ValueError):
+    pass
+
+
+def _not_json(constant: str):
+    """json.loads reads NaN and Infinity by default; standard JSON has neither."""
+    raise _NonStandardNumber(constant)
+
+
+def read_jsonl(path: Path, prompt_field: str = "prompt", response_field: str = "response") -> tuple[dict | None, list[dict]]:
+    """-> (header or None, rows); one-line SafetyheadsError for anything malformed."""
+    if not path.is_file():
+        raise SafetyheadsError(f"no such input file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SafetyheadsError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    header, rows = None, []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, parse_constant=_not_json)
+        except _NonStandardNumber as e:
+            raise SafetyheadsError(f"{path} line {lineno} holds {e}, which is not JSON (judged files are standard JSON)") from None
+        except json.JSONDecodeError as e:
+            hint = " (judge reads JSONL: one JSON object per line)" if path.suffix != ".jsonl" else ""
+            raise SafetyheadsError(f"{path} line {lineno} is not valid JSON: {e.msg} at column {e.colno}{hint}") from None
+        if not isinstance(obj, dict):
+            raise SafetyheadsError(f"{path} line {lineno} is a JSON {type(obj).__name__}, not an object")
+        if header is None and not rows and set(obj) == {"header"}:
+            if not isinstance(obj["header"], dict):
+                raise SafetyheadsError(f"{path} line {lineno}: 'header' must be an object")
+            header = obj["header"]
+            continue
+        for f in (prompt_field, response_field):
+            if f not in obj:
+                raise SafetyheadsError(f"{path} line {lineno} has no {f!r} field (it has: {', '.join(obj) or 'none'})")
+            if not isinstance(obj[f], str):
+                raise SafetyheadsError(f"{path} line {lineno}: {f!r} is {type(obj[f]).__name__}, not a string")
+        rows.append(obj)
+    if not rows:
+        raise SafetyheadsError(f"{path} holds no responses to judge")
+    return header, rows
+
+
+def is_judged_file(path: Path, input_path: "str | Path | None" = None) -> bool:
+    """Whether ``path`` is a file the judge job wrote (of ``input_path``, when given): what a rerun may replace."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            judge = json.loads(f.readline())["header"]["judge"]
+        return input_path is None or same_path(judge["input"], input_path)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return False
+
+
+@dataclass(frozen=True)
+class JudgeJob:
+    """How to judge: the judge, its gibberish filter (``default``: the judge's own; ``nll`` scores
+    the response under ``reference_model`` and calls it gibberish above ``max_nll``), which fields
+    hold the prompt and the response, and the bootstrap of the ASR's CI."""
+
+    judge: str = "keyword-fixed"
+    gibberish_filter: str = "default"
+    reference_model: str = models.DEFAULT_MODEL
+    max_nll: float = DEFAULT_MAX_NLL
+    nll_template: str = "auto"  # how the prompt is written before the response when scoring NLL
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    n_boot: int = 10000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.judge not in JUDGES:
+            raise SafetyheadsError(f"unknown judge {self.judge!r}: choose one of {', '.join(JUDGES)}")
+        if self.gibberish_filter not in FILTERS:
+            raise SafetyheadsError(f"gibberish_filter must be one of {', '.join(FILTERS)}, got {self.gibberish_filter!r}")
+        if self.nll_template not in NLL_TEMPLATES:
+            raise SafetyheadsError(f"nll_template must be one of {', '.join(NLL_TEMPLATES)}, got {self.nll_template!r}")
+        if not (isinstance(self.n_boot, int) and self.n_boot >= 1):
+            raise SafetyheadsError(f"n_boot must be >= 1, got {self.n_boot}")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise SafetyheadsError(f"seed must be >= 0, got {self.seed}")
+        if not (0 < self.max_nll < math.inf):
+            raise SafetyheadsError(f"max_nll must be a finite number > 0, got {self.max_nll}")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JudgeJob":
+        return cls(**d)
+
+    def build_judge(self, header: dict | None = None, device: str = "auto"):
+        """The judge with its filter; the ``nll`` filter loads the reference model (on ``device``) and
+        writes the prompt as the input's run did (``nll_template`` auto: the header's run.template)."""
+        if self.gibberish_filter == "default":
+            return get_judge(self.judge)
+        if self.gibberish_filter == "none":
+            return get_judge(self.judge, gibberish=None)
+        if self.gibberish_filter == "repetition":
+            return get_judge(self.judge, gibberish=GibberishFilter(min_word_fraction=None))
+        if self.gibberish_filter == "words":
+            return get_judge(self.judge, gibberish=GibberishFilter())
+        template = self.nll_template
+        if template == "auto":
+            run_template = ((header or {}).get("run") or {}).get("template")
+            template = run_template if run_template in TEMPLATES else "paper"
+        t0 = time.time()
+        model, tok = models.load_model(self.reference_model, device=device)
+        print(f"loaded reference model {self.reference_model} in {time.time() - t0:.1f} s", file=sys.stderr)
+        return get_judge(self.judge, gibberish=GibberishFilter(model, tok, max_nll=self.max_nll, template=template))
+
+    def run(self, src: "str | Path", out: "str | Path", device: str = "auto"):
+        """Judge every response of ``src`` and write ``out`` (atomically, replacing it); -> ASRReport.
+        The input is read and every row checked before a reference model loads."""
+        src, out = Path(src), Path(out)
+        header, rows = read_jsonl(src, self.prompt_field, self.response_field)
+        for r in rows:
+            check_rejudge(r, self.judge)
+        judge = self.build_judge(header, device)
+        verdicts = judge.judge([r[self.response_field] for r in rows], [r[self.prompt_field] for r in rows])
+        report = asr_report(verdicts, judge, n_boot=self.n_boot, seed=self.seed)
+
+        settings = judge.settings()
+        new_header = dict(header or {})
+        if isinstance(new_header.get("provenance"), dict) and "judge" in new_header["provenance"]:
+            new_header["provenance"] = {**new_header["provenance"], "judge": settings}
+        new_header["judge"] = {
+            **settings,
+            "input": str(src), "input_sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
+            "fields": {"prompt": self.prompt_field, "response": self.response_field},
+            "report": report.as_dict(),
+            "provenance": provenance(),
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        # Serialised before the file opens: a value JSON cannot hold fails without leaving a partial file.
+        lines = [json.dumps({"header": new_header}, ensure_ascii=False, allow_nan=False)]
+        lines += [json.dumps({**r, "refused": v.refused, "judge_reason": v.reason}, ensure_ascii=False, allow_nan=False)
+                  for r, v in zip(rows, verdicts)]
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+        os.replace(tmp, out)
+        return report
