@@ -73,6 +73,41 @@ def check_results_file(path: Path, overwrite: bool = False) -> None:
                            "or choose another --out")
 
 
+def _read_header(path: Path, fmt: str, first_line: bytes) -> dict:
+    """The header of a results file (its first line), or a one-line ResultsError."""
+    try:
+        first = first_line.decode("utf-8")
+        if fmt == ".jsonl":
+            header = json.loads(first)["header"]
+        else:
+            if not first.startswith("# safetyheads "):
+                raise ValueError("first line is not a '# safetyheads {...}' header")
+            header = json.loads(first[len("# safetyheads "):])
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e).splitlines()[0]
+        raise ResultsError(f"{path} is not a safetyheads results file ({reason}); pass --overwrite or another --out") from None
+    return header
+
+
+def _jsonl_rows(path: Path, body: list[str], n_lines: int) -> tuple[list[dict], "str | None"]:
+    """The rows of a JSONL body (line 2 on) up to the first line that is not a JSON object, and what
+    was dropped from there on (None: nothing)."""
+    rows = []
+    for n, line in enumerate(body, 2):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"a JSON {type(row).__name__}, not an object")
+        except ValueError as e:
+            return rows, _damage(path, n, str(e).splitlines()[0], n_lines - n + 1)
+        rows.append(row)
+    return rows, None
+
+
 def _load(path: Path) -> tuple[dict, list[dict], "str | None"]:
     """-> (header, rows, damage). A last line without its newline is a write a crash cut off and is
     dropped silently; a complete line that cannot be read (not UTF-8, not a row) ends the usable
@@ -85,20 +120,7 @@ def _load(path: Path) -> tuple[dict, list[dict], "str | None"]:
     lines = data.split(b"\n")[:-1]  # the piece after the last newline is a cut-off write (or nothing)
     if not lines:
         raise ResultsError(f"{path} is empty: delete it or pass --overwrite")
-    not_ours = f"{path} is not a safetyheads results file"
-    try:
-        first = lines[0].decode("utf-8")
-        if fmt == ".jsonl":
-            header = json.loads(first)["header"]
-        else:
-            if not first.startswith("# safetyheads "):
-                raise ValueError("first line is not a '# safetyheads {...}' header")
-            header = json.loads(first[len("# safetyheads "):])
-        if not isinstance(header, dict):
-            raise ValueError("its header is not a JSON object")
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e).splitlines()[0]
-        raise ResultsError(f"{not_ours} ({reason}); pass --overwrite or another --out") from None
+    header = _read_header(path, fmt, lines[0])
     body: list[str] = []
     damage = None
     for n, raw in enumerate(lines[1:], 2):
@@ -108,19 +130,8 @@ def _load(path: Path) -> tuple[dict, list[dict], "str | None"]:
             damage = _damage(path, n, f"not UTF-8 at byte {e.start}", len(lines) - n + 1)
             break
     if fmt == ".jsonl":
-        rows = []
-        for n, line in enumerate(body, 2):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError(f"a JSON {type(row).__name__}, not an object")
-            except ValueError as e:
-                damage = _damage(path, n, str(e).splitlines()[0], len(lines) - n + 1)
-                break
-            rows.append(row)
-        return header, rows, damage
+        rows, bad = _jsonl_rows(path, body, len(lines))
+        return header, rows, bad or damage
     good, bad_line, reason = _good_csv_records(body)
     if bad_line is not None:  # body[0] is line 2 of the file
         damage = _damage(path, bad_line + 2, reason, len(lines) - bad_line - 1)
@@ -130,7 +141,8 @@ def _load(path: Path) -> tuple[dict, list[dict], "str | None"]:
         text = "".join(body[:good])
         rows = pd.read_csv(io.StringIO(text), keep_default_na=False).to_dict("records") if text.strip() else []
     except (ValueError, KeyError, TypeError) as e:
-        raise ResultsError(f"{not_ours} ({str(e).splitlines()[0]}); pass --overwrite or another --out") from None
+        raise ResultsError(f"{path} is not a safetyheads results file ({str(e).splitlines()[0]}); "
+                           "pass --overwrite or another --out") from None
     return header, rows, damage
 
 
