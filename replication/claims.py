@@ -416,13 +416,25 @@ def swap_safe(r: Results) -> Finding:
 
 
 def helpful(r: Results) -> Finding:
-    """Reads a head that lowers safety: the one most often a harmful query's own top-1 UA Ships head
-    (Figure 2's query level); results from before that row existed read the top-1 Sahara head."""
-    cond = "query_common" if r.flags("b.query_common.refusal") else "top1"
+    """Reads each head that lowers safety: the one most often a harmful query's own top-1 UA Ships head
+    (Figure 2's query level) and, when its ablation beats vanilla there, Figure 4b's strongest single
+    head; several heads are combined as several sets are. Results from before those rows existed read
+    the top-1 Sahara head."""
+    conds = [c for c in ("query_common", "strongest") if r.flags(f"b.{c}.refusal")
+             and (c != "strongest" or r.m("b.strongest_lowers_safety") == "yes")] or ["top1"]
+    found = [_helpful_one(r, c) for c in conds]
+    if any(f is None for f in found):
+        return Finding(NOT_RUN)
+    v = found[0][0] if len(found) == 1 else combine([f[0] for f in found])
+    return Finding(v, "; ".join(f[1] for f in found), "; ".join(f[2] for f in found))
+
+
+def _helpful_one(r: Results, cond: str) -> tuple[str, str, str] | None:
+    """(verdict, evidence, uncertainty) of one ablated row against vanilla, or None if not run."""
     ref0, ref1 = r.flags("b.vanilla.refusal"), r.flags(f"b.{cond}.refusal")
     gib0, gib1 = r.flags("b.vanilla.gibberish"), r.flags(f"b.{cond}.gibberish")
     if not ref0 or not ref1 or not gib0 or not gib1:
-        return Finding(NOT_RUN)
+        return None
     ref, gib = paired(ref0, ref1), paired(gib0, gib1)
     parts, verdicts = [], []
     for name, t in (("refusals", ref), ("gibberish", gib)):
@@ -430,8 +442,9 @@ def helpful(r: Results) -> Finding:
         verdicts.append(decide_at_most(lo, hi, HELP_MAX))
         parts.append(f"{name} {t.diff:+.2f} [{lo:+.2f}, {hi:+.2f}]")
     nll0, nll1 = r.values("b.vanilla.nll"), r.values(f"b.{cond}.nll")
-    head = r.m("b.query_common_head") if cond == "query_common" else None
-    which = f"the most frequent query-level top-1 head ({', '.join(head)})" if head else "the top-1 UA head"
+    head = r.m({"query_common": "b.query_common_head", "strongest": "b.strongest_head"}.get(cond, "")) or []
+    which = {"query_common": "the most frequent query-level top-1 head", "strongest": "Figure 4b's strongest head",
+             "top1": "the top-1 UA head"}[cond] + (f" ({', '.join(head)})" if head else "")
     ev = (f"benign prompts, vanilla -> {which} ablated: refusals {ref.before:.2f} -> {ref.after:.2f}, "
           f"gibberish {gib.before:.2f} -> {gib.after:.2f}")
     if nll0 and nll1:
@@ -441,7 +454,7 @@ def helpful(r: Results) -> Finding:
         parts.append(f"base-model NLL {sum(d) / len(d):+.2f} nats [{lo:+.2f}, {hi:+.2f}] (bootstrap)")
         ev += f", base-model NLL {_f(r.m('b.vanilla.base_nll'))} -> {_f(r.m(f'b.{cond}.base_nll'))}"
     v = FAILS if FAILS in verdicts else (HOLDS if all(x == HOLDS for x in verdicts) else INCONCLUSIVE)
-    return Finding(v, ev, f"n = {ref.n} paired prompts; changes with 95% CIs: " + "; ".join(parts))
+    return v, ev, f"{which.split(' (')[0]}: n = {ref.n} paired prompts; changes with 95% CIs: " + "; ".join(parts)
 
 
 def long_tail(r: Results) -> Finding:

@@ -103,8 +103,9 @@ HEAD_LEVEL_DEPARTURE = (
     "in that input format (the paper's protocol); the top-1 Sahara head for every query is shown as an extra "
     "'dataset level' row and never read by a verdict. The paper does not say which head Table 7 and the "
     "chat-template appendix ablate: both levels are run and the verdicts read the query level (Table 7's UA column "
-    "matches Figure 2's query-level numbers). Figure 6b's verdict reads the head most often a harmful query's "
-    "own top-1 UA Ships head; Figure 4b's strongest single head and the Sahara heads are shown beside it."
+    "matches Figure 2's query-level numbers). Figure 6b's verdict reads each head that lowers safety: the head "
+    "most often a harmful query's own top-1 UA Ships head, and Figure 4b's strongest single head when its ablation "
+    "beats vanilla there; the Sahara heads are shown beside them."
 )
 
 PAPER = Profile(

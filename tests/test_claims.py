@@ -327,6 +327,13 @@ def test_helpfulness_reads_the_head_that_lowers_safety_not_the_sahara_head():
     assert verdict("helpfulness", both) == FAILS  # the query-level head breaks fluency: the Sahara row must not hide it
     fine_q = helpful_results((0.02, 0.02), (0.01, 0.02), (1.0, 1.05), cond="query_common")
     assert verdict("helpfulness", fine_q) == HOLDS
+    # Figure 4b's strongest head is read too, but only when its ablation lowers safety there
+    broken_s = helpful_results((0.02, 0.02), (0.01, 0.55), (1.0, 1.05), cond="strongest")
+    for lowers, expected in (("yes", PARTLY), ("no", HOLDS)):
+        r = claims.Results({**fine_q.metrics, **broken_s.metrics,
+                            "b.strongest_lowers_safety": {"name": "b.strongest_lowers_safety", "value": lowers}},
+                           {**fine_q.outcomes, **broken_s.outcomes})
+        assert verdict("helpfulness", r) == expected, lowers
 
 
 def test_helpfulness_small_drop_holds_breakage_does_not():

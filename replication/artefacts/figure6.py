@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
 from collections import Counter
 
-from ..steps import cached, completions, head_spec, ships_per_query, strongest_single_head
+from ..steps import cached, completions, head_spec, ships_per_query, single_head_asr, strongest_single_head
 
 LM_EVAL_TASKS = "boolq,rte,winogrande,arc_challenge,openbookqa"
 
@@ -55,14 +55,19 @@ def run(ctx) -> Output:
                    for pid in ships)
     common, n_common = min(tops.items(), key=lambda t: (-t[1], t[0])) if tops else (top1[0], 0)
     strongest, strongest_asr = strongest_single_head(ctx, "aligned", p.attribution_set)
+    grid_vanilla, _ = single_head_asr(ctx, "aligned", p.attribution_set)
+    # it lowers safety only if its ablation beats the vanilla model on Figure 4b's queries (at ci no head does)
+    out.metric("b.strongest_lowers_safety", "yes" if strongest_asr > grid_vanilla.asr else "no", kind="info",
+               description="Figure 4b's strongest head gives a higher ASR than vanilla on its queries (the verdict then reads its row too)")
     out.metric("b.query_common_head", [common], kind="heads",
                description="the head most often a harmful query's own top-1 UA Ships head (the verdict's row)")
     out.metric("b.strongest_head", [strongest], kind="heads",
                description=f"the single head with the highest ASR in Figure 4b on {set_label(p.attribution_set)}")
     conds = [("vanilla", "vanilla", "aligned", None),
              ("query_common", f"most frequent query-level top-1 {common} ({n_common} of {sum(tops.values())} harmful "
-              "queries; the verdict reads this)", "aligned", head_spec([common], "ua", p.eps)),
-             ("strongest", f"strongest single head in Figure 4b {strongest} (ASR {strongest_asr:.2f})",
+              "queries; read by the verdict)", "aligned", head_spec([common], "ua", p.eps)),
+             ("strongest", f"strongest single head in Figure 4b {strongest} (ASR {strongest_asr:.2f}"
+              + ("; read by the verdict)" if strongest_asr > grid_vanilla.asr else "; no higher than vanilla)"),
               "aligned", head_spec([strongest], "ua", p.eps)),
              ("top1", f"top-1 Sahara UA ({top1[0]})", "aligned", head_spec(top1, "ua", p.eps)),
              ("top3", f"top-{len(top3)} Sahara UA", "aligned", head_spec(top3, "ua", p.eps)),
@@ -151,8 +156,8 @@ def plot(rows_a, rows_b):
 FIGURE6 = ArtefactSpec(
     "figure6", "Figure 6: attention swap and helpfulness",
     "(a) ASR of the aligned model, of the aligned model with every attention weight (q, k, v, o) taken from "
-    "the base model, and of the base model. (b) Helpfulness after ablating a head that lowers safety (the head most "
-    "often a harmful query's own top-1 UA Ships head; the verdict reads this row), the single head with the highest "
-    "ASR in Figure 4b, and the top-1 and top-3 Sahara UA heads, measured offline on held-out benign prompts (explicit refusals, gibberish, base-model NLL); the paper "
+    "the base model, and of the base model. (b) Helpfulness after ablating each head that lowers safety (the head most "
+    "often a harmful query's own top-1 UA Ships head, and the single head with the highest ASR in Figure 4b when it "
+    "beats vanilla; the verdict reads both), and the top-1 and top-3 Sahara UA heads, measured offline on held-out benign prompts (explicit refusals, gibberish, base-model NLL); the paper "
     "profile's lm-eval hook is printed in the notes.",
     "Figure 6", run, needs=("matplotlib",))
