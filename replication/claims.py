@@ -558,6 +558,10 @@ def chat_lift(r: Results) -> Finding:
     ev = "each query's own top-1 UA head: " + "; ".join(
         f"{s}: {stats.mean_flags(paired_only(r.flags(f'{s}.vanilla'), r.flags(f'{s}.ua_top1'))):.2f} -> "
         f"{stats.mean_flags(r.flags(f'{s}.ua_top1')):.2f}" for s in sets)
+    echo = [r.m(f"{s}.ua_top1.echoes") for s in sets]
+    if all(isinstance(e, (int, float)) for e in echo):
+        ev += (f"; {int(sum(echo))} of the {sum(stats.mean_flags(r.flags(f'{s}.ua_top1')) * len(r.flags(f'{s}.ua_top1')) for s in sets):.0f} "
+               "complied answers repeat the query (the judge counts them as answers)")
     ev += _dataset_level(r, "{s}.vanilla", "dataset.{s}.ua_top1")
     v, unc = increase_finding(t, T_CHAT_LIFT, "increase")
     return Finding(v, ev, unc)

@@ -7,7 +7,7 @@ dataset level (the top-1 / top-3 Sahara heads found with the paper's template; p
 
 from __future__ import annotations
 
-from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
+from ..common import ArtefactSpec, Output, asr_tol, echoes, mean, set_label, top_group
 from ..steps import completions, head_spec, query_level, restrict, ships_per_query
 
 
@@ -34,6 +34,8 @@ def run(ctx) -> Output:
             cell = f"dataset.{s}.{name[8:]}" if name.startswith("dataset.") else f"{s}.{name}"
             out.outcome(cell, res)
             out.metric(cell, res.asr, tolerance=asr_tol(res.n))
+            out.metric(f"{cell}.echoes", echoes(res.rows), kind="info",
+                       description="complied responses that repeat the query (counted as answers by the judge)")
         tops = [str(ships[pid][0][0]) for pid in qs.ids]
         out.metric(f"{s}.top1", tops, kind="heads", description="each query's own top-1 UA Ships head on the chat input")
         rows.append({"dataset": set_label(s), "vanilla": round(van.asr, 3),
