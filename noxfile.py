@@ -170,8 +170,22 @@ def build_organisms(session: nox.Session) -> None:
 # ------------------------------------------------------------------------------------------------
 # The replication harness: spec -> runner -> results -> table/figure -> diff against expected values.
 
-ARTEFACTS = ("table1", "table2", "table3", "table5", "table7", "figure2", "figure4", "figure5", "figure6",
-             "figure7", "figure13", "chat_template", "sensitivity")
+def artefact_names() -> tuple[str, ...]:
+    """The artefacts' names in the harness's order, read from the source of replication/artefacts/ (the
+    registry's ARTEFACTS tuple of spec constants, each defined as ``NAME = ArtefactSpec("name", ...)``):
+    nox's Python has neither torch nor this package, so it cannot import the registry, and a copied
+    list would drift from it (tests/test_bad_input_harness.py checks that the two agree)."""
+    folder = Path(__file__).parent / "replication" / "artefacts"
+    registry = (folder / "__init__.py").read_text()
+    constants = re.findall(r"\b[A-Z][A-Z0-9_]*\b", re.search(r"ARTEFACTS = \{.*?\((.*?)\)\}", registry, re.S).group(1))
+    names = {}
+    for module in folder.glob("*.py"):
+        for const, name in re.findall(r"^([A-Z][A-Z0-9_]*) = ArtefactSpec\(\s*\"(\w+)\"", module.read_text(), re.M):
+            names[const] = name
+    return tuple(names[c] for c in constants)
+
+
+ARTEFACTS = artefact_names()
 
 
 def _reproduce(session: nox.Session, names: list[str]) -> None:

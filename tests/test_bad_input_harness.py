@@ -566,3 +566,25 @@ def test_claims_with_some_outcomes_missing_still_write_and_say_which(harness, ca
     text = (harness.generated / "CLAIMS.md").read_text()
     assert "no per-query outcomes: " in text and "chat_template has metrics.json but no outcomes.json" in text
     assert "| holds " in text  # the rest judged as usual
+
+
+def test_the_noxfile_has_a_reproduce_session_per_artefact_in_the_registrys_order(monkeypatch):
+    """nox cannot import the registry (no torch in its Python), so the noxfile reads the names from the
+    artefacts' source; they must be the registry's, in its order, or a session would be missing."""
+    from replication.artefacts import ARTEFACTS
+
+    created = []
+
+    def session(*args, **kwargs):
+        if args and callable(args[0]):
+            return args[0]
+        created.append(kwargs.get("name"))
+        return lambda f: f
+
+    monkeypatch.setitem(sys.modules, "nox", types.SimpleNamespace(options=types.SimpleNamespace(), session=session,
+                                                                  Session=object))
+    spec = importlib.util.spec_from_file_location("noxfile_under_test", ROOT / "noxfile.py")
+    noxfile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(noxfile)
+    assert noxfile.ARTEFACTS == tuple(ARTEFACTS)
+    assert [n for n in created if n and n.startswith("reproduce_")] == [f"reproduce_{a}" for a in ARTEFACTS]
