@@ -167,10 +167,11 @@ MINI = Profile(
             "base": "SmolLM2-135M-Instruct, untuned (stands in for Llama-2-7b)"},
     n_attribution=8,
     n_eval=48,
-    n_ships_eval=16,
-    sensitivity_n=(8, 16, 32, 48),
+    n_ships_eval=8,
+    sensitivity_n=(8, 16, 32),
     sensitivity_r=(1, 2, 4),
     sensitivity_group_sets=("maliciousinstruct",),
+    sensitivity_heldout=48,
     max_new_tokens=40,
     heatmap_n=8,
     heatmap_max_new_tokens=24,
@@ -180,11 +181,14 @@ MINI = Profile(
         "first 8 queries of a set (one Sahara step over 270 heads costs a few CPU-seconds per query), ASR on the "
         "next 48 (AdvBench too, not its 520; one query moves an ASR by 0.02), 40 new tokens instead of 128 (the "
         "judge decides on the opening of a response).",
-        "Query level (Tables 3/5's Ships rows, Figure 2, Table 7, the chat template): the first 16 of the 48 "
-        "evaluation queries of each set (each needs its own Ships sweep of every head, per method, organism and input "
-        "format); the dataset level uses all 48, and the vanilla ASR beside a query-level row is that of the same 16.",
+        "Query level (Tables 3/5's Ships rows, Figure 2, Table 7, the chat template): the first 8 of the 48 "
+        "evaluation queries of each set (24 over the three sets of the headline). Each needs its own Ships sweep of "
+        "every head per method, organism and input format, about 6 CPU-seconds each, 28 sweeps per query in all; "
+        "16 per set would add about 25 minutes and break the time budget. The dataset level uses all 48, and the "
+        "vanilla ASR beside a query-level row is that of the same 8.",
         "Figure 4b: 8 queries and 24 new tokens per head instead of the whole set and 128 tokens (270 heads x 2 sets).",
-        "Sensitivity (not in the paper): the step-1 head of every (N, r) cell and its held-out ASR on both sets, but "
+        "Sensitivity (not in the paper): N up to 32 attribution queries, not 48 or the whole set, and held-out ASR on "
+        "the 48 queries after them; the step-1 head of every (N, r) cell and its held-out ASR on both sets, but "
         "the greedy groups of 3 (steps 2 and 3: one sweep of every head per distinct group prefix) on MaliciousInstruct "
         "only, to stay within the time budget.",
         EARLY_STOP_DEPARTURE,
