@@ -480,6 +480,8 @@ def candidate_sweep(ctx: Context, role: str, q: Queries, method: str, group: lis
                 "scores": {c: [float(j == i % len(cands)) for j in range(len(cands))] for i, c in enumerate(cells)}}
     if not entry.done:
         _sweep(ctx, entry, role, q, method, group, cands, cells, what)
+    for left in entry.path.glob("states-*"):  # a run killed after finishing the entry, before removing them
+        left.unlink(missing_ok=True)
     res = entry.result()
     ctx.timings[entry.key] = res["seconds"]
     return {"candidates": [HeadRef.parse(h) for h in res["candidates"]], "seconds": res["seconds"],
@@ -526,9 +528,12 @@ def _sweep(ctx: Context, entry, role: str, q: Queries, method: str, group: list,
         entry.append([{"prompt_id": pid, "seconds": seconds[pid]}])
         bar.update(1)
     bar.close()
-    loaded = [np.load(files[pid]) for pid in q.ids]
-    clean = torch.from_numpy(np.stack([x["clean"] for x in loaded])).double()  # [N, d]
-    states = torch.from_numpy(np.stack([x["states"] for x in loaded], axis=1)).double()  # [H, N, d]
+    loaded = []
+    for pid in q.ids:
+        with np.load(files[pid]) as x:  # closed at once: one open file per query otherwise
+            loaded.append((x["clean"], x["states"]))
+    clean = torch.from_numpy(np.stack([c for c, _ in loaded])).double()  # [N, d]
+    states = torch.from_numpy(np.stack([st for _, st in loaded], axis=1)).double()  # [H, N, d]
     scores = [generalized_ships_batch(clean[:n], states[:, :n], r=r).tolist() for n, r in cells]
     entry.finish({"candidates": [str(h) for h in cands], "cells": [list(c) for c in cells], "scores": scores,
                   "seconds": sum(seconds[pid] for pid in q.ids), "n_queries": len(q.ids)})

@@ -1,4 +1,5 @@
-"""Files on disk: the cache folder, and the sha256 of a file or of a folder's weights.
+"""Files on disk: the cache folder, the sha256 of a file or of a folder's weights, and replacing a
+file durably.
 
 A leaf of the library (nothing here loads a model), so that data sets, the result store, the
 model organisms and the model loader can all hash a file without importing one another.
@@ -50,3 +51,22 @@ def weights_fingerprint(folder: Path) -> str:
     except OSError:
         pass  # a read-only cache only costs re-hashing
     return digest
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash or power loss leaves the old file or the new one,
+    never an empty or short one: the data is synced before the rename, the rename before returning."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # a platform whose folders cannot be opened (Windows): the rename is all it has
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -59,8 +59,6 @@ def whole_units(sink: Sink, unit_of: Callable[[dict], Hashable], is_whole: Calla
     to hold those rows only. ``order``: units that count only in this order (Sahara's steps, each
     built on the ones before): the first one that is not whole ends what is kept."""
     rows = sink.rows()
-    if not rows:
-        return {}
     units: dict = {}
     for r in rows:
         units.setdefault(unit_of(r), []).append(r)
@@ -72,7 +70,8 @@ def whole_units(sink: Sink, unit_of: Callable[[dict], Hashable], is_whole: Calla
             if u not in units or not is_whole(u, units[u]):
                 break
             kept[u] = units[u]
-    # always rewritten: a store entry's cut-off last line must not be followed by the next append
+    # always rewritten, even to nothing: a store entry's cut-off line (its first one too) must not be
+    # followed by the next append, which would glue the two into one unreadable line
     sink.rewrite([r for rs in kept.values() for r in rs])
     return kept
 
@@ -111,9 +110,12 @@ class _Spec:
 def _check_prompts(job) -> None:
     """Prompts as a tuple of strings, their ids (when given) as a tuple of as many distinct names,
     and a known template."""
-    if isinstance(job.prompts, str) or not all(isinstance(p, str) for p in job.prompts):
+    if isinstance(job.prompts, str):
         raise JobError("prompts must be a sequence of strings")
-    object.__setattr__(job, "prompts", tuple(job.prompts))
+    prompts = tuple(job.prompts)  # first: a generator would be used up by the check below
+    if not all(isinstance(p, str) for p in prompts):
+        raise JobError("prompts must be a sequence of strings")
+    object.__setattr__(job, "prompts", prompts)
     ids = getattr(job, "prompt_ids", None)
     if ids is not None:
         ids = tuple(ids)

@@ -50,7 +50,8 @@ def read_jsonl(path: Path, prompt_field: str = "prompt", response_field: str = "
     except UnicodeDecodeError as e:
         raise SafetyheadsError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     header, rows = None, []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines also splits at U+2028, U+2029 and U+0085, which a JSON string holds raw
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ResultsError
+from .files import write_durably
 
 FORMATS = (".jsonl", ".csv")
 # Provenance fields that must match to append to a file: rows of two versions never share one.
@@ -257,9 +258,7 @@ class ResultsWriter:
             head = '{"header": ' + header + "}\n"
         else:
             head = "# safetyheads " + header + "\n" + ",".join(self.columns) + "\n"
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(head + self._serialise(rows))
-        os.replace(tmp, self.path)
+        write_durably(self.path, head + self._serialise(rows))
 
     def is_done(self, key) -> bool:
         return str(key) in self.done

@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 
 from .errors import SafetyheadsError
+from .files import write_durably
 
 INDEX = "index.jsonl"
 
@@ -100,10 +101,10 @@ class Entry:
 
     def rewrite(self, rows: list[dict]) -> None:
         """Replace the rows (e.g. to drop a unit a crash left half-written before resuming)."""
+        if not rows and not self._rows_file.exists():
+            return  # nothing to replace: a fresh entry stays unmade until its first append
         self._ensure()
-        tmp = self._rows_file.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
-        os.replace(tmp, self._rows_file)
+        write_durably(self._rows_file, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
 
     def side_file(self, name: str) -> Path:
         """A file of this entry besides its rows and result (an array too large for JSON), in its

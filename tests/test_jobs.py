@@ -136,6 +136,33 @@ def test_store_entry_cut_off_line_is_dropped_before_the_next_append(model_tok, t
     assert [json.loads(line)["prompt_id"] for line in rows_file.read_text().splitlines()] == [0, 1, 2]
 
 
+def test_store_entry_whose_first_line_was_cut_off_resumes(model_tok, tmp_path):
+    # a crash during the very first append: no whole row, so nothing kept, and the fragment must not
+    # be glued to the next append (the entry would then read as empty for ever and finish with no rows)
+    model, tok = model_tok
+    job = GenerateJob(PROMPTS, decoding=DecodingSpec(max_new_tokens=2), template="direct")
+    entry = Store(tmp_path).entry("completions", {"x": 1})
+    entry.append([{"prompt_id": 0, "response": "x"}])
+    rows_file = entry.path / "rows.jsonl"
+    rows_file.write_text(rows_file.read_text()[:15])  # half of the first line, no newline
+    again = Store(tmp_path).entry("completions", {"x": 1})
+    assert job.finished(again) == set()
+    rows = job.run(model, tok, again)["rows"]
+    assert [r["prompt_id"] for r in rows] == [0, 1, 2]
+    assert [json.loads(line)["prompt_id"] for line in rows_file.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_whole_units_leaves_a_fresh_store_entry_unmade(tmp_path):
+    entry = Store(tmp_path).entry("completions", {"x": 2})
+    assert whole_units(entry, lambda r: r["prompt_id"], lambda u, rs: True) == {}
+    assert not entry.path.exists()
+
+
+def test_prompts_given_as_a_generator_are_kept():
+    job = GenerateJob((p for p in PROMPTS), template="direct")
+    assert job.prompts == tuple(PROMPTS)
+
+
 def test_generate_job_per_prompt_ablation_and_ids(model_tok, tmp_path, monkeypatch):
     model, tok = model_tok
     abl = (None, AblationSpec(("L1H2",), "ua", 1e-5), AblationSpec(("L0H0",), "sc", 1e-5))
@@ -192,3 +219,13 @@ def test_ships_job_names_every_head_of_the_model(model_tok):
     assert len(named.heads) == 3 * 4 and str(named.heads[0]) == "L0H0"
     with pytest.raises(JobError, match="name the heads"):
         ShipsJob(PROMPTS).finished(None)
+
+
+def test_judge_input_may_hold_line_separators_inside_strings(tmp_path):
+    # a response holding U+2028 written raw (ensure_ascii=False, as the judge writes) stays one row
+    from safetyheads.judge_job import read_jsonl
+
+    path = tmp_path / "r.jsonl"
+    rows = [{"prompt": "q", "response": "a\u2028b\u0085c"}, {"prompt": "q2", "response": "d"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert [r["response"] for r in read_jsonl(path)[1]] == ["a\u2028b\u0085c", "d"]
