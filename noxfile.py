@@ -197,7 +197,7 @@ for _name in ARTEFACTS:
     def _session(session: nox.Session, _n=_name) -> None:
         _reproduce(session, [_n])
 
-    _session.__doc__ = (f"Regenerate {_name} (default profile mini; `-- --profile ci|paper`, `-- --dry-run`; "
+    _session.__doc__ = (f"Regenerate {_name} (default profile mini; `-- --profile ci|paper|extension`, `-- --dry-run`; "
                         "`-- --unpinned`: not from the lock) and diff it against paper_tables/expected/.")
     nox.session(name=f"reproduce_{_name}")(_session)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from safetyheads.errors import SafetyheadsError
 from safetyheads.provenance import git_info, library_version
 
+from .profiles import PROFILES
 from .run import (GENERATED, check_folder, diff, expected_path, expected_problem, get_artefact, load_expected,
                   render_diff, shown)
 
@@ -74,6 +75,10 @@ def _read_updates(files: list[Path], profile: str) -> list[tuple[str, dict, dict
 def update_baselines(profile: str, artefacts: list[str] | None, write: bool) -> int:
     if profile == "paper":
         raise SafetyheadsError("the paper profile's expected values are the published numbers; they are not baselines")
+    if profile in PROFILES and not PROFILES[profile].expected_values:
+        raise SafetyheadsError(f"the {profile} profile has no expected values by design (the paper has no numbers for "
+                               "its models, and a baseline from one run would read as one): its metrics stay NEW and "
+                               "CLAIMS.md's extension section reads them; nothing to update")
     for name in artefacts or []:
         get_artefact(name)
     files = _generated_files(profile, artefacts)

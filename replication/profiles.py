@@ -1,15 +1,18 @@
-"""Profiles: one code path, three sizes.
+"""Profiles: one code path, three sizes, and one extension beyond the paper.
 
 ``paper``: the authors' models and settings (needs the Hub weights and a GPU; expected values are
 the published numbers). ``mini`` (default): the same experiments on this package's model organisms,
 on a CPU. ``ci``: a reduced ``mini`` that runs every artefact in minutes, for regression checks.
+``extension``: the headline experiments (Figures 2, 4, 5 and Table 3) with the paper's protocol on
+four GQA chat models of 2024 (``EXTENSION_MODELS``), one model at a time, on a GPU; no expected
+values exist for them, so every metric is NEW.
 Every place where a profile departs from the paper says so in ``departures``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 from safetyheads.errors import SafetyheadsError
 
@@ -20,9 +23,10 @@ ALL_SETS = ("advbench", "jailbreakbench", "maliciousinstruct")
 @dataclass(frozen=True)
 class Profile:
     name: str
-    models: dict  # role -> model name (load_model's argument)
+    models: dict  # role -> model name (load_model's argument); None: the profile has no model in that role
     labels: dict  # role -> what the model stands for, for captions
     revisions: dict = field(default_factory=dict)  # role -> Hub revision (paper profile)
+    attn_implementation: dict = field(default_factory=dict)  # role -> load_model's attn_implementation (default sdpa)
     dtype: str = "float32"
     template: str = "paper"  # the paper's main input format: "## Query:{q}\n## Answer:"
     attribution_set: str = "maliciousinstruct"  # ranks heads for the one-head / three-head experiments
@@ -43,8 +47,10 @@ class Profile:
     heatmap_max_new_tokens: int = 24
     helpfulness_n: int = 100
     attention_scales: tuple = (5e-1, 1e-3, 1e-10)
-    chat_system_prompt: str = "You are a helpful assistant"
+    chat_system_prompt: str | None = "You are a helpful assistant"  # None: the chat template without a system turn
+    input_formats: tuple = ("direct", "paper")  # Figure 2's inputs (the paper's two; "chat": the model's own template)
     gpu_seconds_per_forward: float = 0.0  # rough cost of one forward pass of one row, for --dry-run (0: not estimated)
+    gpu_rate_note: str = "a rough planning figure: one row of a short prompt on one A100-80GB, fp32"
     # Early stop (safetyheads.generation, DecodingSpec.stop_when_settled): a completion whose only reader
     # is the profile's judge stops once that judge's verdict is settled. Exact for the verdict, so only
     # the cost changes; completions whose text is read otherwise (Figure 6b's NLL) always run to the end.
@@ -58,6 +64,15 @@ class Profile:
     sensitivity_heldout: int | None = None
     sensitivity_group_sets: tuple | None = None  # sets whose whole greedy groups are searched (None: every table set)
     departures: tuple = ()
+    # The extension profile: its table of models (ExtensionModel), the artefacts it runs (None: every
+    # one), and, in the profile of one of its models (extension_profile), that model's slug, under
+    # which its outputs are written; plan_geometry: role -> (layers, heads) for a plan, which loads nothing.
+    extension_models: tuple = ()
+    artefacts: tuple | None = None
+    variant: str | None = None
+    plan_geometry: dict = field(default_factory=dict)
+    expected_values: bool = True  # False: no expected values can exist, every metric is NEW (no baselines)
+    max_loaded_models: int | None = None  # models held in memory at once (None: every role stays loaded)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -86,9 +101,29 @@ class Profile:
         bad = [s for s in (*self.sets, *self.table_sets, self.attribution_set) if s not in ALL_SETS]
         if bad:
             raise SafetyheadsError(f"profile {self.name!r}: unknown set(s) {', '.join(bad)}; use {', '.join(ALL_SETS)}")
+        if self.models.get("aligned") is None:
+            raise SafetyheadsError(f"profile {self.name!r} needs an aligned model")
+        bad = [f for f in self.input_formats if f not in ("direct", "paper", "chat")]
+        if bad or not self.input_formats:
+            raise SafetyheadsError(f"profile {self.name!r}: input_formats must be some of direct, paper, chat")
+
+    def has(self, role: str) -> bool:
+        """Whether the profile names a model for ``role`` (an extension model may have no sibling)."""
+        return self.models.get(role) is not None
+
+    @property
+    def folder(self) -> str:
+        """Where the profile's outputs go under paper_tables/generated/: its name, then the model's slug
+        for one model of the extension profile."""
+        return self.name if self.variant is None else f"{self.name}/{self.variant}"
 
     def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+        def plain(v):
+            if is_dataclass(v):
+                return asdict(v)
+            return [plain(x) for x in v] if isinstance(v, tuple) else v
+
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -221,7 +256,140 @@ CI = MINI.replace(
     ),
 )
 
-PROFILES = {p.name: p for p in (PAPER, MINI, CI)}
+# ------------------------------------------------------------------------------------------------
+# The extension: the headline experiments on GQA chat models of 2024, under the paper profile's protocol
+
+
+@dataclass(frozen=True)
+class HubModel:
+    id: str  # Hub repository
+    revision: str  # a commit SHA, or "main" where none could be confirmed (the README lists which)
+    label: str
+
+
+@dataclass(frozen=True)
+class ExtensionModel:
+    """One row of the extension's model table. The geometry and size are for ``--dry-run`` only (a run
+    reads the loaded model's own); ``sibling``: another fine-tune of the same base, where one is named
+    (Figure 2's second model and Figure 5b); ``base``: the untuned base (Figure 5's control)."""
+
+    slug: str
+    family: str  # safetyheads.arch family
+    aligned: HubModel
+    base: HubModel
+    sibling: HubModel | None
+    params_b: float  # parameters, billions
+    n_layers: int
+    n_heads: int  # query heads per layer
+    n_kv_heads: int
+    attn_implementation: str = "sdpa"
+    chat_system_prompt: str | None = "You are a helpful assistant"
+
+    def roles(self) -> dict:
+        return {"aligned": self.aligned, "sibling": self.sibling, "base": self.base}
+
+
+# Hub commits: each is the snapshot that public projects record for that repository; unchecked here
+# (this project's machines cannot reach the Hub): `hf download ID --revision SHA` fails loudly if one is
+# wrong. "main": no commit could be confirmed; the run records the commit it loaded in its provenance.
+EXTENSION_MODELS = (
+    ExtensionModel(
+        "llama-3.1-8b-instruct", "llama",
+        HubModel("meta-llama/Llama-3.1-8B-Instruct", "0e9e39f249a16976918f6564b8830bc894c89659", "Llama-3.1-8B-Instruct"),
+        HubModel("meta-llama/Llama-3.1-8B", "d04e592bb4f6aa9cfee91e2e20afa771667e1d4b", "Llama-3.1-8B (base)"),
+        # AllenAI's SFT + DPO + RLVR fine-tune of the same base: a second lab's fine-tune, as Vicuna is of Llama-2
+        HubModel("allenai/Llama-3.1-Tulu-3-8B", "main", "Llama-3.1-Tulu-3-8B"),
+        8.03, 32, 32, 8),
+    ExtensionModel(
+        "qwen2.5-7b-instruct", "qwen2",
+        HubModel("Qwen/Qwen2.5-7B-Instruct", "a09a35458c702b33eeacc393d103063234e8bc28", "Qwen2.5-7B-Instruct"),
+        HubModel("Qwen/Qwen2.5-7B", "d149729398750b98c0af14eb82c78cfe92750796", "Qwen2.5-7B (base)"),
+        None, 7.62, 28, 28, 4),
+    ExtensionModel(
+        "gemma-2-9b-it", "gemma2",
+        HubModel("google/gemma-2-9b-it", "11c9b309abf73637e4b6f9a3fa1e92e615547819", "Gemma-2-9b-it"),
+        HubModel("google/gemma-2-9b", "33c193028431c2fde6c6e51f29e6f17b60cbfac6", "Gemma-2-9b (base)"),
+        None, 9.24, 42, 16, 8,
+        attn_implementation="eager",  # attention logit soft-capping exists only in the eager kernel
+        chat_system_prompt=None),  # Gemma's chat template has no system turn (it raises on one)
+    ExtensionModel(
+        "mistral-7b-instruct-v0.3", "mistral",
+        HubModel("mistralai/Mistral-7B-Instruct-v0.3", "c170c708c41dac9275d15a8fff4eca08d52bab71", "Mistral-7B-Instruct-v0.3"),
+        HubModel("mistralai/Mistral-7B-v0.3", "caa1feb0e54d415e2df31207e5f4e273e33509b1", "Mistral-7B-v0.3 (base)"),
+        None, 7.25, 32, 32, 8),
+)
+
+EXTENSION_ARTEFACTS = ("figure2", "table3", "figure4", "figure5")
+# The paper profile's planning figure (0.03 s per row of a 6.7B model in fp32 on an A100-80GB), scaled by
+# parameter count and halved for bf16: an assumption until a run of the model has measured its own.
+PAPER_PARAMS_B = 6.74
+BF16_SPEEDUP = 2.0
+
+EXTENSION_DEPARTURES = (
+    "Models: four GQA chat models of 2024 (Llama-3.1-8B-Instruct, Qwen2.5-7B-Instruct, Gemma-2-9b-it, "
+    "Mistral-7B-Instruct-v0.3) instead of Llama-2-7b-chat; the paper has no numbers for them, so every metric is "
+    "NEW and CLAIMS.md's extension section says, per model, whether each claim holds there by the same rules. "
+    "A head is one query head: UA scales its query, SC its output; the key/value head it shares with the other "
+    "heads of its group is left as it is.",
+    "Sibling fine-tune (Figure 2's second model, Figure 5b): only where one of the same base is named "
+    "(Llama-3.1-Tulu-3-8B for Llama-3.1-8B-Instruct); elsewhere those rows and panel (b) are left out. Figure 5's "
+    "control is each model's own untuned base.",
+    "Precision: bf16 on a GPU (the authors ran their 7B models in fp32); eps = 1e-5 is representable in bf16.",
+    "Input formats: Figure 2 adds each model's own chat template (system prompt 'You are a helpful assistant'; "
+    "none for Gemma-2, whose template has no system turn) to the paper's direct and template inputs; Table 3 and "
+    "Figure 4 use the paper's template, as the paper does.",
+    "Attribution and evaluation queries: as the paper profile, Sahara attributes on the first 100 "
+    "MaliciousInstruct / JailbreakBench queries and the sets are evaluated in full, so the two overlap.",
+    "Judge: keyword-fixed (the paper's keyword list with its two defects repaired, plus refusal patterns) "
+    "with the gibberish filter. Its refusal phrases were written for Llama-2-style refusals; read a sample of "
+    "each model's responses (`python -m replication responses ... --profile extension --model SLUG`).",
+    HEAD_LEVEL_DEPARTURE,
+)
+
+EXTENSION = PAPER.replace(
+    name="extension",
+    models={r: (m.id if m else None) for r, m in EXTENSION_MODELS[0].roles().items()},
+    labels={r: m.label for r, m in EXTENSION_MODELS[0].roles().items() if m},
+    revisions={r: m.revision for r, m in EXTENSION_MODELS[0].roles().items() if m},
+    dtype="bfloat16",
+    input_formats=("direct", "paper", "chat"),
+    gpu_seconds_per_forward=0.0,  # per model: see extension_profile
+    extension_models=EXTENSION_MODELS,
+    artefacts=EXTENSION_ARTEFACTS,
+    max_loaded_models=1,  # one 8-9B model in bf16 (16-19 GB) on the GPU at a time; the store keeps what each computed
+    expected_values=False,
+    departures=EXTENSION_DEPARTURES,
+)
+
+
+def extension_model(slug: str) -> ExtensionModel:
+    found = {m.slug: m for m in EXTENSION_MODELS}
+    if slug not in found:
+        raise SafetyheadsError(f"unknown extension model {slug!r}: choose from {', '.join(found)}")
+    return found[slug]
+
+
+def extension_profile(slug: str, base: Profile | None = None) -> Profile:
+    """The profile of one model of the extension (``base``: the extension profile, or a cut-down copy of
+    it in tests): its models, revisions, loading and chat settings, planning geometry and assumed cost."""
+    m = extension_model(slug)
+    base = base or EXTENSION
+    roles = m.roles()
+    return base.replace(
+        models={r: (h.id if h else None) for r, h in roles.items()},
+        labels={r: h.label for r, h in roles.items() if h},
+        revisions={r: h.revision for r, h in roles.items() if h},
+        attn_implementation={r: m.attn_implementation for r, h in roles.items() if h},
+        chat_system_prompt=m.chat_system_prompt,
+        plan_geometry={r: (m.n_layers, m.n_heads) for r, h in roles.items() if h},
+        gpu_seconds_per_forward=round(PAPER.gpu_seconds_per_forward * m.params_b / PAPER_PARAMS_B / BF16_SPEEDUP, 5),
+        gpu_rate_note=(f"ASSUMED, not measured: the paper profile's {PAPER.gpu_seconds_per_forward:g} s per row "
+                       f"(6.7B, fp32, A100-80GB) x {m.params_b:g}B / {PAPER_PARAMS_B:g}B parameters / "
+                       f"{BF16_SPEEDUP:g} for bf16"),
+        extension_models=(), variant=m.slug)
+
+
+PROFILES = {p.name: p for p in (PAPER, MINI, CI, EXTENSION)}
 DEFAULT_PROFILE = "mini"
 
 

@@ -40,6 +40,7 @@ class PlanItem:
     forward_passes: int
     cached: bool
     judge_only: bool = False  # completions read only by the judge: early stop would apply (dry-run estimate)
+    new_tokens: int = 0  # tokens generation decodes, at most (every response to the token limit)
 
 
 @dataclass
@@ -74,7 +75,9 @@ class Context:
         self.used_roles: set = set()  # roles the current artefact used
         self.ids: dict = {}  # role -> model identity, as used in store keys (the models an artefact used)
         self.plan: list[PlanItem] = []
+        self.plan_per_artefact: list = []  # set by run.plan: (artefact, new computations, forward passes, new tokens)
         self.timings: dict = {}  # store key -> seconds of the computation (when computed or read back)
+        self.passes: dict = {}  # store key -> (kind, forward passes it counts), for a measured cost per row
         self.used_keys: list[dict] = []
         self.last_seconds = 0.0  # of the last Ships sweep asked for
         self.artefact_seconds: dict = {}  # wall time of each artefact run in this context
@@ -90,15 +93,39 @@ class Context:
             raise SafetyheadsError("internal: a plan-only run asked for a model")
         if role not in self._models:
             name = self.profile.models[role]
+            if name is None:
+                raise SafetyheadsError(f"internal: profile {self.profile.folder!r} has no {role} model")
+            self._evict(self.profile.max_loaded_models)
             self.log(f"loading {role} model {name}")
             if self.loader is not None:
                 self._models[role] = self.loader(role, name)
             else:
                 from safetyheads.models import load_model
 
+                impl = self.profile.attn_implementation.get(role)
+                # HF_HUB_OFFLINE=0 lets a Hub model download (gated ones need a token); otherwise the HF cache only
                 self._models[role] = load_model(name, dtype=self.profile.dtype, device=self.device,
-                                                revision=self.profile.revisions.get(role))
+                                                revision=self.profile.revisions.get(role),
+                                                allow_download=os.environ.get("HF_HUB_OFFLINE") == "0",
+                                                **({"attn_implementation": impl} if impl else {}))
         return self._models[role]
+
+    def _evict(self, limit: int | None) -> None:
+        """Keep fewer than ``limit`` models in memory (None: no limit), the oldest loaded going first, so
+        that a GPU holds one 8B model at a time; a role asked for again is loaded again."""
+        if not limit or len(self._models) < limit:
+            return
+        import gc
+
+        import torch
+
+        while len(self._models) >= limit:
+            gone = next(iter(self._models))
+            self.log(f"unloading {gone} model to make room")
+            del self._models[gone]
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def model_id(self, role: str) -> dict:
         self.used_roles.add(role)
@@ -130,6 +157,8 @@ class Context:
     def geometry(self, role: str) -> Geometry:
         if self.plan_only:
             name = self.profile.models[role]
+            if role in self.profile.plan_geometry:
+                return Geometry(*self.profile.plan_geometry[role])
             if name not in PAPER_GEOMETRY:
                 from safetyheads.models import EMBEDDED_MODELS
 
@@ -214,11 +243,13 @@ class Context:
         if self.progress:
             print(f"[{self.profile.name}] {msg}", file=sys.stderr, flush=True)
 
-    def _entry(self, kind: str, spec: dict, what: str, forward_passes: int, judge_only: bool = False):
+    def _entry(self, kind: str, spec: dict, what: str, forward_passes: int, judge_only: bool = False,
+               new_tokens: int = 0):
         entry = self.store.entry(kind, spec, VERSIONS[kind], what=what)
         self.used_keys.append({"kind": kind, "key": entry.key, "what": what})
+        self.passes[entry.key] = (kind, forward_passes)
         if self.plan_only:
-            self.plan.append(PlanItem(kind, entry.key, what, forward_passes, entry.done, judge_only))
+            self.plan.append(PlanItem(kind, entry.key, what, forward_passes, entry.done, judge_only, new_tokens))
         return entry
 
 
@@ -336,7 +367,8 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
             "system_prompt": system_prompt, "prefill": prefill, "ablation": abl_spec, "per_prompt": per_prompt,
             "decoding": decoding.to_dict()}
     what = f"completions {role}{'/' + variant if variant else ''} {q.set} {label or ''}".rstrip()
-    entry = ctx._entry("completions", spec, what, len(q.ids) * decoding.max_new_tokens // 8, judge_only=not text_read)
+    entry = ctx._entry("completions", spec, what, len(q.ids) * decoding.max_new_tokens // 8, judge_only=not text_read,
+                       new_tokens=len(q.ids) * decoding.max_new_tokens)
     if ctx.plan_only:
         return Judged([{"prompt_id": pid, "response": "", "refused": True, "rule": "plan"} for pid in q.ids], 0.0)
     if entry.done:

@@ -165,7 +165,7 @@ def test_hypergeometric_tail_matches_enumeration():
 
 
 def test_profiles_validate():
-    assert set(PROFILES) == {"paper", "mini", "ci"}
+    assert set(PROFILES) == {"paper", "mini", "ci", "extension"}  # extension: tests/test_extension.py
     with pytest.raises(SafetyheadsError):
         MINI.replace(sahara_steps=6)
     with pytest.raises(SafetyheadsError):

@@ -5,6 +5,10 @@ Query level, as the paper: for each query, its own top-1 Ships head, scored on t
 input format with that method (the authors' ``ships_test`` ablates ``top_ships[:mask_num]`` per query).
 The dataset-level variant (the profile's top-1 Sahara head, one head for every query) is kept as a
 labelled extra row; the headline never reads it.
+
+The inputs are the profile's ``input_formats``: the paper's direct and template inputs, plus the model's
+own chat template (with the profile's system prompt, or none) where the extension profile adds it. The
+fine-tunes are the aligned model and the sibling where the profile names one.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from safetyheads.generation import DecodingSpec
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
 from ..steps import completions, head_spec, query_level, restrict, ships_per_query
 
-TEMPLATES = ("direct", "paper")
 LEVELS = {"query": "query level (each query's own top-1 Ships head)",
           "dataset": "dataset level (the top-1 Sahara head, one for every query)"}
 
@@ -26,12 +29,23 @@ def decodings(p) -> dict:
             "top5": DecodingSpec("topk", k=p.topk, temperature=1.0, max_new_tokens=p.max_new_tokens, seed=p.seed)}
 
 
+def roles(p) -> tuple:
+    """The fine-tunes the profile names: the aligned model, and the sibling where there is one."""
+    return tuple(r for r in ("aligned", "sibling") if p.has(r))
+
+
+def system_prompt(p, template: str):
+    """The chat input's system prompt (the profile's; None for a template without a system turn)."""
+    return p.chat_system_prompt if template == "chat" else None
+
+
 def query_top1(ctx, role: str, method: str, template: str) -> dict:
     """{set: (queries, Ships ranking per query)} on the query-level evaluation queries."""
     found = {}
     for s in ctx.profile.sets:
         qs = ctx.ships_queries(s)
-        found[s] = (qs, ships_per_query(ctx, role, qs, method, template=template))
+        found[s] = (qs, ships_per_query(ctx, role, qs, method, template=template,
+                                        system_prompt=system_prompt(ctx.profile, template)))
     return found
 
 
@@ -41,13 +55,14 @@ def run(ctx) -> Output:
     p = ctx.profile
     out = Output()
     rows, freq = [], []
-    for role in ("aligned", "sibling"):
+    for role in roles(p):
         for method in ("ua", "sc"):
             head = top_group(ctx, role, method, 1)
             out.metric(f"{role}.{method}.head", head, kind="heads",
                        description=f"dataset level: the top-1 Sahara {method.upper()} head of {role}")
-            for tmpl in TEMPLATES:
+            for tmpl in p.input_formats:
                 found = query_top1(ctx, role, method, tmpl)
+                sp = system_prompt(p, tmpl)
                 chosen = []
                 for s, (qs, ships) in found.items():
                     tops = [ships[pid][0][0] for pid in qs.ids]
@@ -63,13 +78,14 @@ def run(ctx) -> Output:
                 for dname, dec in decodings(p).items():
                     for s, (qs, ships) in found.items():
                         q = ctx.queries(s, "eval")
-                        van = completions(ctx, role, q, decoding=dec, template=tmpl, label="vanilla")
+                        van = completions(ctx, role, q, decoding=dec, template=tmpl, system_prompt=sp, label="vanilla")
                         cells = {
                             "query": (restrict(van, qs.ids), completions(
                                 ctx, role, qs, ablation=query_level(ships, 1, method, p.eps), decoding=dec,
-                                template=tmpl, label=f"{method} query-level top-1")),
+                                template=tmpl, system_prompt=sp, label=f"{method} query-level top-1")),
                             "dataset": (van, completions(ctx, role, q, ablation=head_spec(head, method, p.eps),
-                                                         decoding=dec, template=tmpl, label=f"{method} top-1")),
+                                                         decoding=dec, template=tmpl, system_prompt=sp,
+                                                         label=f"{method} top-1")),
                         }
                         for level, (v, a) in cells.items():
                             cell = f"{'dataset.' if level == 'dataset' else ''}{role}.{method}.{dname}.{tmpl}.{s}"
@@ -102,7 +118,7 @@ def run(ctx) -> Output:
 def headline(ctx, out: Output, frame) -> None:
     """UA, greedy, the paper's template, mean over the sets: query level (the headline) and dataset level."""
     out.metric("headline.level", LEVELS["query"], kind="info", description="which head the headline ablates")
-    for role in ("aligned", "sibling"):
+    for role in roles(ctx.profile):
         for level in ("query", "dataset"):
             sel = frame[(frame.model == role) & (frame.ablation == "UA") & (frame.decoding == "greedy")
                         & (frame.input == "paper") & (frame.level == level)] if len(frame) else frame
@@ -124,7 +140,7 @@ def plot(frame, p):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    combos = [(r, m) for r in ("aligned", "sibling") for m in ("UA", "SC")]
+    combos = [(r, m) for r in roles(p) for m in ("UA", "SC")]
     fig, axes = plt.subplots(1, len(combos), figsize=(4.2 * len(combos), 3.6), sharey=True)
     for ax, (role, m) in zip(axes, combos):
         sel = frame[(frame.model == role) & (frame.ablation == m)]

@@ -40,10 +40,12 @@ def run(ctx) -> Output:
     n_heads = len(ctx.candidates("aligned"))
     second = control_set(p)
     lists = {"aligned.ua": top10(ctx, "aligned", "ua"), "aligned.sc": top10(ctx, "aligned", "sc"),
-             "sibling.ua": top10(ctx, "sibling", "ua"),
+             "sibling.ua": top10(ctx, "sibling", "ua") if p.has("sibling") else None,
              "aligned.ua.control_set": top10(ctx, "aligned", "ua", second),
              "aligned.sc.control_set": top10(ctx, "aligned", "sc", second),
              "base.ua": top10(ctx, "base", "ua", steps=1)}
+    # panel (b) needs a sibling fine-tune of the same base: without one (some extension models) it is left out
+    lists = {k: v for k, v in lists.items() if v is not None}
     for k, v in lists.items():
         where = second if k.endswith(".control_set") else p.attribution_set
         out.metric(f"top10.{k}", v, kind="heads", description=f"top-10 generalized-Ships heads, {k.split('.control')[0]} on {where}")
@@ -54,6 +56,7 @@ def run(ctx) -> Output:
              "a control (UA)": ("aligned.ua", "aligned.ua.control_set"),
              "a control (SC)": ("aligned.sc", "aligned.sc.control_set"),
              "b control (aligned)": ("aligned.ua", "base.ua"), "b control (sibling)": ("sibling.ua", "base.ua")}
+    pairs = {panel: ab for panel, ab in pairs.items() if all(x in lists for x in ab)}
     for panel, (a, b) in pairs.items():
         shared = sorted(set(lists[a]) & set(lists[b]))
         k = len(shared)

@@ -1,0 +1,177 @@
+"""The extension profile: the headline experiments (Figures 2, 4, 5 and Table 3) on GQA chat models of
+2024, under the paper profile's protocol, judges and verdict rules, one model at a time.
+
+``python -m replication run figure2 --profile extension [--model SLUG ...] [--dry-run]`` runs (or plans)
+the artefacts once per model of ``profiles.EXTENSION_MODELS``, each with the profile of that model
+(``profiles.extension_profile``), into ``paper_tables/generated/extension/<slug>/<artefact>/``. No
+expected values exist for these models: every metric is NEW, and CLAIMS.md's extension section says
+per model whether the paper's claims hold there (``claims.extension_section``).
+
+The plan's GPU-hours use the seconds per forward row that a run of that model measured (its Ships and
+Sahara computations, written to ``timing.json`` beside its artefacts) when there is one, else an
+assumption scaled from the paper profile's planning figure, marked as such.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from safetyheads.errors import SafetyheadsError
+
+from .profiles import Profile, extension_profile
+
+TIMING_FILE = "timing.json"
+MEASURED_KINDS = ("ships", "sahara")  # full forward passes of one row each: what the cost per row is measured on
+
+
+def artefact_names(profile: Profile, names: list[str]) -> list[str]:
+    """``all`` -> the artefacts the profile runs; anything else is checked by ``run.check_artefacts``."""
+    return list(profile.artefacts) if names == ["all"] else list(names)
+
+
+def select(profile: Profile, slugs: list[str] | None) -> list[Profile]:
+    """The profile of each chosen model (every model of the table when ``slugs`` is empty)."""
+    table = [m.slug for m in profile.extension_models]
+    for s in slugs or []:
+        if s not in table:
+            raise SafetyheadsError(f"unknown extension model {s!r}: choose from {', '.join(table)}")
+    chosen = [s for s in table if not slugs or s in slugs]
+    return [extension_profile(s, profile) for s in chosen]
+
+
+# ------------------------------------------------------------------------------------------------
+# The measured cost per row
+
+
+def measured_rate(ctx) -> dict | None:
+    """Seconds per forward row of the Ships and Sahara computations this context ran or read back
+    (their stored time), or None when it has none."""
+    seconds = rows = 0.0
+    for key, t in ctx.timings.items():
+        kind, passes = ctx.passes.get(key, (None, 0))
+        if kind in MEASURED_KINDS and passes:
+            seconds, rows = seconds + t, rows + passes
+    if not rows or not seconds:
+        return None
+    return {"seconds_per_forward": seconds / rows, "rows": int(rows), "seconds": round(seconds, 1)}
+
+
+def write_timing(ctx, out_root: Path) -> Path | None:
+    rate = measured_rate(ctx)
+    if rate is None:
+        return None
+    import torch
+
+    from safetyheads.models import _resolve_device
+
+    device = _resolve_device(ctx.device)
+    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
+    path = Path(out_root) / ctx.profile.folder / TIMING_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**rate, "device": name, "dtype": ctx.profile.dtype, "model": ctx.profile.models["aligned"],
+                                "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
+    return path
+
+
+def read_timing(profile: Profile, out_root: Path) -> dict | None:
+    path = Path(out_root) / profile.folder / TIMING_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        float(data["seconds_per_forward"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged record: the plan falls back to the assumption
+    return data
+
+
+def with_rate(profile: Profile, out_root: Path) -> Profile:
+    """The profile with the measured seconds per row of its model, where a run measured one."""
+    t = read_timing(profile, out_root)
+    if t is None:
+        return profile
+    return profile.replace(gpu_seconds_per_forward=round(float(t["seconds_per_forward"]), 6),
+                           gpu_rate_note=(f"MEASURED: {t['seconds_per_forward']:.4g} s per row over {t['rows']:,} Ships/Sahara "
+                                          f"rows on {t.get('device')} ({t.get('dtype')}, {t.get('measured_utc')})"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Plan and run
+
+
+def plan_all(profiles: list[Profile], names: list[str], store, out_root: Path, loader=None) -> str:
+    """--dry-run: each model's plan (as the paper profile's), then forward passes, new tokens and
+    GPU-hours per model and artefact."""
+    from tabulate import tabulate
+
+    from .run import plan
+    from .steps import Context
+
+    parts, rows = [], []
+    grand = [0, 0, 0.0]
+    for p in profiles:
+        p = with_rate(p, out_root)
+        ctx = Context(p, store, loader=loader, plan_only=True, progress=False)
+        text = plan(ctx, names)
+        parts += [f"== {p.variant}: {p.labels['aligned']} ({p.models['aligned']}@{p.revisions['aligned']})", text, ""]
+        source = "measured" if p.gpu_rate_note.startswith("MEASURED") else "assumed"
+        total = [0, 0, 0.0]
+        for a, _, fp, tk in ctx.plan_per_artefact:
+            h = fp * p.gpu_seconds_per_forward / 3600
+            rows.append([p.variant, a, f"{fp:,}", f"{tk:,}", f"{h:.1f}", source])
+            total = [total[0] + fp, total[1] + tk, total[2] + h]
+        rows.append([p.variant, "(model total)", f"{total[0]:,}", f"{total[1]:,}", f"{total[2]:.1f}", source])
+        grand = [g + t for g, t in zip(grand, total)]
+    rows.append(["all models", "(total)", f"{grand[0]:,}", f"{grand[1]:,}", f"{grand[2]:.1f}", ""])
+    parts += ["== extension: cost per model and artefact",
+              tabulate(rows, headers=["model", "artefact", "forward passes (rows)", "new tokens (at most)", "GPU-hours",
+                                      "seconds per row"], tablefmt="github"),
+              "",
+              "GPU-hours: forward rows x seconds per row. 'assumed': nothing has been measured on a GPU for that "
+              "model yet; the figure is the paper profile's 0.03 s per row (a 6.7B model in fp32 on an A100-80GB) scaled "
+              "by parameter count and halved for bf16. 'measured': the Ships and Sahara rows of an earlier run of that "
+              "model (its timing.json). New tokens: every response decoded to the token limit (an upper bound)."]
+    return "\n".join(parts)
+
+
+def run_all(profiles: list[Profile], names: list[str], store, *, device: str = "auto", quiet: bool = False,
+            out_root: Path | None = None, loader=None) -> int:
+    """Run the artefacts for each model in turn (its models are freed before the next one loads)."""
+    import gc
+
+    from .run import GENERATED, preflight, run_artefact, shown
+    from .steps import Context
+
+    out_root = Path(out_root or GENERATED)
+    for p in profiles:  # everything that can refuse the run, for every model, before anything loads
+        preflight(p.folder, names, store.root, device=device, out_root=out_root)
+    worst = 0
+    summary = []
+    for p in profiles:
+        ctx = Context(p, store, loader=loader, device=device, progress=not quiet)
+        ctx.log(f"extension model {p.variant}: {p.models['aligned']}")
+        for n in names:
+            code, rows = run_artefact(ctx, n, out_root=out_root, quiet=quiet)
+            worst = max(worst, code)
+            summary.append((p.variant, n, ctx.artefact_seconds.get(n, 0.0),
+                            {v: sum(r["verdict"] == v for r in rows) for v in ("PASS", "DRIFT", "FAIL", "NEW", "INFO")}))
+        timing = write_timing(ctx, out_root)
+        if timing and not quiet:
+            print(f"measured cost per row: {shown(timing)}")
+        del ctx
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+    if not quiet:
+        print("\nsummary (extension):")
+        for slug, n, s, c in summary:
+            print(f"  {slug:26s} {n:10s} {s:7.0f} s  " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
+        print("verdicts per model: `python -m replication claims` writes CLAIMS.md's extension section")
+    return worst
