@@ -202,7 +202,7 @@ MINI = Profile(
             "base": "SmolLM2-135M-Instruct, untuned (stands in for Llama-2-7b)"},
     n_attribution=8,
     n_eval=48,
-    n_ships_eval=8,
+    n_ships_eval=16,
     sensitivity_n=(8, 16, 32),
     sensitivity_r=(1, 2, 4),
     sensitivity_group_sets=("maliciousinstruct",),
@@ -211,16 +211,16 @@ MINI = Profile(
     heatmap_n=8,
     heatmap_max_new_tokens=24,
     departures=COMMON_DEPARTURES + (
-        "Sizes, so that the whole profile runs in well under two hours on a 2-core CPU (78 min measured; 84 "
-        "queries and 48 tokens would take about twice that, generation being most of the cost): Sahara on the "
+        "Sizes, so that the whole profile runs in about two hours on a 2-core CPU (measured per artefact in "
+        "docs/harness.md; 84 queries and 48 tokens would take about twice that): Sahara on the "
         "first 8 queries of a set (one Sahara step over 270 heads costs a few CPU-seconds per query), ASR on the "
         "next 48 (AdvBench too, not its 520; one query moves an ASR by 0.02), 40 new tokens instead of 128 (the "
         "judge decides on the opening of a response).",
-        "Query level (Tables 3/5's Ships rows, Figure 2, Table 7, the chat template): the first 8 of the 48 "
-        "evaluation queries of each set (24 over the three sets of the headline). Each needs its own Ships sweep of "
-        "every head per method, organism and input format, about 6 CPU-seconds each, 28 sweeps per query in all; "
-        "16 per set would add about 25 minutes and break the time budget. The dataset level uses all 48, and the "
-        "vanilla ASR beside a query-level row is that of the same 8.",
+        "Query level (Tables 3/5's Ships rows, Figure 2, Table 7, the chat template): the first 16 of the 48 "
+        "evaluation queries of each set (48 over the three sets of the headline). Each needs its own Ships sweep of "
+        "every head per method, organism and input format (about 6 CPU-seconds each); 8 per set would save about 20 "
+        "minutes but leave the headline inconclusive (measured: 0.04 -> 0.21, n = 24). The dataset level uses all 48, "
+        "and the vanilla ASR beside a query-level row is that of the same 16.",
         "Figure 4b: 8 queries and 24 new tokens per head instead of the whole set and 128 tokens (270 heads x 2 sets).",
         "Sensitivity (not in the paper): N up to 32 attribution queries, not 48 or the whole set, and held-out ASR on "
         "the 48 queries after them; the step-1 head of every (N, r) cell and its held-out ASR on both sets, but "
