@@ -211,8 +211,8 @@ MINI = Profile(
     heatmap_n=8,
     heatmap_max_new_tokens=24,
     departures=COMMON_DEPARTURES + (
-        "Sizes, so that the whole profile runs in about two and a half hours on a 2-core CPU, over the two-hour "
-        "aim (measured per artefact in docs/harness.md; 84 queries and 48 tokens would take about twice that): "
+        "Sizes, so that the whole profile runs in under two hours on a 2-core CPU (115 min from an empty store, "
+        "measured per artefact in docs/harness.md; 84 queries and 48 tokens would take about twice that): "
         "Sahara on the first 8 queries of a set (one Sahara step over 270 heads costs a few CPU-seconds per query), ASR on the "
         "next 48 (AdvBench too, not its 520; one query moves an ASR by 0.02), 40 new tokens instead of 128 (the "
         "judge decides on the opening of a response).",
