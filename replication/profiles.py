@@ -211,9 +211,9 @@ MINI = Profile(
     heatmap_n=8,
     heatmap_max_new_tokens=24,
     departures=COMMON_DEPARTURES + (
-        "Sizes, so that the whole profile runs in about two hours on a 2-core CPU (measured per artefact in "
-        "docs/harness.md; 84 queries and 48 tokens would take about twice that): Sahara on the "
-        "first 8 queries of a set (one Sahara step over 270 heads costs a few CPU-seconds per query), ASR on the "
+        "Sizes, so that the whole profile runs in about two and a half hours on a 2-core CPU, over the two-hour "
+        "aim (measured per artefact in docs/harness.md; 84 queries and 48 tokens would take about twice that): "
+        "Sahara on the first 8 queries of a set (one Sahara step over 270 heads costs a few CPU-seconds per query), ASR on the "
         "next 48 (AdvBench too, not its 520; one query moves an ASR by 0.02), 40 new tokens instead of 128 (the "
         "judge decides on the opening of a response).",
         "Query level (Tables 3/5's Ships rows, Figure 2, Table 7, the chat template): the first 16 of the 48 "
@@ -221,6 +221,11 @@ MINI = Profile(
         "every head per method, organism and input format (about 6 CPU-seconds each); 8 per set would save about 20 "
         "minutes but leave the headline inconclusive (measured: 0.04 -> 0.21, n = 24). The dataset level uses all 48, "
         "and the vanilla ASR beside a query-level row is that of the same 16.",
+        "Sahara size, chosen from the sensitivity artefact: N = 8 queries and r = 1 (the authors' code's r). At r = 1 "
+        "the step-1 head is L7H2 for N = 8, 16 and 32 on both sets, and the group of 3 (MaliciousInstruct) gains only a different third "
+        "head at N = 32, while Sahara's cost grows with N; so more queries would change nothing the tables read. "
+        "r = 4 at N = 32 picks L18H8 instead (held-out ASR 0.52 on both sets, against 0.08 and 0.10 for L7H2): the dataset-level group's "
+        "weak effect on ASR comes from r = 1, the paper's setting, not from N.",
         "Figure 4b: 8 queries and 24 new tokens per head instead of the whole set and 128 tokens (270 heads x 2 sets).",
         "Sensitivity (not in the paper): N up to 32 attribution queries, not 48 or the whole set, and held-out ASR on "
         "the 48 queries after them; the step-1 head of every (N, r) cell and its held-out ASR on both sets, but "
