@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from typing import Callable, Hashable, Iterable, Protocol
 
 from . import generation, sahara, ships
@@ -100,6 +100,10 @@ class _Spec:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise JobError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
+        missing = [f.name for f in fields(cls) if f.name not in d
+                   and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise JobError(f"{cls.__name__} needs field(s) {', '.join(missing)}")
         return cls(**d)
 
     @classmethod
@@ -126,9 +130,14 @@ def _check_prompts(job) -> None:
         raise JobError(f"unknown prompt template {job.template!r}: choose one of {', '.join(TEMPLATES)}")
 
 
+def _is_int(value) -> bool:
+    """An int that is not a bool (``True`` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _at_least(job, field: str, low: int) -> None:
     value = getattr(job, field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not _is_int(value) or value < low:
         raise JobError(f"{field} must be an integer >= {low}, got {value!r}")
 
 
@@ -273,9 +282,9 @@ class SaharaJob(_Spec):
         _check_prompts(self)
         if not self.prompts:
             raise JobError("Sahara needs at least one query")
-        if not (isinstance(self.steps, int) and 1 <= self.steps <= MAX_STEPS):
+        if not (_is_int(self.steps) and 1 <= self.steps <= MAX_STEPS):
             raise JobError(f"steps must be between 1 and {MAX_STEPS} (the paper's range), got {self.steps!r}")
-        if not (isinstance(self.r, int) and 1 <= self.r <= len(self.prompts)):
+        if not (_is_int(self.r) and 1 <= self.r <= len(self.prompts)):
             raise JobError(f"r must be between 1 and the number of queries ({len(self.prompts)}), got {self.r!r}")
         if self.candidates is not None:
             object.__setattr__(self, "candidates", parse_heads(self.candidates))

@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import models
@@ -112,19 +112,29 @@ class JudgeJob:
             raise SafetyheadsError(f"gibberish_filter must be one of {', '.join(FILTERS)}, got {self.gibberish_filter!r}")
         if self.nll_template not in NLL_TEMPLATES:
             raise SafetyheadsError(f"nll_template must be one of {', '.join(NLL_TEMPLATES)}, got {self.nll_template!r}")
-        if not (isinstance(self.n_boot, int) and self.n_boot >= 1):
+        if isinstance(self.n_boot, bool) or not (isinstance(self.n_boot, int) and self.n_boot >= 1):
             raise SafetyheadsError(f"n_boot must be >= 1, got {self.n_boot}")
-        if not (isinstance(self.seed, int) and self.seed >= 0):
+        if isinstance(self.seed, bool) or not (isinstance(self.seed, int) and self.seed >= 0):
             raise SafetyheadsError(f"seed must be >= 0, got {self.seed}")
         if not (0 < self.max_nll < math.inf):
             raise SafetyheadsError(f"max_nll must be a finite number > 0, got {self.max_nll}")
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> "JudgeJob":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SafetyheadsError(f"JudgeJob has no field(s) {', '.join(sorted(unknown))}")
         return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "JudgeJob":
+        return cls.from_dict(json.loads(text))
 
     def build_judge(self, header: dict | None = None, device: str = "auto"):
         """The judge with its filter; the ``nll`` filter loads the reference model (on ``device``) and

@@ -44,6 +44,7 @@ SPECS = [
 def test_specs_round_trip_through_json(spec):
     again = type(spec).from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again == spec and hash(again) == hash(spec)
+    assert type(spec).from_json(spec.to_json()) == spec
 
 
 @pytest.mark.parametrize("make,match", [
@@ -67,6 +68,12 @@ def test_specs_round_trip_through_json(spec):
     (lambda: JudgeJob(n_boot=0), "n_boot must be >= 1"),
     (lambda: JudgeJob(max_nll=float("nan")), "max_nll must be a finite number > 0"),
     (lambda: ShipsJob.from_dict({"prompts": ["x"], "heds": "L0H0"}), "has no field"),
+    (lambda: ShipsJob.from_dict({"heads": "L0H0"}), "ShipsJob needs field\\(s\\) prompts"),
+    (lambda: SaharaJob(PROMPTS, steps=True), "steps must be between 1 and 5 .*, got True"),
+    (lambda: SaharaJob(PROMPTS, r=True), "r must be between 1 and the number of queries"),
+    (lambda: JudgeJob(n_boot=True), "n_boot must be >= 1"),
+    (lambda: JudgeJob(seed=False), "seed must be >= 0"),
+    (lambda: JudgeJob.from_dict({"judgee": "keyword-fixed"}), "JudgeJob has no field"),
 ])
 def test_bad_specs_fail_when_made(make, match):
     with pytest.raises(SafetyheadsError, match=match):

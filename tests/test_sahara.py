@@ -146,7 +146,7 @@ def test_sahara_cli_kill_and_resume(tiny_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sahara_mod, "candidate_states", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     assert main(argv + ["--out", str(out)]) == 0
     text = capsys.readouterr()
-    assert "resuming" in text.err
+    assert "resuming" in text.err and "steps 1..1 already done" in text.err
     assert len(calls) == 2 * len(PROMPTS)  # steps 2 and 3 only
     assert text.out.split("Sahara group: ")[1].splitlines()[0] == ref_group
     table = read_results(out)[0]

@@ -88,7 +88,8 @@ def cmd_sahara(args) -> int:
     resumed = sink is not None and bool(sink.rows())
     finished = resume_on_main(named, sink)
     if resumed:
-        print(f"resuming {out}: steps 1..{len(finished)} already done", file=sys.stderr)
+        done = f"steps 1..{len(finished)} already done" if finished else "no step finished yet, the first resumes"
+        print(f"resuming {out}: {done}", file=sys.stderr)
     print(f"Sahara over {n} heads ({named.method} on {named.target}, eps {named.eps:g}), {args.steps} steps, "
           f"{len(prompts.prompts)} queries from {prompts.name}, r={args.r} -> {out}", file=sys.stderr)
     result = named.run(model, tok, sink, finished=finished, progress=not args.quiet)
