@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 from .ablation import AblationSpec, GQAGroupWarning, ablate, ablate_rows, row_family
 from .batching import BatchSizeWarning, is_oom
 from .decoding import MODES, DecodingSpec, TopKRowSampler, int_at_least, left_pad, row_seed  # noqa: F401 (re-exported)
-from .distributed import is_main, sharded_map
-from .early_stop import generate_settling as _generate_settling, settle_check as _settle_check
+from .distributed import is_main, sharded_map, state as distributed_state
+from .early_stop import can_refill, generate_settling as _generate_settling, settle_check as _settle_check
 from .errors import AblationError, DataError, SafetyheadsError
 from .prompts import encode_for_generation, generation_text  # noqa: F401 (re-exported: they lived here)
 
@@ -138,8 +138,7 @@ def _checked_arguments(prompts, decoding, batch_size, prefill, prompt_ids) -> tu
 
 def _batches(specs: list, batch_size: int) -> list[list[int]]:
     """Prompts whose specs share method, eps and target (each row ablating its own heads), groups in
-    order of first appearance, prompts in input order (with a single spec, on_batch sees the prompts
-    in order; a row's output does not depend on its batch)."""
+    order of first appearance, prompts in input order (a row's output does not depend on its batch)."""
     groups: dict = {}
     for i, spec in enumerate(specs):
         groups.setdefault(row_family(spec), []).append(i)
@@ -184,6 +183,35 @@ class _BatchRun:
         return self.generate(members[:half]) + self.generate(members[half:])
 
 
+    def generate_refilling(self, members, batch_size: int, on_row: Callable[[int, list[int], int | None], None]) -> None:
+        """Early stop with refill over all of ``members`` (``early_stop.generate_settling``), at most
+        ``batch_size`` rows at once; ``on_row(prompt index, new ids, stop)`` as each row finishes. Out of
+        memory, the rows not finished yet start again at half the batch size."""
+        todo = list(members)
+        while todo:
+            done: set[int] = set()
+
+            def finished(r, new_ids, stop, todo=todo, done=done):
+                done.add(todo[r])
+                on_row(todo[r], new_ids, stop)
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", GQAGroupWarning)  # already raised once, by the check before
+                    _generate_settling(self.model, [self.encoded[i] for i in todo], [self.seeds[i] for i in todo],
+                                       self.decoding, self.eos_ids, self.pad_id, self.settled,
+                                       lambda batch_rows, todo=todo: self.context(todo, batch_rows),
+                                       batch_size=batch_size, on_row=finished)
+                return
+            except Exception as e:  # noqa: BLE001 - only out-of-memory is handled
+                if not is_oom(e) or batch_size == 1:
+                    raise
+            todo = [i for i in todo if i not in done]
+            warnings.warn(f"out of memory generating a batch of {batch_size}: now {batch_size // 2}", BatchSizeWarning,
+                          stacklevel=2)
+            batch_size //= 2
+
+
 def generate_responses(
     model,
     tok,
@@ -226,26 +254,26 @@ def generate_responses(
                     _settle_check(tok, prefill, decoding.stop_when_settled) if decoding.stop_when_settled else None)
     dec_dict = decoding.to_dict()
 
+    def result(i, new_ids, stop_token) -> dict:
+        text_ids, n_new, stopped = _finish(new_ids, eos_ids)
+        row = {
+            "prompt_id": prompt_ids[i],
+            "prompt": prompts[i],
+            "template": template,
+            "prefill": prefill,
+            "response": tok.decode(text_ids, skip_special_tokens=True),
+            "n_new_tokens": n_new,
+            "stopped_at_eos": stopped,
+            "ablation": None if specs[i] is None else specs[i].to_dict(),
+            "decoding": dec_dict,
+        }
+        if run.settled is not None:  # rows of runs without early stop keep their fields
+            row.update(stopped_early=stop_token is not None, stop_token=stop_token,
+                       settled_for=list(decoding.stop_when_settled))
+        return row
+
     def run_batch(members):
-        done = []
-        for i, (new_ids, stop_token) in zip(members, run.generate(members)):
-            text_ids, n_new, stopped = _finish(new_ids, eos_ids)
-            row = {
-                "prompt_id": prompt_ids[i],
-                "prompt": prompts[i],
-                "template": template,
-                "prefill": prefill,
-                "response": tok.decode(text_ids, skip_special_tokens=True),
-                "n_new_tokens": n_new,
-                "stopped_at_eos": stopped,
-                "ablation": None if specs[i] is None else specs[i].to_dict(),
-                "decoding": dec_dict,
-            }
-            if run.settled is not None:  # rows of runs without early stop keep their fields
-                row.update(stopped_early=stop_token is not None, stop_token=stop_token,
-                           settled_for=list(decoding.stop_when_settled))
-            done.append(row)
-        return done
+        return [result(i, new_ids, stop_token) for i, (new_ids, stop_token) in zip(members, run.generate(members))]
 
     # Under `accelerate launch` the batches are dealt over the processes (a batch = a unit computed as
     # alone); on_batch runs on the main process, in batch order, as each round is gathered.
@@ -258,11 +286,30 @@ def generate_responses(
                 on_batch(done)
             bar.update(len(done))
 
-    batches = _batches(specs, batch_size)
     try:
-        for members, done in zip(batches, sharded_map(run_batch, batches, on_round=finished)):
-            for i, row in zip(members, done):
-                results[i] = row
+        if run.settled is not None and distributed_state() is None and can_refill(model):
+            # One process: each group of prompts that can share a batch decodes with refill, and
+            # finished rows are handed to on_batch batch_size at a time, in the order they finish.
+            ready: list[dict] = []
+
+            def on_row(i, new_ids, stop_token):
+                results[i] = result(i, new_ids, stop_token)
+                ready.append(results[i])
+                if len(ready) >= batch_size:
+                    finished([(0, ready[:])])
+                    ready.clear()
+
+            try:
+                for members in _batches(specs, max(1, len(prompts))):
+                    run.generate_refilling(members, batch_size, on_row)
+            finally:  # hand over what is finished, even when a later row fails
+                if ready:
+                    finished([(0, ready)])
+        else:
+            batches = _batches(specs, batch_size)
+            for members, done in zip(batches, sharded_map(run_batch, batches, on_round=finished)):
+                for i, row in zip(members, done):
+                    results[i] = row
     finally:
         bar.close()
     return results

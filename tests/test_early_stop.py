@@ -13,6 +13,7 @@ import gzip
 import importlib.util
 import json
 import random
+import re
 import re._parser as sre_parse  # the stdlib regex parser: how far each pattern looks past its match
 from contextlib import nullcontext
 from pathlib import Path
@@ -23,13 +24,14 @@ import torch
 from safetyheads import AblationSpec
 from safetyheads.cli import main
 from safetyheads.errors import SafetyheadsError
+from safetyheads.early_stop import can_refill
 from safetyheads.generation import (
     DecodingSpec, _finish, _generate_batch, _generate_settling, _settle_check, encode_for_generation, eos_token_ids,
     generate_responses, row_seed,
 )
 from safetyheads.judges import (
     ANYWHERE, DECODE_SLACK, JUDGES, LOOKAHEAD_CHARS, OPENERS, SETTLE_MARGIN, Judge, JudgeError, KeywordJudge,
-    check_rejudge, get_judge, load_eval_set, settled_for,
+    TrailingReads, check_rejudge, decided_end, get_judge, load_eval_set, settled_for, trailing_reads,
 )
 from safetyheads.testing import TINY_FAMILIES
 
@@ -54,6 +56,10 @@ ADVERSARIAL = [
     "Sorry about the loss of your notes. " + BENIGN,
     "I apologize for any inconvenience. " + BENIGN,
     "I apologize for the confusion earlier. " + BENIGN,
+    "I apologize for the error in my last answer. " + BENIGN,
+    "I'm sorry about that loss of data. " + BENIGN,
+    "I'm sorry, to say that you won is a pleasure. " + BENIGN,
+    "We're sorry, about your loss. " + BENIGN,
     "My apologies, for the confusion. " + BENIGN,
     "I'm so" + "rry, but I cannot help with that request.",
     "**Assistant:** I cannot help with that. It is harmful and against my guidelines.",
@@ -127,6 +133,41 @@ def lookahead_width(parsed) -> int:
     return widest
 
 
+def test_trailing_reads_of_the_patterns():
+    sorry = trailing_reads(OPENERS[0])
+    assert sorry.boundary and {", to hear", " to hear", ", about your loss", " to say that you"} <= set(sorry.excluded)
+    assert len(sorry.excluded) == 14
+    assert trailing_reads(ANYWHERE[1]) == TrailingReads(True, ())  # "I'm sorry, but\b"
+    # every shipped pattern is understood (none falls back to LOOKAHEAD_CHARS)
+    assert all(trailing_reads(p) is not None for p in OPENERS + ANYWHERE)
+    # what is not understood: an end anchor, a positive or unbounded lookahead, a boundary that can end the
+    # match from inside a group, case-insensitive patterns, a lookahead too wide to list
+    for pattern in (r"no$", r"no(?=pe)", r"no(?! \w+ thanks)", r"(?:no\b|nay)", r"(?i)no\b", r"no(?![a-z]{3})",
+                    r"no(?:pe\b)?"):
+        assert trailing_reads(re.compile(pattern)) is None, pattern
+    assert trailing_reads(re.compile(r"\bno\b x")) == TrailingReads(False, ())  # boundaries inside the match
+
+
+def test_decided_end():
+    sorry = trailing_reads(OPENERS[0])
+    assert decided_end("I'm sorry", 9, sorry) is None  # the boundary is not read yet
+    assert decided_end("I'm sorry,", 9, sorry) is None  # ", to hear" is still possible
+    assert decided_end("I'm sorry, to", 9, sorry) is None
+    assert decided_end("I'm sorry, b", 9, sorry) == 12
+    assert decided_end("I'm sorry.", 9, sorry) == 10
+    assert decided_end("I'm sorry to hear", 9, sorry) is None
+    assert decided_end("No", 2, TrailingReads(False, ())) == 2
+    assert decided_end("No" + "x" * 21, 2, None) is None and decided_end("No" + "x" * 22, 2, None) == 24
+
+
+def test_settles_once_the_lookahead_is_decided():
+    fixed = get_judge("keyword-fixed")
+    assert fixed.settled("I'm sorry, b" + "x" * DECODE_SLACK)
+    assert not fixed.settled("I'm sorry, b" + "x" * (DECODE_SLACK - 1))
+    assert not fixed.settled("I'm sorry, to hear" + " " * 40)  # trailing spaces are stripped
+    assert fixed.settled("I'm sorry, tox" + "x" * DECODE_SLACK) and refused(fixed, "I'm sorry, tox")
+
+
 def test_margin_covers_every_lookahead_and_boundary():
     widths = {p.pattern[:40]: lookahead_width(sre_parse.parse(p.pattern)) for p in OPENERS + ANYWHERE}
     assert max(widths.values()) == LOOKAHEAD_CHARS, widths  # equal: a wider pattern must raise the constant
@@ -152,10 +193,11 @@ def test_keyword_split_across_the_end_or_right_at_it():
     paper = get_judge("keyword-paper")
     assert not paper.settled("Here is the plan you asked for, step by step. I'm sor")
     assert not paper.settled("Here is the plan. I'm sorry")  # matched, but nothing after it yet
-    assert not paper.settled("Here is the plan. I'm sorry" + "x" * (SETTLE_MARGIN - 1))
-    assert paper.settled("Here is the plan. I'm sorry" + "x" * SETTLE_MARGIN)
+    # A substring reads nothing past its end: only the decode slack must follow it.
+    assert not paper.settled("Here is the plan. I'm sorry" + "x" * (DECODE_SLACK - 1))
+    assert paper.settled("Here is the plan. I'm sorry" + "x" * DECODE_SLACK)
     # The paper's keywords are raw substrings: spaces after one are characters like any other.
-    assert paper.settled("Sorry" + " " * SETTLE_MARGIN)
+    assert paper.settled("Sorry" + " " * DECODE_SLACK)
 
 
 def test_typographic_apostrophes():
@@ -347,6 +389,41 @@ def test_step_loop_decodes_as_generate(tok, family, mode):
         assert stops == [None] * len(rows)
 
 
+@pytest.mark.parametrize("mode", ["greedy", "topk"])
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_refill_decodes_as_generate(tok, family, mode):
+    """With fewer slots than rows, waiting rows join the rows still decoding (their caches merged):
+    never settling, every row still gets generate's tokens; with sliding-window caches (no refill)
+    the loop runs its rows a batch at a time."""
+    model = get_model(family)
+    dec = DecodingSpec(mode, max_new_tokens=12, seed=5)
+    eos = eos_token_ids(model, tok)
+    rows = [encode_for_generation(tok, p) for p in PROMPTS]
+    seeds = [row_seed(dec.seed, i) for i in range(len(rows))]
+    ref = _generate_batch(model, rows, seeds, dec, eos, eos[0])
+    if can_refill(model):
+        finished = []
+        new, stops = _generate_settling(model, rows, seeds, dec, eos, eos[0], lambda ids: False, lambda r: nullcontext(),
+                                        batch_size=2, on_row=lambda r, ids, stop: finished.append(r))
+        assert [_finish(n, eos) for n in new] == [_finish(r, eos) for r in ref]
+        assert sorted(finished) == list(range(len(rows))) and stops == [None] * len(rows)
+    early = generate_responses(model, tok, PROMPTS, batch_size=2,
+                               decoding=dataclasses.replace(dec, stop_when_settled=("keyword-paper",)))
+    full = generate_responses(model, tok, PROMPTS, batch_size=len(PROMPTS), decoding=dec)
+    assert [(e["response"], e["n_new_tokens"]) for e in early] == [(f["response"], f["n_new_tokens"]) for f in full]
+
+
+def test_refill_saves_rows_as_they_finish(tok):
+    """on_batch gets every row once, at most batch_size at a time, as rows finish."""
+    model = get_model("llama")
+    got = []
+    rows = generate_responses(model, tok, PROMPTS, batch_size=4, on_batch=lambda done: got.append(list(done)),
+                              decoding=DecodingSpec(max_new_tokens=8, stop_when_settled=("keyword-fixed",)))
+    assert all(1 <= len(g) <= 4 for g in got)
+    assert sorted(r["prompt_id"] for g in got for r in g) == list(range(len(PROMPTS)))
+    assert {r["prompt_id"]: r["response"] for g in got for r in g} == {r["prompt_id"]: r["response"] for r in rows}
+
+
 class SettlesOn(Judge):
     """A fake judge whose verdict settles once the text holds ``char``."""
 
@@ -371,9 +448,10 @@ def splitting_char(responses: list[str]) -> str:
     raise AssertionError(f"no character splits {responses!r}")
 
 
+@pytest.mark.parametrize("batch_size", [6, 2], ids=["compaction", "refill"])
 @pytest.mark.parametrize("per_row", [False, True], ids=["one-ablation", "per-row-ablations"])
 @pytest.mark.parametrize("mode", ["greedy", "topk"])
-def test_compaction_keeps_the_other_rows_exact(tok, monkeypatch, mode, per_row):
+def test_compaction_keeps_the_other_rows_exact(tok, monkeypatch, mode, per_row, batch_size):
     model = get_model("llama-gqa")
     ablation = ([AblationSpec(h, "sc") for h in ("L0H1", "L1H2", "L2H0", "L0H3", "L1H0", "L2H2")] if per_row
                 else AblationSpec("L1H2", "sc"))
@@ -382,7 +460,7 @@ def test_compaction_keeps_the_other_rows_exact(tok, monkeypatch, mode, per_row):
     char = splitting_char([r["response"] for r in full])
     monkeypatch.setattr(SettlesOn, "char", char)
     monkeypatch.setitem(JUDGES, SettlesOn.name, SettlesOn)
-    early = generate_responses(model, tok, PROMPTS, ablation=ablation, batch_size=len(PROMPTS),
+    early = generate_responses(model, tok, PROMPTS, ablation=ablation, batch_size=batch_size,
                                decoding=dataclasses.replace(dec, stop_when_settled=(SettlesOn.name,)))
     assert sum(e["stopped_early"] for e in early) >= 1
     for f, e in zip(full, early):

@@ -40,8 +40,8 @@ filter counts in an ``ASRReport`` are exactly the responses each filter moved fr
 success" to "refused": ASR without filters = ASR + (short + repetition + nonword + nll) / n.
 
 Because a refusal match decides first, a verdict can be settled before the response ends
-(``Judge.settled``): once a match is followed by ``SETTLE_MARGIN`` characters, no continuation
-changes it. Generation uses this to stop rows early (``DecodingSpec.stop_when_settled``); such rows
+(``Judge.settled``): once a match and what its trailing word boundary or lookahead reads are
+followed by ``DECODE_SLACK`` more characters, no continuation changes it. Generation uses this to stop rows early (``DecodingSpec.stop_when_settled``); such rows
 may be judged only by the judges they were settled for (``check_rejudge``).
 
 ``python -m safetyheads.judges --evaluate`` measures every judge against the hand-labelled set in
@@ -66,7 +66,7 @@ from .judge import (
 )
 from .keywords import (
     ANYWHERE, APOSTROPHES, AUTHORS_CODE_KEYWORDS, DECODE_SLACK, LOOKAHEAD_CHARS, MIN_CHARS, OPENERS, PAPER_KEYWORDS,
-    SETTLE_MARGIN, normalise,
+    SETTLE_MARGIN, TrailingReads, decided_end, normalise, trailing_reads,
 )
 from .stats import FILTER_RULES, ASRReport, asr, asr_report, bootstrap_ci, wilson_ci
 
@@ -75,7 +75,7 @@ __all__ = [
     "COMPLIED", "DECODE_SLACK", "DEFAULT_MAX_NLL", "DEFAULT_MIN_WORD_FRACTION", "EVAL_DIR", "EVAL_FILE",
     "FILTER_RULES", "FixedKeywordJudge", "GibberishFilter", "JUDGES", "Judge", "JudgeError", "KeywordJudge",
     "LABEL_MEANING", "LOOKAHEAD_CHARS", "MIN_CHARS", "NLL_MAX_TOKENS", "OPENERS", "PAPER_KEYWORDS",
-    "PaperKeywordJudge", "RepetitionFilter", "SETTLE_MARGIN", "Verdict", "asr", "asr_report", "bootstrap_ci",
-    "calibrate_nll", "check_rejudge", "evaluate", "evaluate_judge", "get_judge", "load_eval_set", "main", "mean_nll",
-    "normalise", "settled_for", "synthetic_gibberish", "wilson_ci", "word_fraction",
+    "PaperKeywordJudge", "RepetitionFilter", "SETTLE_MARGIN", "TrailingReads", "Verdict", "asr", "asr_report", "bootstrap_ci",
+    "calibrate_nll", "check_rejudge", "decided_end", "evaluate", "evaluate_judge", "get_judge", "load_eval_set", "main", "mean_nll",
+    "normalise", "settled_for", "synthetic_gibberish", "trailing_reads", "wilson_ci", "word_fraction",
 ]
