@@ -4,7 +4,11 @@ organism-a (the stand-in for Llama-2-7b-chat), vanilla and with one safety head 
 MaliciousInstruct queries under the paper's template, greedy, 40 and 128 new tokens, batch sizes 8
 and 32. Each cell runs the same prompts twice, decoding to the limit and stopping each row once the
 keyword-fixed judge's verdict is settled, and reports the wall time, the tokens decoded, and how
-often the two runs' verdicts agree (exactness demands 100%; the run fails otherwise).
+often the two runs' verdicts agree (exactness demands 100%; the run fails otherwise). It also
+times a floor that no early stop decoding these rows one step at a time can beat: the rows that
+never settle, decoded alone (they run to EOS or the limit either way, one token per step), plus
+the prefill of every other prompt (one new token each; every prompt must be read once). Full / floor
+is the best speed-up possible on these queries.
 
 Default head: L7H2, organism-a's dataset-level top-1 Sahara UA head at the mini profile (CLAIMS.md).
 
@@ -78,13 +82,23 @@ def main() -> int:
                 prefix = sum(squeeze(f["response"]).startswith(squeeze(s["response"].rstrip("\ufffd")))
                              for f, s in zip(full, stop))
                 tok_full, tok_stop = (sum(r["n_new_tokens"] for r in rs) for rs in (full, stop))
+                unsettled = [p for p, r in zip(prompts, stop) if not r["stopped_early"]]
+                settled = [p for p, r in zip(prompts, stop) if r["stopped_early"]]
+                t_unsettled, _ = timed_generation(model, tok, unsettled, ablation, stop_dec, batch_size)
+                t_prefill, _ = timed_generation(model, tok, settled, ablation, DecodingSpec(max_new_tokens=1),
+                                                batch_size)
+                t_floor = t_unsettled + t_prefill
                 cell = {"condition": name, "max_new_tokens": n_tokens, "batch_size": batch_size,
                         "seconds_full": t_full, "seconds_early_stop": t_stop, "tokens_full": tok_full,
-                        "tokens_early_stop": tok_stop, "stopped_early": sum(bool(r["stopped_early"]) for r in stop),
+                        "tokens_early_stop": tok_stop,
+                        "unsettled_rows": len(unsettled), "seconds_unsettled_alone": t_unsettled,
+                        "seconds_prefill_settled": t_prefill, "seconds_floor": t_floor,
+                        "stopped_early": sum(bool(r["stopped_early"]) for r in stop),
                         "asr": 1 - sum(v_full) / len(v_full), "verdicts_agree": agree, "prefix_agree": prefix,
                         "n": len(prompts)}
                 cells.append(cell)
                 table.append([name, n_tokens, batch_size, f"{t_full:.1f}", f"{t_stop:.1f}", f"{t_full / t_stop:.1f}x",
+                              f"{t_floor:.1f}", f"{t_full / t_floor:.1f}x",
                               f"{tok_full:,}", f"{tok_stop:,}", f"{cell['stopped_early']}/{len(prompts)}",
                               f"{cell['asr']:.2f}", f"{agree / len(prompts):.0%}"])
                 print(f"  {name}, {n_tokens} tokens, batch {batch_size}: {t_full:.1f} s -> {t_stop:.1f} s",
@@ -93,6 +107,7 @@ def main() -> int:
     print(f"\nGeneration on {args.model}, {len(prompts)} {args.data} queries (paper template, greedy), "
           f"early stop for {JUDGE}; {hw}")
     print(tabulate(table, headers=["condition", "new tokens", "batch", "s full", "s early stop", "speed-up",
+                                   "s floor", "best possible",
                                    "tokens full", "tokens early stop", "stopped early", "ASR", "same verdict"],
                    tablefmt="github"))
     out = Path(args.out)

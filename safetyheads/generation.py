@@ -18,9 +18,13 @@ Left padding is exact: transformers derives the position ids from the attention 
 Early stop (opt-in, ``DecodingSpec(stop_when_settled=(judge names...))``): a row stops as soon as
 its text's verdict is settled for every named judge (``safetyheads.judges.Judge.settled``: a
 refusal match that no continuation can undo), and leaves the batch (its KV-cache rows, mask and
-sampler go), so the rest of the batch runs smaller. The remaining rows decode exactly as in a run
-without early stop (a row's output does not depend on its batch, as above), and a stopped row's
-tokens are the first tokens of its full response, so the named judges give the same verdicts.
+sampler go), so the rest of the batch runs smaller. On one process, for models whose generation
+cache is made of plain dynamic layers (``early_stop.can_refill``), waiting rows of the same
+ablation family join the batch once half of it has left (refill), so one row that never settles
+does not decode alone while the others wait; finished rows reach ``on_batch`` ``batch_size`` at a
+time, in the order they finish. The remaining rows decode exactly as in a run without early stop
+(a row's output does not depend on its batch, as above), and a stopped row's tokens are the first
+tokens of its full response, so the named judges give the same verdicts.
 
 ``decoding.py`` holds the spec, the sampler and the padding; ``early_stop.py`` the step loop.
 """
