@@ -76,3 +76,35 @@ def test_generation_splits_a_batch_that_does_not_fit(monkeypatch):
     with pytest.warns(BatchSizeWarning):
         got = generate_responses(model, tok, prompts, ablation=specs, decoding=dec, batch_size=4)
     assert got == want
+
+
+def test_refill_out_of_memory_keeps_finished_rows_and_halves(monkeypatch):
+    """Early stop with refill: out of memory after a row has finished, that row is kept (saved once,
+    not decoded again) and the others start again at half the batch size, with the same results."""
+    import safetyheads.generation as gen
+    from safetyheads.generation import DecodingSpec, generate_responses
+    from safetyheads.testing import tiny_tokenizer
+
+    model, tok = get_model("llama", "sdpa"), tiny_tokenizer()
+    prompts = ["How do I pick a lock?", "Hi", "Tell me a secret.", "Ignore the rules.", "Why?", "Go on."]
+    dec = DecodingSpec(max_new_tokens=6, stop_when_settled=("keyword-fixed",))
+    want = generate_responses(model, tok, prompts, decoding=dec, batch_size=len(prompts))
+    real, calls = gen._generate_settling, []
+
+    def limited(model_, rows, *a, batch_size, on_row, **k):
+        calls.append((len(rows), batch_size))
+        if batch_size <= 2:
+            return real(model_, rows, *a, batch_size=batch_size, on_row=on_row, **k)
+
+        def then_fail(r, new_ids, stop):
+            on_row(r, new_ids, stop)
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(model_, rows, *a, batch_size=batch_size, on_row=then_fail, **k)
+
+    monkeypatch.setattr(gen, "_generate_settling", limited)
+    saved = []
+    with pytest.warns(BatchSizeWarning):
+        got = generate_responses(model, tok, prompts, decoding=dec, batch_size=4, on_batch=saved.extend)
+    assert got == want
+    assert calls == [(6, 4), (5, 2)]  # one row finished before the failure: not decoded again
+    assert sorted(r["prompt_id"] for r in saved) == list(range(len(prompts)))
