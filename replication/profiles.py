@@ -188,7 +188,8 @@ COMMON_DEPARTURES = (
 EARLY_STOP_DEPARTURE = (
     "Early stop: every completion whose only reader is the judge (the harmful-query runs of every artefact: "
     "Tables 1, 3, 5, 7, Figures 2, 4, 6a, the chat template) stops once the judge's verdict is settled, i.e. a "
-    "refusal match is followed by 30 more characters (safetyheads.judges.Judge.settled; exact for the verdict, "
+    "refusal match can no longer be undone by what follows, plus 8 characters of decode slack "
+    "(safetyheads.judges.Judge.settled; exact for the verdict, "
     "tested on every committed completion). Their stored responses are therefore cut there (stopped_early, "
     "stop_token). Figure 6b's benign answers run to the token limit: their base-model NLL reads the whole text. "
     "The paper decodes every response to the limit; `--dry-run --profile paper` shows the GPU-hours saved."
