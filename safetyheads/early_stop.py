@@ -94,8 +94,8 @@ def generate_settling(model, rows: Sequence[Sequence[int]], seeds: Sequence[int]
     with torch.no_grad(), ExitStack() as ablation:
         while waiting or batch is not None:
             if waiting and (batch is None or len(batch.rows) <= batch_size // 2):
-                joining, waiting = waiting[:batch_size - (len(batch.rows) if batch else 0)], \
-                    waiting[batch_size - (len(batch.rows) if batch else 0):]
+                free = batch_size - (len(batch.rows) if batch else 0)
+                joining, waiting = waiting[:free], waiting[free:]
                 prefilled = step(_Batch.prefill(model, [rows[r] for r in joining], joining, pad_id), ablation)
                 if prefilled is not None:
                     batch = prefilled if batch is None else batch.join(prefilled)

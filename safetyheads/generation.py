@@ -186,7 +186,6 @@ class _BatchRun:
         warnings.warn(f"out of memory generating a batch of {len(members)}: split in two", BatchSizeWarning, stacklevel=2)
         return self.generate(members[:half]) + self.generate(members[half:])
 
-
     def generate_refilling(self, members, batch_size: int, on_row: Callable[[int, list[int], int | None], None]) -> None:
         """Early stop with refill over all of ``members`` (``early_stop.generate_settling``), at most
         ``batch_size`` rows at once; ``on_row(prompt index, new ids, stop)`` as each row finishes. Out of
