@@ -12,6 +12,7 @@ is imported. On a machine without a GPU the processes talk over gloo (``PartialS
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Callable, Iterable, Sequence, TypeVar
 
@@ -39,7 +40,18 @@ def state():
         from accelerate import PartialState  # only under a launcher: a single process never imports accelerate
 
         _STATE = PartialState(cpu=not torch.cuda.is_available())
+        atexit.register(_close_process_group)
     return _STATE
+
+
+def _close_process_group() -> None:
+    """Destroy the process group while the interpreter is still whole. Left to interpreter finalization,
+    gloo's worker threads can still hold work objects whose tensors reference Python; destroying them then
+    aborts the process ("terminate called without an active exception", SIGABRT), now and then, mostly
+    under load (pytorch/pytorch#190489). Every collective here is synchronous, so nothing is pending at
+    exit and no barrier is needed (one would hang a process whose peer died)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def rank() -> int:

@@ -32,6 +32,7 @@ from conftest import (
     kv_heads,
     logits,
 )
+from tolerances import EPS32, forward_atol, sum_atol
 
 GQA_FAMILIES = tuple(f for f in TINY_FAMILIES if f not in ("llama", "gpt2"))
 MHA_FAMILIES = ("llama", "gpt2")
@@ -70,13 +71,16 @@ def test_ua_output_is_running_mean_of_values(family, layer, head, prompt_ids):
     values = v[layer][0][0, :, kv]  # [T, D]
     actual = out[layer][0][0, :, head]  # [T, D]
     expected = _expected_uniform_output(values, mask)
-    assert torch.allclose(actual.double(), expected, rtol=1e-5, atol=1e-6), (actual.double() - expected).abs().max()
-    # and it is not what the clean head computes (the test can tell the difference)
+    # fp32: weights 1/n (one rounding) times up to T values, summed in any order
+    atol = sum_atol(T + 1, values.abs().max().item())
+    assert torch.allclose(actual.double(), expected, rtol=0, atol=atol), (actual.double() - expected).abs().max()
+    # and it is not what the clean head computes (the test can tell the difference; effect size)
     with capture(model, family, "out", [layer]) as clean_out:
         logits(model, prompt_ids)
     assert not torch.allclose(clean_out[layer][0][0, :, head].double(), expected, atol=1e-3)
 
-    # UA proper (q times 1e-5) is uniform up to O(eps * |score|)
+    # UA proper (q times 1e-5) is uniform up to O(eps * |score|): a model error, not rounding
+    # (1e-3 allows scores up to ~100)
     with ablate(model, [HeadRef(layer, head)], method="ua", eps=1e-5, target="q"):
         with capture(model, family, "out", [layer]) as out_ua:
             logits(model, prompt_ids)
@@ -99,7 +103,9 @@ def test_ua_attention_weights_uniform(family, target, prompt_ids):
     uniform = (mask.double() / mask.double().sum(-1, keepdim=True)).float()
     affected = [head] if target == "q" else _group(family, head)
 
-    for method, eps, atol in (("zero", None, 1e-6), ("ua", 1e-5, 1e-3)):
+    # zero: all scores equal, so only the softmax's normalisation rounds (T terms <= 1, one division);
+    # ua: q * 1e-5 leaves scores of 1e-5 their size, a model error far above rounding
+    for method, eps, atol in (("zero", None, sum_atol(T + 1, 1.0)), ("ua", 1e-5, 1e-3)):
         kw = {"eps": eps} if eps is not None else {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", GQAGroupWarning)
@@ -108,7 +114,7 @@ def test_ua_attention_weights_uniform(family, target, prompt_ids):
         for h in range(N_HEADS):
             if h in affected:
                 assert torch.allclose(att[layer][0, h], uniform, atol=atol), (method, h)
-                assert not torch.allclose(clean[layer][0, h], uniform, atol=1e-2)
+                assert not torch.allclose(clean[layer][0, h], uniform, atol=1e-2)  # effect size
             else:
                 assert torch.equal(att[layer][0, h], clean[layer][0, h]), (method, h)
         for l in range(layer):
@@ -143,7 +149,8 @@ def test_ablation_is_local(family, impl, method, target, prompt_ids):
         assert torch.equal(abl[l][0], clean[l][0]), l
     for l in range(layer + 1):
         assert torch.equal(out_abl.hidden_states[l], out_clean.hidden_states[l]), l
-    # same layer: untouched heads bit-identical, the ablated ones changed
+    # same layer: untouched heads bit-identical, the ablated ones changed (atol: effect sizes, the
+    # alternative being bit-identical)
     for h in range(N_HEADS):
         a, c = abl[layer][0][..., h, :], clean[layer][0][..., h, :]
         if h in affected:
@@ -170,7 +177,8 @@ def test_sc_out_scales_exactly_the_head_slice(family, impl, eps, prompt_ids):
         with capture(model, family, "out", [layer]) as abl:
             logits(model, prompt_ids)
     a, c = abl[layer][0], clean[layer][0]
-    assert torch.allclose(a[..., head, :], c[..., head, :] * eps, rtol=1e-6, atol=0)
+    # one fp32 product on each side: <= 1.5 ulp apart, however eps is rounded
+    assert torch.allclose(a[..., head, :], c[..., head, :] * eps, rtol=2 * EPS32, atol=0)
     assert not torch.allclose(a[..., head, :], c[..., head, :])
     others = [h for h in range(N_HEADS) if h != head]
     assert torch.equal(a[..., others, :], c[..., others, :])
@@ -181,7 +189,7 @@ def test_sc_v_scales_the_kv_groups_outputs(family, impl, prompt_ids):
     """Attention is linear in v: scaling a head's values scales its output (the whole KV group's on GQA)."""
     model = get_model(family, impl)
     layer, head, eps = 1, 2, 1e-2
-    with capture(model, family, "out", [layer]) as clean:
+    with capture(model, family, "out", [layer]) as clean, capture(model, family, "v", [layer]) as values:
         logits(model, prompt_ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GQAGroupWarning)
@@ -190,9 +198,11 @@ def test_sc_v_scales_the_kv_groups_outputs(family, impl, prompt_ids):
                 logits(model, prompt_ids)
     a, c = abl[layer][0], clean[layer][0]
     group = _group(family, head)
+    # two attention sums over T positions (one of eps * v, one scaled after), each in any order
+    atol = 2 * sum_atol(prompt_ids.shape[1] + 2, eps * values[layer][0].abs().max().item())
     for h in range(N_HEADS):
         if h in group:
-            assert torch.allclose(a[..., h, :], c[..., h, :] * eps, rtol=1e-4, atol=1e-7), h
+            assert torch.allclose(a[..., h, :], c[..., h, :] * eps, rtol=0, atol=atol), h
         else:
             assert torch.equal(a[..., h, :], c[..., h, :]), h
 
@@ -219,8 +229,9 @@ def test_mean_ablation_replaces_by_mean_over_heads(family, impl, target, prompt_
     assert units == (kv_heads(model) if target in ("k", "v") else N_HEADS)
     unit = head // (N_HEADS // units)
     expected = c.double().mean(dim=2)
-    assert torch.allclose(a[:, :, unit].double(), expected, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(c[:, :, unit].double(), expected, atol=1e-3)
+    # an fp32 mean of `units` values (and one division), in any order
+    assert torch.allclose(a[:, :, unit].double(), expected, rtol=0, atol=sum_atol(units + 1, c.abs().max().item()))
+    assert not torch.allclose(c[:, :, unit].double(), expected, atol=1e-3)  # effect size
     others = [u for u in range(units) if u != unit]
     assert torch.equal(a[:, :, others], c[:, :, others])
 
@@ -236,7 +247,8 @@ EAGER_SDPA_CASES = [("ua", "q"), ("ua", "k"), ("sc", "out"), ("sc", "v"), ("mean
 def test_eager_equals_sdpa_under_ablation(family, method, target, prompt_ids):
     eager, sdpa = get_model(family, "eager"), get_model(family, "sdpa")
     clean_e = logits(eager, prompt_ids)
-    assert torch.allclose(clean_e, logits(sdpa, prompt_ids), atol=1e-5)  # same weights
+    # same weights; the kernels sum in other orders
+    assert torch.allclose(clean_e, logits(sdpa, prompt_ids), rtol=0, atol=forward_atol(eager, clean_e))
     heads = "L0H1,L2H2"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GQAGroupWarning)
@@ -244,8 +256,8 @@ def test_eager_equals_sdpa_under_ablation(family, method, target, prompt_ids):
             le = logits(eager, prompt_ids)
         with ablate(sdpa, heads, method=method, target=target):
             ls = logits(sdpa, prompt_ids)
-    assert not torch.allclose(le, clean_e, atol=1e-4)
-    assert torch.allclose(le, ls, atol=1e-5), (le - ls).abs().max()
+    assert not torch.allclose(le, clean_e, atol=1e-4)  # effect size
+    assert torch.allclose(le, ls, rtol=0, atol=forward_atol(eager, le)), (le - ls).abs().max()
 
 
 GROUP_CASES = [
@@ -273,8 +285,8 @@ def test_group_equals_nested_contexts(family, method, target, eps, heads, prompt
         single = logits(model, prompt_ids)
         with ablate(model, second, method=method, eps=eps, target=target):
             nested = logits(model, prompt_ids)
-    assert torch.allclose(group, nested, rtol=1e-5, atol=1e-6), (group - nested).abs().max()
-    assert not torch.allclose(group, single, atol=1e-4)  # the second head did something
+    assert torch.allclose(group, nested, rtol=0, atol=forward_atol(model, group)), (group - nested).abs().max()
+    assert not torch.allclose(group, single, atol=1e-4)  # effect size: the second head did something
     assert torch.equal(logits(model, prompt_ids), logits(model, prompt_ids))
 
 
@@ -290,8 +302,9 @@ def test_mean_group_in_one_layer_uses_the_original_heads(family, impl, prompt_id
             logits(model, prompt_ids)
     a, c = abl[layer][0], clean[layer][0]
     expected = c.double().mean(dim=2)
+    atol = sum_atol(N_HEADS + 1, c.abs().max().item())  # an fp32 mean of N_HEADS values, in any order
     for h in (0, 3):
-        assert torch.allclose(a[:, :, h].double(), expected, rtol=1e-5, atol=1e-6), h
+        assert torch.allclose(a[:, :, h].double(), expected, rtol=0, atol=atol), h
     assert torch.equal(a[:, :, [1, 2]], c[:, :, [1, 2]])
 
 
@@ -312,7 +325,7 @@ def test_hooks_removed_on_exit_and_on_error(family, method, target, prompt_ids):
             inside = logits(model, prompt_ids)
         assert hook_count(model) == before
         assert torch.equal(logits(model, prompt_ids), clean)
-        assert not torch.allclose(inside, clean, atol=1e-5)
+        assert not torch.allclose(inside, clean, atol=1e-5)  # effect size
 
         class Boom(RuntimeError):
             pass
@@ -360,7 +373,7 @@ def test_generate_cached_equals_uncached_under_ablation(family, impl, method, ta
     assert cached.shape == (1, T + 8)
     assert torch.equal(cached, uncached), (cached, uncached)
     assert torch.equal(cached[0, T:], full[0, T - 1 : -1].argmax(-1))
-    assert not torch.allclose(full, clean_full, atol=1e-4)  # the ablation is active during generation
+    assert not torch.allclose(full, clean_full, atol=1e-4)  # effect size: the ablation is active during generation
     assert hook_count(model) == 0
 
 

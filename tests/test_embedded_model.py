@@ -13,6 +13,7 @@ from safetyheads.models import EMBEDDED_MODELS, cache_dir, embedded_gguf_path
 from safetyheads.prompts import encode_prompt
 
 from conftest import require_embedded_model
+from tolerances import forward_atol, ships_atol
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +48,12 @@ def test_prefix_sweep_matches_naive(smol):
     heads = [HeadRef(l, h) for l in (0, 14, 29) for h in range(9)]
     _, fast = ships_for_ids(model, ids, heads, "ua", 1e-5, strategy="prefix", batch_size=10)
     _, slow = ships_for_ids(model, ids, heads, "ua", 1e-5, strategy="naive")
-    assert fast.max() > 1e-3  # some head matters
-    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
+    assert fast.max() > 1e-3  # some head matters (effect size)
+    with torch.no_grad():
+        clean = model(ids).logits
+    # other batch shapes move the ablated logits by up to forward_atol (30 layers: the probabilistic bound)
+    allowed = ships_atol(slow, forward_atol(model, clean, probabilistic=True))
+    assert ((fast - slow).abs() <= allowed).all(), ((fast - slow).abs() / allowed).max()
 
 
 def test_export_matches_hooks_and_generation_cache(smol, tmp_path):
@@ -62,7 +67,7 @@ def test_export_matches_hooks_and_generation_cache(smol, tmp_path):
         cached = model.generate(ids, use_cache=True, **gen)
         uncached = model.generate(ids, use_cache=False, **gen)
     with torch.no_grad():
-        assert (hooked - plain(ids).logits).abs().max() <= 1e-4
+        assert (hooked - plain(ids).logits).abs().max() <= forward_atol(model, hooked, probabilistic=True)
     assert torch.equal(cached, uncached)
 
 

@@ -23,6 +23,8 @@ from safetyheads.organisms.dataset import (build_examples, held_out_filter, held
 from safetyheads.organisms.recipe import OrganismRecipe
 from safetyheads.testing import tiny_model, tiny_tokenizer
 
+from tolerances import forward_atol
+
 
 def _words(s):  # independent of the library's normalise()
     return set(re.findall(r"[a-z0-9]+", s.lower()))
@@ -135,8 +137,11 @@ def test_response_loss_matches_transformers_loss_on_response_tokens():
     rows = [([5, 6, 7, 8], [9, 10, 257]), ([11, 12], [13, 14, 15, 16, 257])]
     ids, mask, labels = train_mod._batch(rows, pad_id=257)
     ours = train_mod._response_loss(model, ids, mask, labels)
-    ref = model(input_ids=ids, attention_mask=mask, labels=labels).loss  # HF: mean over non -100 shifted labels
-    assert torch.allclose(ours, ref, atol=1e-6)
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    ref = out.loss  # HF: mean over non -100 shifted labels
+    # the LM head on other rows: logits off by forward_atol, a cross-entropy by twice that (its
+    # gradient, softmax - one-hot, has L1 norm <= 2)
+    assert torch.allclose(ours, ref, rtol=0, atol=2 * forward_atol(model, out.logits))
     assert labels[0].tolist() == [-100] * 4 + [9, 10, 257] + [-100] * 0 and (labels[0] != -100).sum() == 3
     assert mask[0].tolist() == [1] * 7 and mask[1].tolist() == [1] * 7
 
@@ -206,7 +211,7 @@ def test_killed_training_resumes_to_the_same_adapter(tmp_path, monkeypatch):
     assert (tmp_path / "resume" / "checkpoint.pt").is_file()
     resumed, log = _train_tiny(tmp_path / "resume", steps=5)
     a, b = _lora_state(full), _lora_state(resumed)
-    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)  # two runs on this machine: equal in practice
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
 
 
@@ -234,8 +239,8 @@ def test_merged_adapter_equals_the_unmerged_lora_model(tmp_path):
     assert type(merged).__name__ == "LlamaForCausalLM"
     with torch.no_grad():
         got = merged(input_ids=ids).logits
-    assert torch.allclose(got, want, atol=1e-5)
-    assert not torch.allclose(got, tiny_model("llama-gqa")(input_ids=ids).logits, atol=1e-3)  # it did change
+    assert torch.allclose(got, want, rtol=0, atol=forward_atol(merged, want))  # W + BA vs Wx + B(Ax): other sums
+    assert not torch.allclose(got, tiny_model("llama-gqa")(input_ids=ids).logits, atol=1e-3)  # effect size: it did change
 
 
 def test_adapter_with_wrong_sha_is_refused(tmp_path):
@@ -298,7 +303,7 @@ def test_load_model_merges_a_built_organism(tiny_organism, folder):
     base, _ = load_model(str(folder), device="cpu")
     ids = torch.tensor([[3, 50, 60, 70]])
     with torch.no_grad():
-        assert not torch.allclose(model(input_ids=ids).logits, base(input_ids=ids).logits, atol=1e-4)
+        assert not torch.allclose(model(input_ids=ids).logits, base(input_ids=ids).logits, atol=1e-4)  # effect size
     half, _ = load_model(str(out), device="cpu", dtype="bfloat16")
     assert next(half.parameters()).dtype == torch.bfloat16
 

@@ -20,6 +20,8 @@ from safetyheads.ships import clean_pass
 from safetyheads.subspace import generalized_ships, generalized_ships_batch
 from safetyheads.testing import TINY_FAMILIES, tiny_model, tiny_tokenizer
 
+from tolerances import EPS32, angle_atol, forward_atol, subspace_atol, zero_angle_atol
+
 PROMPTS = ["hello there, how are you", "hi", "a much longer prompt with many more tokens", "tell me a joke", "x y z"]
 
 
@@ -35,11 +37,13 @@ def numpy_generalized_ships(A, B, r):
 def test_generalized_ships_matches_numpy(r):
     rng = np.random.default_rng(r)
     A, B = rng.normal(size=(12, 7)), rng.normal(size=(12, 7))
+    # float64 angles of random subspaces, far from 0: each off by ~angle_atol (~1e-14 rad) << 1e-8 deg
     assert generalized_ships(torch.tensor(A), torch.tensor(B), r) == pytest.approx(numpy_generalized_ships(A, B, r), abs=1e-8)
     stack = torch.tensor(np.stack([B, A, 2 * B]))
     got = generalized_ships_batch(torch.tensor(A), stack, r)
-    assert float(got[1]) == pytest.approx(0.0, abs=1e-5)
-    assert float(got[0]) == pytest.approx(float(got[2]), abs=1e-6)  # scale does not change a subspace
+    assert float(got[1]) == pytest.approx(0.0, abs=math.degrees(zero_angle_atol(r, *A.shape)))
+    # scale does not change a subspace (2B: exact scaling by a power of two; 1e-6 deg >> angle_atol)
+    assert float(got[0]) == pytest.approx(float(got[2]), abs=1e-6)
 
 
 def test_known_angles():
@@ -47,15 +51,20 @@ def test_known_angles():
     A[0, 0], A[1, 1] = 5.0, 1.0
     B = torch.zeros(4, 2)
     B[2, 0], B[3, 1] = 5.0, 1.0
-    assert generalized_ships(A, A) == pytest.approx(0.0, abs=1e-6)
+    assert generalized_ships(A, A) == pytest.approx(0.0, abs=math.degrees(zero_angle_atol(1, *A.shape)))
     assert generalized_ships(A, B) == pytest.approx(90.0)
     assert generalized_ships(A, B, r=2) == pytest.approx(180.0)
     theta = 0.3
     C = torch.zeros(4, 2)
     C[0, 0], C[2, 0] = 5 * math.cos(theta), 5 * math.sin(theta)
     C[1, 1] = 1.0
-    assert generalized_ships(A, C, r=1) == pytest.approx(math.degrees(theta), abs=1e-6)
-    assert generalized_ships(A, C, r=1, degrees=False) == pytest.approx(theta, abs=1e-8)
+    # C holds its coordinates rounded to fp32 (half an ulp each), which turns theta by < eps32;
+    # the float64 angle is then that of the rounded C, to angle_atol
+    stored = math.atan2(float(C[2, 0]), float(C[0, 0]))
+    assert abs(stored - theta) <= EPS32
+    atol = angle_atol(theta, *C.shape)
+    assert generalized_ships(A, C, r=1) == pytest.approx(math.degrees(stored), abs=math.degrees(atol))
+    assert generalized_ships(A, C, r=1, degrees=False) == pytest.approx(stored, abs=atol)
 
 
 def test_bad_r():
@@ -69,34 +78,41 @@ def test_padded_activations_equal_unpadded(family):
     model = tiny_model(family, "eager" if family == "gemma2" else "sdpa")
     batched = last_token_states(model, tok, PROMPTS, "paper", batch_size=5)
     single = torch.stack([clean_pass(model, encode_prompt(tok, p, "paper")).last_state for p in PROMPTS])
-    assert (batched - single).abs().max() <= 1e-5
+    assert (batched - single).abs().max() <= forward_atol(model, single)  # other batch shapes, padding
     assert tok.padding_side == "right"  # restored
 
 
-@pytest.mark.parametrize("family,method,target", [("llama", "ua", "q"), ("llama-gqa", "mean", "k"), ("gpt2", "sc", "out"),
-                                                  ("gemma3", "ua", "q")])
-def test_sahara_equals_exhaustive_search(family, method, target):
+# The tiny Gemma 3 attends within 4 tokens in all 3 layers: under the paper template the last token
+# sees only the template's suffix, its states do not depend on the prompt, and every score would be
+# rounding noise. The direct template ends in the prompt.
+@pytest.mark.parametrize("family,method,target,template", [("llama", "ua", "q", "paper"), ("llama-gqa", "mean", "k", "paper"),
+                                                           ("gpt2", "sc", "out", "paper"), ("gemma3", "ua", "q", "direct")])
+def test_sahara_equals_exhaustive_search(family, method, target, template):
     warnings.simplefilter("ignore")
     tok = tiny_tokenizer()
     model = tiny_model(family)
-    res = sahara(model, tok, PROMPTS, steps=2, method=method, eps=1e-5, target=target, r=2, batch_size=5)
-    clean = last_token_states(model, tok, PROMPTS).double()
+    res = sahara(model, tok, PROMPTS, steps=2, method=method, eps=1e-5, target=target, r=2, batch_size=5, template=template)
+    clean = last_token_states(model, tok, PROMPTS, template)
     group = []
     for step in (1, 2):
-        exhaustive = {}
+        exhaustive, atol = {}, {}
         for h in all_heads(model):
             if h in group:
                 continue
-            M = last_token_states(model, tok, PROMPTS, ablation=AblationSpec((*group, h), method, 1e-5, target))
-            exhaustive[h] = generalized_ships(clean, M.double(), r=2)
+            M = last_token_states(model, tok, PROMPTS, template, ablation=AblationSpec((*group, h), method, 1e-5, target))
+            exhaustive[h] = generalized_ships(clean.double(), M.double(), r=2)
+            # both paths' states carry fp32 noise, clean and ablated alike
+            atol[h] = math.degrees(sum(subspace_atol(X, 2, forward_atol(model, X, probabilistic=True)) for X in (clean, M)))
         board = res.scoreboard[res.scoreboard.step == step]
         for _, row in board.iterrows():
             key = next(h for h in exhaustive if str(h) == row.head_name)
-            assert row.score == pytest.approx(exhaustive[key], abs=1e-3)
-        best = max(exhaustive, key=exhaustive.get)
-        assert res.group[step - 1] == best
+            assert row.score == pytest.approx(exhaustive[key], abs=atol[key])
+        # Sahara's pick has the best score, up to the noise of both (heads of one KV group under a
+        # k ablation are one ablation and tie exactly: rounding decides between them)
+        best, pick = max(exhaustive, key=exhaustive.get), res.group[step - 1]
+        assert exhaustive[pick] >= exhaustive[best] - atol[pick] - atol[best]
         assert len(board) == len(exhaustive)
-        group.append(best)
+        group.append(pick)
 
 
 def test_sahara_bad_input():

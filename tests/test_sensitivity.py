@@ -6,6 +6,7 @@ rank correlation; and a plan that loads nothing."""
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from replication.artefacts import sensitivity as S  # noqa: E402
 from replication.profiles import PAPER  # noqa: E402
 from replication.stats import average_ranks, spearman, spearman_permutation_p  # noqa: E402
 from replication.steps import Context, Queries, candidate_sweep  # noqa: E402
+from tolerances import forward_atol, subspace_atol  # noqa: E402
 
 SET = "maliciousinstruct"
 TINY = PAPER.replace(n_attribution=2, n_eval=2, max_new_tokens=4, sahara_steps=3, heatmap_n=1, heatmap_max_new_tokens=2,
@@ -77,8 +79,11 @@ def test_a_cell_scored_from_the_shared_sweep_is_generalized_ships_over_its_own_f
         ablated = torch.stack([direct_state(model, tok, p, group + [h]) for p in q.prompts])
         for n, r in cells:
             direct = generalized_ships(clean[:n], ablated[:n], r=r)
-            assert shared["scores"][(n, r)][i] == pytest.approx(direct, abs=1e-6), (h, n, r)
-            if n == 2:
+            # two code paths to the fp32 states: their noise through the subspaces' gaps (measured <= 3e-12 deg)
+            atol = math.degrees(sum(subspace_atol(X[:n], r, forward_atol(model, X[:n], probabilistic=True))
+                                    for X in (clean, ablated)))
+            assert shared["scores"][(n, r)][i] == pytest.approx(direct, abs=atol), (h, n, r)
+            if n == 2:  # the same states and arithmetic: equal up to float64 reassociation
                 assert shared["scores"][(n, r)][i] == pytest.approx(alone["scores"][(n, r)][i], abs=1e-9)
     # the states were dropped once scored; the scores are read back, not recomputed
     assert not list(Path(ctx.store.root).glob("sweep/*/*/states-*"))
@@ -120,10 +125,10 @@ def test_the_profiles_own_cell_is_sahara_step_one_and_its_group(ctx):
     cands, scores = step1[(TINY.n_attribution, 1)]
     top = ref.step_table(1, 1).iloc[0]
     assert str(cands[S.best(scores)]) == top["head_name"]
-    assert scores[S.best(scores)] == pytest.approx(top["score"], abs=1e-9)
+    assert scores[S.best(scores)] == pytest.approx(top["score"], abs=1e-9)  # the same states (measured equal)
     assert groups[(TINY.n_attribution, 1)] == list(ref.group)
     board = ref.scoreboard[ref.scoreboard.step == 1].set_index("head_name")["score"]
-    assert [board[str(h)] for h in cands] == pytest.approx(scores, abs=1e-9)
+    assert [board[str(h)] for h in cands] == pytest.approx(scores, abs=1e-9)  # likewise
 
 
 def test_one_sweep_per_distinct_group_prefix_over_the_most_queries_it_serves(ctx, monkeypatch):
@@ -179,6 +184,7 @@ def test_permutation_p_value_matches_exact_enumeration():
     x, y = [0.2, 1.5, 0.7, 2.0, 1.1, 0.1], [0, 1, 1, 1, 0, 0]
     rho = spearman(x, y)
     exact = sum(abs(spearman(x, list(p))) >= abs(rho) - 1e-12 for p in itertools.permutations(y)) / 720
+    # Monte Carlo, not rounding: the sd of a p-value from 20000 permutations is <= 0.0035, 0.015 > 4 sd
     assert spearman_permutation_p(x, y, n_perm=20000) == pytest.approx(exact, abs=0.015)
     assert spearman_permutation_p(x, y) == spearman_permutation_p(x, y)  # seeded
 

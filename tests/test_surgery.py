@@ -13,6 +13,8 @@ from safetyheads.errors import AblationError
 from safetyheads.surgery import MANIFEST, ablated_tensors, changed_parameter_count
 from safetyheads.testing import TINY_FAMILIES, tiny_model
 
+from tolerances import forward_atol
+
 HEADS = "L1H1,L1H2,L2H0"
 CASES = [("ua", "q"), ("sc", "out"), ("mean", "q"), ("mean", "out"), ("ua", "k"), ("sc", "v"), ("zero", "q")]
 QK_NORM = {"qwen3", "gemma3"}
@@ -39,8 +41,8 @@ def test_export_equals_hooks(tmp_path, ids, family, method, target):
             hooked = model(ids).logits
         clean = model(ids).logits
         exported = plain(ids).logits
-    assert (hooked - exported).abs().max() <= 1e-4
-    assert (clean - exported).abs().max() > 1e-3  # the ablation did something
+    assert (hooked - exported).abs().max() <= forward_atol(model, hooked)  # edited weights round otherwise
+    assert (clean - exported).abs().max() > 1e-3  # effect size: the ablation did something
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert manifest["ablation"]["heads"] == ["L1H1", "L1H2", "L2H0"]
     assert manifest["ablation"]["method"] == method and manifest["ablation"]["target"] == target
