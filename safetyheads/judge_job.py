@@ -1,11 +1,11 @@
-"""The judge job: label each response of a JSONL file refused / not refused, write the judged rows and
-report the ASR with its bootstrap CI. Re-exported by ``safetyheads.jobs`` beside the jobs that need
+"""The judge job: label each response of a JSONL file complied / refused (and broken, for a three-way judge),
+write the judged rows and report the ASR (complied only) with its bootstrap CI. Re-exported by ``safetyheads.jobs`` beside the jobs that need
 a model; this one loads one only for the ``nll`` gibberish filter (its reference model).
 
 Input: JSONL rows with a prompt and a response (other fields are kept); a first line
 ``{"header": {...}}`` (as ``safetyheads.results`` writes) is carried into the output header, with
 the judge's name and settings added under ``"judge"`` (and in ``provenance.judge`` when the header
-has that slot). Output: the same rows plus ``refused`` (bool) and ``judge_reason``, written whole
+has that slot). Output: the same rows plus ``refused`` (bool: not complied), ``label`` and ``judge_reason``, written whole
 (judging is cheap and deterministic: it is redone, never resumed). A row that generation stopped
 early (``stopped_early``) may only be judged by a judge in its ``settled_for``.
 """
@@ -182,8 +182,8 @@ class JudgeJob:
         tmp = out.with_name(out.name + ".tmp")
         # Serialised before the file opens: a value JSON cannot hold fails without leaving a partial file.
         lines = [json.dumps({"header": new_header}, ensure_ascii=False, allow_nan=False)]
-        lines += [json.dumps({**r, "refused": v.refused, "judge_reason": v.reason}, ensure_ascii=False, allow_nan=False)
-                  for r, v in zip(rows, verdicts)]
+        lines += [json.dumps({**r, "refused": v.refused, "label": v.label, "judge_reason": v.reason},
+                             ensure_ascii=False, allow_nan=False) for r, v in zip(rows, verdicts)]
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in lines))
         os.replace(tmp, out)

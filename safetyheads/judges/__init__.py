@@ -54,16 +54,17 @@ the only module that loads a model). Every public name is importable from ``safe
 
 from ..errors import JudgeError
 from .evaluation import (
-    CALIBRATION_FILE, EVAL_DIR, EVAL_FILE, LABEL_MEANING, calibrate_nll, evaluate, evaluate_judge, load_eval_set, main,
-    synthetic_gibberish,
+    CALIBRATION_FILE, EVAL_DIR, EVAL_FILE, LABEL_MEANING, calibrate_nll, evaluate, evaluate_judge, evaluate_organisms,
+    load_eval_set, load_organism_labels, main, score_three_way, synthetic_gibberish,
 )
 from .filters import (
     DEFAULT_MAX_NLL, DEFAULT_MIN_WORD_FRACTION, NLL_MAX_TOKENS, GibberishFilter, RepetitionFilter, mean_nll, word_fraction,
 )
 from .judge import (
-    COMPLIED, JUDGES, AuthorsCodeKeywordJudge, FixedKeywordJudge, Judge, KeywordJudge, PaperKeywordJudge, Verdict,
-    check_rejudge, get_judge, settled_for,
+    COMPLIED, LABELS, AuthorsCodeKeywordJudge, FixedKeywordJudge, Judge, KeywordJudge, PaperKeywordJudge, Verdict,
 )
+from .registry import JUDGES, check_rejudge, get_judge, settled_for
+from .three_way import ThreeWayJudge
 from .keywords import (
     ANYWHERE, APOSTROPHES, AUTHORS_CODE_KEYWORDS, DECODE_SLACK, LOOKAHEAD_CHARS, MIN_CHARS, OPENERS, PAPER_KEYWORDS,
     SETTLE_MARGIN, TrailingReads, decided_end, normalise, trailing_reads,
@@ -74,8 +75,8 @@ __all__ = [
     "ANYWHERE", "APOSTROPHES", "ASRReport", "AUTHORS_CODE_KEYWORDS", "AuthorsCodeKeywordJudge", "CALIBRATION_FILE",
     "COMPLIED", "DECODE_SLACK", "DEFAULT_MAX_NLL", "DEFAULT_MIN_WORD_FRACTION", "EVAL_DIR", "EVAL_FILE",
     "FILTER_RULES", "FixedKeywordJudge", "GibberishFilter", "JUDGES", "Judge", "JudgeError", "KeywordJudge",
-    "LABEL_MEANING", "LOOKAHEAD_CHARS", "MIN_CHARS", "NLL_MAX_TOKENS", "OPENERS", "PAPER_KEYWORDS",
-    "PaperKeywordJudge", "RepetitionFilter", "SETTLE_MARGIN", "TrailingReads", "Verdict", "asr", "asr_report", "bootstrap_ci",
-    "calibrate_nll", "check_rejudge", "decided_end", "evaluate", "evaluate_judge", "get_judge", "load_eval_set", "main", "mean_nll",
+    "LABEL_MEANING", "LABELS", "LOOKAHEAD_CHARS", "MIN_CHARS", "NLL_MAX_TOKENS", "OPENERS", "PAPER_KEYWORDS",
+    "PaperKeywordJudge", "RepetitionFilter", "SETTLE_MARGIN", "ThreeWayJudge", "TrailingReads", "Verdict", "asr", "asr_report", "bootstrap_ci",
+    "calibrate_nll", "check_rejudge", "evaluate_organisms", "load_organism_labels", "score_three_way", "decided_end", "evaluate", "evaluate_judge", "get_judge", "load_eval_set", "main", "mean_nll",
     "normalise", "settled_for", "synthetic_gibberish", "trailing_reads", "wilson_ci", "word_fraction",
 ]

@@ -15,10 +15,12 @@ from tabulate import tabulate
 from ..errors import JudgeError
 from ..models import load_model
 from .filters import DEFAULT_MAX_NLL, DEFAULT_MIN_WORD_FRACTION, GibberishFilter, RepetitionFilter, mean_nll, word_fraction
-from .judge import JUDGES, Judge, Verdict, get_judge
+from .judge import Judge, Verdict
+from .registry import JUDGES, get_judge
 from .stats import wilson_ci
 
 EVAL_DIR = Path(__file__).parent.parent / "data" / "judge_eval"
+ORGANISM_LABELS_DIR = Path(__file__).parent.parent / "data" / "organism_labels"
 EVAL_FILE = EVAL_DIR / "judge_eval.jsonl"
 CALIBRATION_FILE = EVAL_DIR / "nll_calibration.jsonl"
 
@@ -153,6 +155,70 @@ def evaluate(path: "str | Path" = EVAL_FILE, with_nll: bool = True, reference=No
     return results
 
 
+def load_organism_labels(split: str, folder: "str | Path" = ORGANISM_LABELS_DIR) -> list[dict]:
+    """The blind-labelled organism and base-model completions of one split ("dev" or "test"), each with
+    its ``label`` (complied / refused / broken); see ``data/organism_labels/README.md``."""
+    folder = Path(folder)
+    labels = {}
+    for line in (folder / "labels.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        labels[row["id"]] = row
+    rows = []
+    for name in ("items.jsonl", "base_extra.jsonl"):
+        for line in (folder / name).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row["split"] == split:
+                rows.append({**row, "label": labels[row["id"]]["label"], "borderline": labels[row["id"]]["borderline"]})
+    if not rows:
+        raise JudgeError(f"no labelled rows in split {split!r} (choose dev or test)")
+    return rows
+
+
+def score_three_way(labels: list[str], predicted: list[str]) -> dict:
+    """Of the responses called complied, the share labelled complied (precision); of those labelled complied,
+    the share called complied (recall); agreement over the three labels; each with its 95% Wilson interval,
+    as (value, (low, high), successes, n)."""
+    called = [g for g, p in zip(labels, predicted) if p == "complied"]
+    truly = [p for g, p in zip(labels, predicted) if g == "complied"]
+    agree = sum(g == p for g, p in zip(labels, predicted))
+
+    def share(k: int, n: int):
+        return (k / n if n else float("nan"), wilson_ci(k, n) if n else (0.0, 1.0), k, n)
+
+    return {"precision": share(called.count("complied"), len(called)),
+            "recall": share(truly.count("complied"), len(truly)),
+            "agreement": share(agree, len(labels))}
+
+
+def evaluate_organisms(split: str = "test", judges: "list[str] | None" = None, verbose: bool = False) -> list[dict]:
+    """Every judge (default filters) against the blind labels of ``split``: precision and recall of
+    "complied" and agreement over the three labels (a two-way judge never says "broken"). Prints a table."""
+    rows = load_organism_labels(split)
+    gold = [r["label"] for r in rows]
+    out = []
+    for name in judges or list(JUDGES):
+        verdicts = get_judge(name).judge([r["response"] for r in rows], [r["prompt"] for r in rows])
+        pred = [v.label for v in verdicts]
+        out.append({"judge": name, "n": len(rows), **score_three_way(gold, pred),
+                    "disagreements": [(r["id"], g, v.label, v.reason) for r, g, v in zip(rows, gold, verdicts)
+                                      if g != v.label]})
+
+    def cell(t):
+        return f"{t[0]:.2f} ({t[1][0]:.2f}-{t[1][1]:.2f}), {t[2]}/{t[3]}"
+
+    counts = {k: gold.count(k) for k in ("complied", "refused", "broken")}
+    print(f"{len(rows)} blind-labelled completions, split {split} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    print(tabulate([[r["judge"], cell(r["precision"]), cell(r["recall"]), cell(r["agreement"])] for r in out],
+                   headers=["judge", "complied: precision (95% Wilson)", "complied: recall", "three-label agreement"],
+                   tablefmt="github", disable_numparse=True))
+    if verbose:
+        for r in out:
+            print(f"\n{r['judge']} disagreements:")
+            for d in r["disagreements"]:
+                print(f"  {d[0]}: label {d[1]}, judge {d[2]}: {d[3]}")
+    return out
+
+
 def synthetic_gibberish(seed: int = 0) -> list[tuple[str, str]]:
     """Reproducible non-text strings (kind, text): letter soup, syllable soup, word salad,
     token-ish soup and loops; the loops are there to show that their NLL is *low*."""
@@ -207,12 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m safetyheads.judges", description="measure the refusal judges")
     ap.add_argument("--evaluate", action="store_true", help="agreement of every judge with the hand labels")
     ap.add_argument("--calibrate-nll", action="store_true", help="NLL of real vs gibberish calibration texts")
+    ap.add_argument("--organisms", choices=["dev", "test"],
+                    help="every judge against the blind three-way labels of the organisms' completions, one split")
     ap.add_argument("--no-nll", action="store_true", help="skip configurations that need the reference model")
     ap.add_argument("--data", default=str(EVAL_FILE), help="labelled JSONL (default: the bundled set)")
     ap.add_argument("--verbose", action="store_true", help="list every disagreement")
     args = ap.parse_args(argv)
-    if not (args.evaluate or args.calibrate_nll):
-        ap.error("give --evaluate and/or --calibrate-nll")
+    if not (args.evaluate or args.calibrate_nll or args.organisms):
+        ap.error("give --evaluate, --calibrate-nll and/or --organisms dev|test")
     reference = None
     if args.calibrate_nll or (args.evaluate and not args.no_nll):
         torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -221,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         calibrate_nll(reference)
     if args.evaluate:
         evaluate(args.data, with_nll=not args.no_nll, reference=reference, verbose=args.verbose)
+    if args.organisms:
+        evaluate_organisms(args.organisms, verbose=args.verbose)
     return 0
 
 
