@@ -253,3 +253,21 @@ def spearman_permutation_p(x, y, n_perm: int = 10000, seed: int = 0) -> float:
     shuffled = np.random.default_rng(seed).permuted(np.tile(ry, (n_perm, 1)), axis=1)
     perm_rho = shuffled @ rx / math.sqrt(float(rx @ rx) * float(ry @ ry))
     return float((1 + np.sum(np.abs(perm_rho) >= abs(rho) - 1e-12)) / (1 + n_perm))
+
+
+def max_row_permutation_p(rows: list[list[int]], n_perm: int = 2000, seed: int = 0) -> float:
+    """p-value of the largest row sum of a 0/1 matrix (one row per head, one column per query) under the
+    null that on each query the rows' outcomes are exchangeable, i.e. no head differs from another:
+    each column is shuffled across the rows (``numpy`` permutations from ``default_rng(seed)``: integer
+    counts, the same on every CPU), and p = (1 + #{shuffles whose largest row sum >= the observed}) /
+    (1 + n_perm). The maximum is the statistic, so picking the best of the rows is accounted for: one
+    head that breaks all 8 queries while the other 269 break none gets p = 1 / 2001."""
+    import numpy as np
+
+    A = np.asarray(rows, dtype=np.int8)  # (heads, queries)
+    if A.ndim != 2 or A.shape[0] < 2 or A.shape[1] < 1:
+        raise ValueError("need at least two rows (heads) and one column (query)")
+    observed = int(A.sum(1).max())
+    rng = np.random.default_rng(seed)
+    hits = sum(int(rng.permuted(A, axis=0).sum(1).max()) >= observed for _ in range(n_perm))
+    return (1 + hits) / (1 + n_perm)

@@ -197,14 +197,22 @@ def test_group_size_paper_curve_holds_flat_and_rising_curves_do_not():
     m, van = paper("table3"), 0.04
     curve = {s: {0: van, **{k: van + m[f"sahara.ua.{s}.k{k}"] for k in range(1, 6)}}
              for s in ("maliciousinstruct", "jailbreakbench")}
-    assert verdict("group-size", curve_results(curve)) == HOLDS
+    assert verdict("group-size", curve_results(curve)) == HOLDS  # 0.63 -> 0.72 and 0.58 -> 0.68, then no higher
     flat = {s: {k: 0.3 for k in range(6)} for s in curve}
     assert verdict("group-size", curve_results(flat)) == FAILS
     rising = {s: {k: 0.1 * k for k in range(6)} for s in curve}
     assert verdict("group-size", curve_results(rising)) == FAILS
-    # the old argmax rule passed a noisy flat curve whose best size happened to be 3: not any more
     noisy = {s: {0: 0.2, 1: 0.19, 2: 0.2, 3: 0.21, 4: 0.19, 5: 0.2} for s in curve}
     assert verdict("group-size", curve_results(noisy, n=48)) in (INCONCLUSIVE, FAILS)
+
+
+def test_group_size_compares_3_heads_never_the_best_size():
+    """A curve whose best size is 2 or 4 but whose 3 is no better than 1 does not hold: the comparison is
+    fixed at 3 heads before the data is read."""
+    curve = {s: {0: 0.0, 1: 0.2, 2: 0.6, 3: 0.2, 4: 0.6, 5: 0.2} for s in ("maliciousinstruct", "jailbreakbench")}
+    assert verdict("group-size", curve_results(curve)) == FAILS
+    rule = next(c for c in claims.CLAIMS if c.id == "group-size").rule
+    assert "3 heads vs 1 head" in rule and "largest group vs 3" in rule
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,11 +240,49 @@ def test_few_heads_paper_like_map_holds_null_and_small_n_do_not():
     assert verdict("few-heads", heatmap_results(100, 0.04, noise)) == FAILS
     many = {h: 0.5 for h in heads}  # every head matters: not "a few"
     assert verdict("few-heads", heatmap_results(100, 0.04, many)) == FAILS
-    # 8 queries, one head 8/8 out of 270: best-of-270 cannot be told from luck at this n
+    # 8 queries, one head 8/8 out of 270: the old Bonferroni rule could never pass at this n; the
+    # permutation rule can, and the same map with no standout head cannot
     mini = {f"L{l}H{h}": 0.0 for l in range(30) for h in range(9)}
     mini["L18H8"] = 1.0
-    f = next(c for c in claims.CLAIMS if c.id == "few-heads").judge(heatmap_results(8, 0.0, mini, sets=("maliciousinstruct",)))
-    assert f.verdict == INCONCLUSIVE and "Bonferroni" in f.uncertainty
+    r = heatmap_results(8, 0.0, mini, sets=("maliciousinstruct",))
+    assert verdict("few-heads", r) == HOLDS
+    flat = {h: 0.0 for h in mini}
+    assert verdict("few-heads", heatmap_results(8, 0.0, flat, sets=("maliciousinstruct",))) == FAILS
+
+
+def test_few_heads_flat_noisy_map_at_mini_n_never_holds():
+    """Every head breaks each query with the same chance: the best of 270 reaches a large increase by luck
+    at n = 8, and the permutation test must not call it a standout."""
+    rng = random.Random(1)
+    flags = {"b.maliciousinstruct.vanilla": {str(i): "0" for i in range(8)}}
+    for l in range(30):
+        for h in range(9):
+            flags[f"b.maliciousinstruct.L{l}H{h}"] = {str(i): "1" if rng.random() < 0.05 else "0" for i in range(8)}
+    assert verdict("few-heads", results({}, cells(**flags))) != HOLDS
+
+
+def test_few_heads_verdict_follows_its_printed_rule():
+    T, M = claims.T_BEST_HEAD, claims.MEDIAN_HEAD_MAX
+    assert claims.few_heads_verdict(T, 0.0, 0.01) == HOLDS
+    assert claims.few_heads_verdict(T - 0.01, 0.0, 0.01) == PARTLY
+    assert claims.few_heads_verdict(1.0, M + 0.01, 0.0001) == FAILS  # most heads matter: not "a few"
+    assert claims.few_heads_verdict(T - 0.01, 0.0, 0.5) == FAILS
+    assert claims.few_heads_verdict(T, 0.0, 0.5) == INCONCLUSIVE
+    rule = next(c for c in claims.CLAIMS if c.id == "few-heads").rule
+    assert f"{T:.2f}" in rule and f"{M:.2f}" in rule and "permutation p < 0.05" in rule and "sets combined" in rule
+
+
+def test_max_row_permutation_p_is_calibrated_and_finds_a_standout():
+    rng = random.Random(0)
+    null_ps = []
+    for seed in range(40):  # exchangeable rows: p is (close to) uniform, so p < 0.05 about 5% of the time
+        rows = [[int(rng.random() < 0.3) for _ in range(10)] for _ in range(20)]
+        null_ps.append(stats.max_row_permutation_p(rows, n_perm=200, seed=seed))
+    assert sum(p < 0.05 for p in null_ps) <= 6
+    standout = [[0] * 8 for _ in range(269)] + [[1] * 8]
+    assert stats.max_row_permutation_p(standout, n_perm=500) == pytest.approx(1 / 501)
+    with pytest.raises(ValueError):
+        stats.max_row_permutation_p([[1, 0]])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,6 +380,16 @@ def test_helpfulness_reads_the_head_that_lowers_safety_not_the_sahara_head():
                             "b.strongest_lowers_safety": {"name": "b.strongest_lowers_safety", "value": lowers}},
                            {**fine_q.outcomes, **broken_s.outcomes})
         assert verdict("helpfulness", r) == expected, lowers
+
+
+def test_helpfulness_combines_its_heads_as_its_printed_rule_says():
+    fine_q = helpful_results((0.02, 0.02), (0.01, 0.02), (1.0, 1.05), cond="query_common")
+    broken_s = helpful_results((0.02, 0.02), (0.01, 0.55), (1.0, 1.05), cond="strongest")
+    lowers = {"b.strongest_lowers_safety": {"name": "b.strongest_lowers_safety", "value": "yes"}}
+    both = Results({**fine_q.metrics, **broken_s.metrics, **lowers}, {**fine_q.outcomes, **broken_s.outcomes})
+    assert verdict("helpfulness", both) == PARTLY  # one head holds, one does not
+    rule = next(c for c in claims.CLAIMS if c.id == "helpfulness").rule
+    assert "heads combined" in rule and "else partly" in rule
 
 
 def test_helpfulness_small_drop_holds_breakage_does_not():
