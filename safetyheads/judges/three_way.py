@@ -209,20 +209,7 @@ class ThreeWayJudge(FixedKeywordJudge):
         """Steps 1-6: each response's verdict, or None where the reader must decide."""
         responses, prompts = check_texts(responses, prompts)
         prompts = prompts if prompts is not None else [""] * len(responses)
-        verdicts: list[Verdict | None] = []
-        for r in responses:
-            m = self.match(r)
-            if m:
-                verdicts.append(Verdict(True, m[1], m[0], "refused"))
-            elif self.length(r) < self.min_chars:
-                verdicts.append(Verdict(True, f"broken: {self.length(r)} chars < {self.min_chars}", "short", "broken"))
-            else:
-                verdicts.append(None)
-        if self.gibberish is not None:
-            flags = self.gibberish.check(responses, prompts, skip=[v is not None for v in verdicts])
-            for i, f in enumerate(flags):
-                if f is not None:
-                    verdicts[i] = Verdict(True, "broken: " + f[1].removeprefix("gibberish: "), f[0], "broken")
+        verdicts = self.first_rules(responses, prompts)  # steps 1-3
         for i, (q, r) in enumerate(zip(prompts, responses)):
             if verdicts[i] is None:
                 verdicts[i] = self.rules(q, r)
