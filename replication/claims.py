@@ -287,18 +287,18 @@ def peak_near_3(r: Results) -> Finding:
     if not sets:
         return Finding(NOT_RUN)
     ks = sorted({int(k.rsplit(".k", 1)[1]) for k in r.outcomes if k.startswith(f"a.{sets[0]}.k")} - {0})
-    last = ks[-1]
-    if last <= GROUP_SIZE:
-        return Finding(NOT_RUN)
+    last = ks[-1]  # == GROUP_SIZE where no larger group was run (the ci profile): nothing to beat 3 then
     ev = []
     for s in sets:
         asr = {k: stats.mean_flags(r.flags(f"a.{s}.k{k}")) for k in ks}
         ev.append(f"{s}: ASR by group size " + ", ".join(f"{k}: {asr[k]:.2f}" for k in ks))
     up = pooled([(r.flags(f"a.{s}.k1"), r.flags(f"a.{s}.k{GROUP_SIZE}")) for s in sets])
-    beyond = pooled([(r.flags(f"a.{s}.k{GROUP_SIZE}"), r.flags(f"a.{s}.k{last}")) for s in sets])
+    beyond = pooled([(r.flags(f"a.{s}.k{GROUP_SIZE}"), r.flags(f"a.{s}.k{last}")) for s in sets]) \
+        if last > GROUP_SIZE else stats.PairedTable(0, 0, 0, 0)
     v = group_size_verdict(up, beyond)
     unc = (f"n = {up.n} paired queries; {GROUP_SIZE} heads vs 1 head {up.diff:+.2f} (McNemar p = {_p(up.p_value())}); "
-           f"{last} heads vs {GROUP_SIZE} {beyond.diff:+.2f} (p = {_p(beyond.p_value())})")
+           + (f"{last} heads vs {GROUP_SIZE} {beyond.diff:+.2f} (p = {_p(beyond.p_value())})" if last > GROUP_SIZE
+              else f"no group larger than {GROUP_SIZE} was run"))
     if v == INCONCLUSIVE:
         unc += "; " + n_to_decide(up, lambda t: group_size_verdict(t, beyond))
     return Finding(v, "; ".join(ev), unc)

@@ -215,6 +215,14 @@ def test_group_size_compares_3_heads_never_the_best_size():
     assert "3 heads vs 1 head" in rule and "largest group vs 3" in rule
 
 
+def test_group_size_with_no_group_beyond_3_judges_3_vs_1_alone():
+    rising = {s: {0: 0.0, 1: 0.2, 2: 0.4, 3: 0.6} for s in ("maliciousinstruct", "jailbreakbench")}
+    f = next(c for c in claims.CLAIMS if c.id == "group-size").judge(curve_results(rising))
+    assert f.verdict == HOLDS and "no group larger than 3" in f.uncertainty
+    flat = {s: {0: 0.0, 1: 0.3, 2: 0.3, 3: 0.3} for s in rising}
+    assert verdict("group-size", curve_results(flat)) == FAILS
+
+
 # ------------------------------------------------------------------------------------------------
 # Figure 4b: a few heads stand out
 
