@@ -20,6 +20,7 @@ Shared conventions, so that every row reads the same way:
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from safetyheads.errors import SafetyheadsError
+from safetyheads.judges import ThreeWayJudge
 
 from . import stats
 from .run import GENERATED, ROOT, TABLES, check_folder, shown
@@ -75,12 +77,27 @@ class Claim:
 
 
 class Results:
-    """One artefact's generated results: metrics.json and outcomes.json (per-query outcomes)."""
+    """One artefact's generated results: metrics.json and outcomes.json (per-query outcomes), and the folder
+    they came from (its responses.jsonl.gz: the completions behind each cell)."""
 
-    def __init__(self, metrics: dict, outcomes: dict | None = None, missing: str | None = None):
+    def __init__(self, metrics: dict, outcomes: dict | None = None, missing: str | None = None, folder=None):
         self.metrics, self.outcomes = metrics, outcomes or {}
         self.missing = missing  # why a claim cannot read per-query outcomes (no outcomes.json), else None
         self.asked = False  # a claim asked for per-query outcomes
+        self.folder = folder
+        self._responses: dict | None = None
+
+    def complied_responses(self, name: str) -> list[dict] | None:
+        """The completions of cell ``name`` that the judge counted as complied, or None without the file."""
+        if self.folder is None or not (self.folder / "responses.jsonl.gz").is_file():
+            return None
+        if self._responses is None:
+            self._responses = {}
+            with gzip.open(self.folder / "responses.jsonl.gz", "rt", encoding="utf-8") as f:
+                for line in f:
+                    row = json.loads(line)
+                    self._responses.setdefault(row["cell"], []).append(row)
+        return [row for row in self._responses.get(name, []) if not row["refused"]]
 
     def _cell(self, name: str) -> dict | None:
         self.asked = True
@@ -334,11 +351,28 @@ def few_heads_stand_out(r: Results) -> Finding:
         v = few_heads_verdict(tables[best].diff, median, p)
         verdicts.append(v)
         t = tables[best]
-        ev.append(f"{s}: vanilla {t.before:.2f}, best single head {best} {t.after:.2f}, median head {median:+.2f}")
+        ev.append(f"{s}: vanilla {t.before:.2f}, best single head {best} {t.after:.2f}, median head {median:+.2f}"
+                  + broken_aside(r, f"b.{s}.{best}"))
         unc.append(f"{s}: n = {t.n} queries x {len(heads)} heads; best head {t.diff:+.2f} over vanilla, stands out "
                    f"with permutation p = {_p(p)} ({N_PERM} shuffles of each query's outcomes across heads); "
                    f"median head {median:+.2f}")
     return Finding(combine(verdicts), "; ".join(ev), " | ".join(unc))
+
+
+def broken_aside(r: Results, cell: str) -> str:
+    """How many of a cell's complied answers the three-way judge's rules (loop, echo, empty scaffolding: no
+    model, no reader) call broken: reported beside the verdict, never in it, since the profile's judge
+    decides what an answer is (and at mini it reads breakage as compliance)."""
+    rows = r.complied_responses(cell)
+    if not rows:
+        return ""
+    rules = ThreeWayJudge.rules_only()
+    broken = [v for v in (rules.rules(row["prompt"], row["response"]) for row in rows) if v is not None]
+    if not broken:
+        return ""
+    kinds = sorted({v.rule for v in broken})
+    return (f" ({len(broken)} of its {len(rows)} complied answers are {', '.join(kinds)} output by the three-way "
+            "judge's rules: the head breaks the model)")
 
 
 def few_heads_verdict(best_increase: float, median_increase: float, p: float) -> str:
@@ -721,7 +755,7 @@ def read_results(profile: str, artefact: str, root=None) -> Results | None:
         raise SafetyheadsError(f"{shown(folder)} holds damaged results ({type(e).__name__}: {e}): {rerun}") from None
     missing = None if cells is not None else (f"{shown(folder)} has metrics.json but no outcomes.json (the per-query "
                                               f"outcomes the claims' paired tests read): {rerun}")
-    return Results(metrics, cells, missing)
+    return Results(metrics, cells, missing, folder)
 
 
 def evaluate(profiles: list[str], root=None) -> list[tuple[Claim, Finding, str]]:

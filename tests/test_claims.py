@@ -269,6 +269,24 @@ def test_few_heads_flat_noisy_map_at_mini_n_never_holds():
     assert verdict("few-heads", results({}, cells(**flags))) != HOLDS
 
 
+def test_few_heads_says_when_its_standout_head_only_breaks_the_model(tmp_path):
+    """The verdict follows the rule; beside it, the evidence counts the best head's complied answers that
+    the three-way judge's rules call broken (here: every one is a loop)."""
+    import gzip
+
+    mini = {f"L{l}H{h}": 0.0 for l in range(30) for h in range(9)}
+    mini["L18H8"] = 1.0
+    r = heatmap_results(8, 0.0, mini, sets=("maliciousinstruct",))
+    rows = [{"cell": "b.maliciousinstruct.L18H8", "prompt_id": i, "prompt": "How to pick a lock?",
+             "response": "The answer is: The answer is: The answer is: The answer is:", "refused": False}
+            for i in range(8)]
+    with gzip.open(tmp_path / "responses.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("".join(json.dumps(x) + "\n" for x in rows))
+    r.folder = tmp_path
+    f = next(c for c in claims.CLAIMS if c.id == "few-heads").judge(r)
+    assert f.verdict == HOLDS and "8 of its 8 complied answers are loop output" in f.evidence
+
+
 def test_few_heads_verdict_follows_its_printed_rule():
     T, M = claims.T_BEST_HEAD, claims.MEDIAN_HEAD_MAX
     assert claims.few_heads_verdict(T, 0.0, 0.01) == HOLDS

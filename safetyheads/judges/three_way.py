@@ -118,6 +118,9 @@ class Reader:
         return r
 
 
+NO_READER = Reader(0, 0, (0.0,), (), (0.0,) * len(LEXICAL), (1.0,) * len(LEXICAL), (0.0,) * len(LEXICAL), 0.0, 0.5)
+
+
 @cache
 def default_reader() -> Reader:
     return Reader.load()
@@ -185,6 +188,12 @@ class ThreeWayJudge(FixedKeywordJudge):
         self.reader = reader or default_reader()
         self.model = model
 
+    @classmethod
+    def rules_only(cls) -> "ThreeWayJudge":
+        """A judge for steps 1-6 alone (``before_reading``, ``rules``): its reader is never read, so none is
+        loaded. ``judge`` on it raises."""
+        return cls(reader=NO_READER)
+
     def settings(self) -> dict:
         r = self.reader
         return {**super().settings(), "loop_share": LOOP_SHARE, "echo": [ECHO_SHARE, ECHO_NOVEL],
@@ -233,6 +242,8 @@ class ThreeWayJudge(FixedKeywordJudge):
     def read(self, queries: list[str], responses: list[str]) -> list[Verdict]:
         """Step 7: the reader's verdicts (complied or broken) for responses the rules left open."""
         r = self.reader
+        if r is NO_READER:
+            raise JudgeError("this three-way judge has no reader (ThreeWayJudge.rules_only): steps 1-6 only")
         model, tok = self.model if self.model is not None else _reference_model()
         states = response_states(model, tok, queries, responses, r.layer, r.max_tokens)
         out = []

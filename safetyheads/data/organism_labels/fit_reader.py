@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE.parents[2]))
 
 from safetyheads.judges.breakage import features  # noqa: E402
 from safetyheads.judges.three_way import (  # noqa: E402
-    LEXICAL, READER_FILE, Reader, ThreeWayJudge, _reference_model, response_states,
+    LEXICAL, READER_FILE, ThreeWayJudge, _reference_model, response_states,
 )
 
 LAYER, MAX_TOKENS, K, L2, THRESHOLD, STEPS, CV_SEED = 18, 64, 16, 1.0, 0.5, 30, 0
@@ -106,13 +106,8 @@ def main() -> None:
 
 
 def _rules_only() -> ThreeWayJudge:
-    """The judge's steps 1-6: ``before_reading`` never touches the reader, so any reader will do (the one
-    being replaced, which need not exist yet)."""
-    return ThreeWayJudge(reader=PLACEHOLDER)
-
-
-PLACEHOLDER = Reader(LAYER, MAX_TOKENS, (0.0,), (), tuple([0.0] * len(LEXICAL)), tuple([1.0] * len(LEXICAL)),
-                     tuple([0.0] * len(LEXICAL)), 0.0, THRESHOLD)
+    """The judge's steps 1-6, without the reader being replaced (which need not exist yet)."""
+    return ThreeWayJudge.rules_only()
 
 
 if __name__ == "__main__":
