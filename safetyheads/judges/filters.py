@@ -223,6 +223,24 @@ class GibberishFilter:
         return [self._memo[k] for k in keys]
 
 
+def padded_batches(seqs: list[tuple[list[int], list[int]]], tok, batch_size: int):
+    """(context, response) token lists, shortest first, in right-padded batches: yields (the rows' indices
+    in ``seqs``, input ids (rows, T), attention mask (rows, T)). Right padding: a token's logits and states
+    do not depend on the padding after it."""
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
+    for s in range(0, len(order), batch_size):
+        chunk = order[s : s + batch_size]
+        T = max(len(seqs[i][0]) + len(seqs[i][1]) for i in chunk)
+        ids = torch.full((len(chunk), T), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), T), dtype=torch.long)
+        for r, i in enumerate(chunk):
+            full = seqs[i][0] + seqs[i][1]
+            ids[r, : len(full)] = torch.tensor(full)
+            mask[r, : len(full)] = 1
+        yield chunk, ids, mask
+
+
 def mean_nll(model, tok, responses: list[str], prompts: list[str] | None = None, template: str = "paper",
              batch_size: int = 8, max_tokens: int = NLL_MAX_TOKENS) -> list[float]:
     """Mean per-token NLL of each response (its first ``max_tokens`` tokens) given the formatted
@@ -240,20 +258,11 @@ def mean_nll(model, tok, responses: list[str], prompts: list[str] | None = None,
         ids = tok(resp, add_special_tokens=False).input_ids[:max_tokens]
         seqs.append((list(ctx), list(ids)))
     out = [float("nan")] * len(seqs)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
-    for s in range(0, len(order), batch_size):
-        chunk = order[s : s + batch_size]
-        T = max(len(seqs[i][0]) + len(seqs[i][1]) for i in chunk)
-        ids = torch.full((len(chunk), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), T), dtype=torch.long)
-        score = torch.zeros((len(chunk), T), dtype=torch.bool)  # positions whose token is scored
+    for chunk, ids, mask in padded_batches(seqs, tok, batch_size):
+        score = torch.zeros_like(mask, dtype=torch.bool)  # positions whose token is scored
         for r, i in enumerate(chunk):
             ctx, resp = seqs[i]
-            full = ctx + resp
-            ids[r, : len(full)] = torch.tensor(full)
-            mask[r, : len(full)] = 1
-            score[r, max(len(ctx), 1) : len(full)] = True
+            score[r, max(len(ctx), 1) : len(ctx) + len(resp)] = True
         with torch.no_grad():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.float()
         logp = torch.log_softmax(logits[:, :-1], dim=-1)

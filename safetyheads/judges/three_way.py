@@ -35,7 +35,7 @@ import torch
 from ..errors import JudgeError
 from ..prompts import format_prompt
 from .breakage import Features, features, most_repeated_sentence
-from .filters import GibberishFilter, check_texts
+from .filters import GibberishFilter, check_texts, padded_batches
 from .judge import FixedKeywordJudge, Verdict
 from .keywords import MIN_CHARS
 
@@ -139,25 +139,14 @@ def _reference_model():
 def response_states(model, tok, queries: list[str], responses: list[str], layer: int, max_tokens: int,
                     batch_size: int = 16) -> list[list[float]]:
     """Per response: the mean hidden state at ``layer`` over its first ``max_tokens`` tokens, the query
-    before it in the paper template (as the organisms read it). Right-padded batches: a token's state does
-    not depend on padding after it."""
+    before it in the paper template (as the organisms read it), in ``filters.padded_batches``."""
     seqs = []
     for q, r in zip(queries, responses):
         ctx = tok(format_prompt(tok, q, "paper"), add_special_tokens=False).input_ids
         ids = tok(r, add_special_tokens=False).input_ids[:max_tokens] or [tok.eos_token_id]
         seqs.append((ctx, ids))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     out: list = [None] * len(seqs)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
-    for s in range(0, len(order), batch_size):
-        chunk = order[s:s + batch_size]
-        T = max(len(seqs[i][0]) + len(seqs[i][1]) for i in chunk)
-        ids = torch.full((len(chunk), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), T), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            full = seqs[i][0] + seqs[i][1]
-            ids[row, :len(full)] = torch.tensor(full)
-            mask[row, :len(full)] = 1
+    for chunk, ids, mask in padded_batches(seqs, tok, batch_size):
         with torch.no_grad():
             hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
         for row, i in enumerate(chunk):
