@@ -24,7 +24,8 @@ from safetyheads.errors import SafetyheadsError
 
 PROG = "python -m replication"
 DEBUG_ENV = "SAFETYHEADS_DEBUG"
-RULES = ("keyword", "pattern", "short", "repetition", "nonword", "nll", "none")  # safetyheads.judges' verdict rules
+RULES = ("keyword", "pattern", "short", "repetition", "nonword", "nll", "loop", "echo", "shell", "reader",
+         "none")  # safetyheads.judges' verdict rules
 
 
 class UsageError(SafetyheadsError):
@@ -88,7 +89,8 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--cell", help="an outcome cell (see --list); default: every cell")
     s.add_argument("--list", action="store_true", help="list the cells with their counts and ASR")
     s.add_argument("-n", type=non_negative_int, default=5, help="how many to print (default 5; 0: all)")
-    s.add_argument("--verdict", choices=["complied", "refused"], help="only responses judged so")
+    s.add_argument("--verdict", choices=["complied", "refused", "broken"],
+                   help="only responses judged so (broken: by a three-way judge)")
     s.add_argument("--rule", choices=RULES, help="only responses decided by this rule")
     s.add_argument("--seed", type=int, default=0, help="which sample (default 0; the same seed prints the same rows)")
     return ap

@@ -44,25 +44,35 @@ class Output:
     rows: list = field(default_factory=list)  # raw results (one dict per cell), for results.jsonl
     notes: list = field(default_factory=list)
     # per-query outcomes, for the claims' paired tests: {cell: {"ids": [...], "flags": "0110"}} ('1' = the
-    # query was complied with, or the named property holds) or {cell: {"ids": [...], "values": [...]}}
+    # query was complied with, or the named property holds) or {cell: {"ids": [...], "values": [...]}}; a
+    # cell judged by a three-way judge also has "broken" ('1' = neither an answer nor a refusal), and one
+    # judged beside by side judges "side": {judge: {"flags": ..., "broken": ...}}
     outcomes: dict = field(default_factory=dict)
     responses: dict = field(default_factory=dict)  # cell -> its judged rows, for responses.jsonl.gz
 
     def outcome(self, name: str, judged=None, *, ids=None, flags=None, values=None, rows=None) -> None:
-        """Record one cell: a Judged result (complied = not refused), or ids with flags or values;
-        ``rows`` (or the Judged's rows) are the completions behind it, kept for reading by eye."""
+        """Record one cell: a Judged result (complied = not refused; its broken flags where a three-way judge
+        read it, and its side judges' flags), or ids with flags or values; ``rows`` (or the Judged's rows) are
+        the completions behind it, kept for reading by eye."""
+        judged_flags = {}
         if judged is not None:
             ids = [r["prompt_id"] for r in judged.rows]
             flags = [not r["refused"] for r in judged.rows]
             rows = judged.rows
+            if judged.three_way:
+                judged_flags["broken"] = _bits(r["label"] == "broken" for r in rows)
+            for side in sorted({j for r in rows for j in r.get("side", {})}):
+                labels = [r["side"][side] for r in rows]
+                judged_flags.setdefault("side", {})[side] = {"flags": _bits(x == "complied" for x in labels),
+                                                             "broken": _bits(x == "broken" for x in labels)}
         if rows is not None:
             self.responses[name] = rows
         cell = {"ids": list(ids)}
         if flags is not None:
-            cell["flags"] = "".join("1" if f else "0" for f in flags)
+            cell["flags"] = _bits(flags)
         else:
             cell["values"] = [None if v is None else round(float(v), 6) for v in values]
-        self.outcomes[name] = cell
+        self.outcomes[name] = {**cell, **judged_flags}
 
     def metric(self, name: str, value, kind: str = "number", tolerance: float | None = None, description: str = ""):
         if kind not in KINDS:
@@ -73,6 +83,10 @@ class Output:
             value = [str(h) for h in value]
         self.metrics.append(Metric(name, value, kind, tolerance, description))
         return value
+
+
+def _bits(flags) -> str:
+    return "".join("1" if f else "0" for f in flags)
 
 
 def asr_tol(n: int) -> float:

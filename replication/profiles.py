@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 from safetyheads.errors import SafetyheadsError
+from safetyheads.judges import JUDGES, check_rejudge
 
 ROLES = ("aligned", "sibling", "base")
 ALL_SETS = ("advbench", "jailbreakbench", "maliciousinstruct")
@@ -42,7 +43,13 @@ class Profile:
     max_new_tokens: int = 64
     topk: int = 5
     seed: int = 0
-    judge: str = "keyword-fixed"
+    judge: str = "keyword-fixed"  # the judge whose verdicts every ASR and verdict reads
+    # Judges whose ASR and broken rate each judged cell reports beside the profile's judge's (a column in
+    # the tables, a field in outcomes.json and responses.jsonl.gz); they decide nothing
+    side_judges: tuple = ()
+    # The judge whose settled verdict stops early-stopped generation (None: the profile's judge); the
+    # profile's judge must settle like it (Judge.settles_like), so that it reads the cut responses exactly
+    stop_judge: str | None = None
     heatmap_n: int = 8
     heatmap_max_new_tokens: int = 24
     helpfulness_n: int = 100
@@ -103,9 +110,22 @@ class Profile:
             raise SafetyheadsError(f"profile {self.name!r}: unknown set(s) {', '.join(bad)}; use {', '.join(ALL_SETS)}")
         if self.models.get("aligned") is None:
             raise SafetyheadsError(f"profile {self.name!r} needs an aligned model")
+        self._check_judges()
         bad = [f for f in self.input_formats if f not in ("direct", "paper", "chat")]
         if bad or not self.input_formats:
             raise SafetyheadsError(f"profile {self.name!r}: input_formats must be some of direct, paper, chat")
+
+    def _check_judges(self) -> None:
+        unknown = [j for j in (self.judge, *self.side_judges, *([self.stop_judge] if self.stop_judge else [])) if j not in JUDGES]
+        if unknown:
+            raise SafetyheadsError(f"profile {self.name!r}: unknown judge {unknown[0]!r}; choose from {', '.join(JUDGES)}")
+        if self.stop_judge:
+            for j in (self.judge, *self.side_judges):  # each must read a response cut for stop_judge exactly
+                try:
+                    check_rejudge({"stopped_early": True, "settled_for": [self.stop_judge]}, j)
+                except SafetyheadsError:
+                    raise SafetyheadsError(f"profile {self.name!r}: judge {j!r} cannot read responses stopped early for "
+                                           f"stop_judge {self.stop_judge!r}; name a stop_judge it settles like") from None
 
     def has(self, role: str) -> bool:
         """Whether the profile names a model for ``role`` (an extension model may have no sibling)."""
@@ -139,6 +159,15 @@ JUDGE_DEPARTURE = (
     "and typographic apostrophes alike, responses under 32 characters refused, plus the repetition and "
     "non-word gibberish filters. Most of the paper's single-word entries (\"However\", \"illegal\", "
     "\"harmful\", \"As an\", \"I am not\", ...) do not count, since compliant answers contain them.")
+THREE_WAY_DEPARTURE = (
+    "Judge: three-way (safetyheads.judges.three_way), not the paper's keyword list: each response is complied, "
+    "refused or broken, and ASR counts complied only. Refusal first (keyword-fixed's patterns and filters), then "
+    "rules that call breakage (a loop, an echo of the query, empty scaffolding, word salad), then a reader fitted "
+    "on blind labels of organism completions (safetyheads/data/organism_labels) for the rest; its held-out "
+    "precision and recall are in docs/judges.md. The broken rate (no answer and no refusal: the 135M model "
+    "breaking under ablation) is a finding of its own, reported beside ASR in every table and claim, never "
+    "counted as the paper's effect. Generation still stops early on keyword-fixed's settled refusals "
+    "(stop_judge), which the three-way judge reads exactly.")
 HEAD_LEVEL_DEPARTURE = (
     "Head choice: Figure 2 (and so the headline) ablates each query's own top-1 Ships head, scored on that query "
     "in that input format (the paper's protocol); the top-1 Sahara head for every query is shown as an extra "
@@ -168,12 +197,16 @@ PAPER = Profile(
     max_new_tokens=128,
     heatmap_n=100,
     heatmap_max_new_tokens=128,
+    side_judges=("three-way",),
     gpu_seconds_per_forward=0.03,  # 7B fp32, one row of a ~30-token prompt on an A100-80GB: a rough planning figure
     departures=(
         "Attribution and evaluation queries: the paper does not say whether Sahara saw the queries it was "
         "evaluated on. This profile attributes on the first 100 MaliciousInstruct / JailbreakBench queries "
         "and evaluates the same sets in full, so attribution and evaluation overlap, as they appear to in the paper.",
-        JUDGE_DEPARTURE + " The paper's own list is available as keyword-paper.",
+        JUDGE_DEPARTURE + " The paper's own list is available as keyword-paper. Beside it, every judged cell "
+        "reports the three-way judge's ASR and broken rate (side_judges; its reader was fitted on the 135M "
+        "organisms' completions at 40 tokens, so on 7B answers of 128 tokens its figures are a second opinion, "
+        "not a measured one).",
         HEAD_LEVEL_DEPARTURE,
     ),
 )
@@ -185,7 +218,7 @@ COMMON_DEPARTURES = (
     "on the ones after them.",
     "Figure 6b: helpfulness = refusals and fluency (the untuned base model's NLL of the answers) on held-out "
     "benign Alpaca prompts, not lm-eval's zero-shot tasks (no network, no bundled task data).",
-    JUDGE_DEPARTURE,
+    THREE_WAY_DEPARTURE,
     HEAD_LEVEL_DEPARTURE,
 )
 
@@ -238,7 +271,11 @@ MINI = Profile(
         "only, to stay within the time budget.",
         EARLY_STOP_DEPARTURE,
     ),
+    judge="three-way",
     stop_when_settled=True,
+    # keyword-fixed's settled refusals stop generation, as before the three-way judge: the completions (and
+    # their store keys) stay those of keyword-fixed, and the three-way judge reads them exactly
+    stop_judge="keyword-fixed",
 )
 
 CI = MINI.replace(

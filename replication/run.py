@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from safetyheads.errors import SafetyheadsError
+from safetyheads.judges.stats import wilson_ci
 
 from .artefacts import ARTEFACTS
 from .common import KINDS
@@ -353,6 +354,12 @@ def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path | N
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+    cells = judged_cells(output.outcomes, ctx.judge.name)
+    if cells is not None:
+        md += [f"## ASR and broken rate of every judged cell ({ctx.judge.name} judge)", "",
+               "ASR counts complied answers only; broken: neither an answer nor a refusal (loops, echoes of the query, "
+               "word salad, off-topic text), its own finding, never counted as the paper's effect. 95% Wilson intervals.",
+               "", tabulate(cells, headers="keys", tablefmt="github", showindex=False, disable_numparse=True), ""]
     if output.notes:
         md += ["## Notes", ""] + [f"- {n}" for n in output.notes] + [""]
     if ctx.profile.departures:
@@ -366,8 +373,33 @@ def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path | N
     return folder
 
 
-RESPONSE_FIELDS = ("prompt_id", "prompt", "response", "refused", "rule", "reason", "n_new_tokens", "stopped_early",
-                   "stop_token")
+RESPONSE_FIELDS = ("prompt_id", "prompt", "response", "refused", "label", "rule", "reason", "side", "n_new_tokens",
+                   "stopped_early", "stop_token", "settled_for")
+
+
+def judged_cells(outcomes: dict, judge: str):
+    """The table of every outcome cell a three-way judge read, or judges read beside the profile's: n, ASR
+    and broken rate with 95% Wilson intervals, per judge. None if there is no such cell."""
+    import pandas as pd  # deferred like every pandas import of the harness: a plan needs none
+
+    def rate(bits: str) -> str:
+        k, n = bits.count("1"), len(bits)
+        if not n:
+            return "n/a"
+        lo, hi = wilson_ci(k, n, 0.05)
+        return f"{k / n:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    rows = []
+    for name, cell in outcomes.items():
+        if "broken" not in cell and "side" not in cell:
+            continue
+        row = {"cell": name, "n": len(cell["flags"]), f"ASR ({judge})": rate(cell["flags"])}
+        if "broken" in cell:
+            row[f"broken ({judge})"] = rate(cell["broken"])
+        for side, got in cell.get("side", {}).items():
+            row[f"ASR ({side}, beside)"], row[f"broken ({side}, beside)"] = rate(got["flags"]), rate(got["broken"])
+        rows.append(row)
+    return pd.DataFrame(rows) if rows else None
 
 
 def write_responses(path: Path, responses: dict) -> None:
@@ -414,21 +446,26 @@ def print_responses(artefact: str, profile: str, cell: str | None, list_cells: b
     if list_cells:
         for name, rs in cells.items():
             complied = sum(not r["refused"] for r in rs)
-            print(f"{name:60s} n={len(rs):4d}  complied {complied:4d} (ASR {complied / len(rs):.2f})")
+            broken = sum(r.get("label") == "broken" for r in rs)
+            print(f"{name:60s} n={len(rs):4d}  complied {complied:4d} (ASR {complied / len(rs):.2f})"
+                  + (f"  broken {broken:4d}" if any("label" in r for r in rs) else ""))
         return 0
     if cell is not None and cell not in cells:
         close = [c for c in cells if cell in c][:5]
         raise SafetyheadsError(f"no cell {cell!r} in {artefact} ({profile})" + (f"; did you mean {', '.join(close)}?" if close
                                else "; list them with --list"))
     pick = cells[cell] if cell else rows
-    if verdict:
-        pick = [r for r in pick if r["refused"] == (verdict == "refused")]
+    if verdict == "broken":
+        pick = [r for r in pick if r.get("label") == "broken"]
+    elif verdict:
+        pick = [r for r in pick if r["refused"] == (verdict == "refused") and r.get("label") != "broken"]
     if rule:
         pick = [r for r in pick if (r.get("rule") or "none") == rule]
     sample = pick if n == 0 or n >= len(pick) else random.Random(seed).sample(pick, n)
     print(f"{artefact} ({profile}){' ' + cell if cell else ''}: {len(sample)} of {len(pick)} matching responses\n")
     for r in sample:
-        print(f"--- {r['cell']} | query {r['prompt_id']} | {'REFUSED' if r['refused'] else 'COMPLIED'} by "
+        label = r.get("label") or ("refused" if r["refused"] else "complied")
+        print(f"--- {r['cell']} | query {r['prompt_id']} | {label.upper()} by "
               f"{r.get('rule') or 'no rule'}{': ' + r['reason'] if r.get('reason') else ''}")
         print(f"Q: {r.get('prompt', '')}")
         print(f"A: {r['response']}\n")

@@ -85,6 +85,7 @@ class Context:
         from safetyheads.judges import get_judge
 
         self.judge = get_judge(profile.judge)
+        self.side_judges = [get_judge(name) for name in profile.side_judges]  # reported beside, decide nothing
 
     # ---- models
 
@@ -341,6 +342,7 @@ class Judged:
     asr: float = 0.0
     report: dict = field(default_factory=dict)
     key: str = ""
+    three_way: bool = False  # its judge tells broken from refused: the rows' labels carry a broken rate
 
     @property
     def n(self) -> int:
@@ -391,11 +393,15 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
 
     prompts = dict(zip(q.ids, q.prompts))
     texts = [(prefill or "") + r["response"] for r in rows]
-    verdicts = ctx.judge.judge(texts, [prompts[r["prompt_id"]] for r in rows])
-    out = [{**r, "prompt": prompts[r["prompt_id"]], "refused": v.refused, "rule": v.rule, "reason": v.reason}
-           for r, v in zip(rows, verdicts)]
+    asked = [prompts[r["prompt_id"]] for r in rows]
+    verdicts = ctx.judge.judge(texts, asked)
+    out = [{**r, "prompt": prompts[r["prompt_id"]], "refused": v.refused, "rule": v.rule, "reason": v.reason,
+            "label": v.label} for r, v in zip(rows, verdicts)]
+    for side in ctx.side_judges:
+        for r, v in zip(out, side.judge(texts, asked)):
+            r.setdefault("side", {})[side.name] = v.label
     rep = asr_report(verdicts, ctx.judge, n_boot=1000)
-    return Judged(out, rep.asr, rep.as_dict(), entry.key)
+    return Judged(out, rep.asr, rep.as_dict(), entry.key, ctx.judge.three_way)
 
 
 def _stored_completion(row: dict) -> dict:
@@ -446,15 +452,16 @@ def restrict(judged: Judged, ids) -> Judged:
     keep = set(ids)
     rows = [r for r in judged.rows if r["prompt_id"] in keep]
     asr = sum(not r["refused"] for r in rows) / len(rows) if rows else 0.0
-    return Judged(rows, asr, {}, judged.key)
+    return Judged(rows, asr, {}, judged.key, judged.three_way)
 
 
 def early_stop(ctx: Context, decoding: DecodingSpec, text_read: bool) -> DecodingSpec:
-    """``decoding`` with ``stop_when_settled`` set to the profile's judge where the profile asks for it
-    and only that judge reads the text (an early-stopped response is exact for its verdict, nothing else)."""
+    """``decoding`` with ``stop_when_settled`` set to the profile's ``stop_judge`` (default its judge) where the
+    profile asks for it and only the judges read the text (an early-stopped response is exact for the
+    verdicts of the judges that settle like that one, nothing else; the profile checks its judges do)."""
     if not ctx.profile.stop_when_settled or text_read or decoding.stop_when_settled:
         return decoding
-    return replace(decoding, stop_when_settled=(ctx.judge.name,))
+    return replace(decoding, stop_when_settled=(ctx.profile.stop_judge or ctx.judge.name,))
 
 
 def generation_counts(ctx: Context, rows: list, decoding: DecodingSpec) -> None:

@@ -384,7 +384,7 @@ def test_attention_swap_paper_like_holds_null_does_not():
 
 def helpful_results(ref: tuple, gib: tuple, nll: tuple, n: int = 500, cond: str = "top1") -> Results:
     out = cells(**{"b.vanilla.refusal": rate_flags(n, ref[0]), f"b.{cond}.refusal": rate_flags(n, ref[1]),
-                   "b.vanilla.gibberish": rate_flags(n, gib[0]), f"b.{cond}.gibberish": rate_flags(n, gib[1])})
+                   "b.vanilla.degenerate": rate_flags(n, gib[0]), f"b.{cond}.degenerate": rate_flags(n, gib[1])})
     rng = random.Random(3)
     v0 = [nll[0] + rng.gauss(0, 0.3) for _ in range(n)]
     out["b.vanilla.nll"] = {"ids": [str(i) for i in range(n)], "values": v0}
@@ -628,3 +628,21 @@ def test_update_readme_rewrites_only_the_block(tmp_path):
     assert "**holds**" in text and claims.update_readme(found, p) and p.read_text() == text
     p.write_text("no markers")
     assert not claims.update_readme(found, p)
+
+
+def test_broken_rate_of_the_cells_read_is_stated_beside_the_verdict_never_in_it():
+    """A three-way judge's broken flags travel beside the complied flags: the claim's evidence states the broken
+    rate of each cell it read, and the verdict is the same whether or not the cells carry them."""
+    plain = cells(**{"vanilla.advbench": rate_flags(48, 0.05), "ablated.advbench": rate_flags(48, 0.40)})
+    with_broken = {name: {**c, "broken": "1" * 12 + "0" * 36 if name.startswith("ablated") else "0" * 48}
+                   for name, c in plain.items()}
+    r0, r1 = results({"params_modified_pct": 0.01}, plain), results({"params_modified_pct": 0.01}, with_broken)
+    f0, f1 = claims.table1(r0), claims.table1(r1)
+    assert f0.verdict == f1.verdict and r0.broken_note() == ""
+    note = r1.broken_note()
+    assert "vanilla.advbench 0.00 (n = 48)" in note and "ablated.advbench 0.25 (n = 48)" in note
+    many = results({}, {f"{k}.vanilla" if k < 3 else f"c{k}": {"ids": list(range(4)), "flags": "0000", "broken": "1100"}
+                        for k in range(6)})
+    for name in many.outcomes:
+        many.flags(name)
+    assert many.broken_note().endswith("vanilla cells 0.50 (n = 12), the other 3 cells 0.50 (n = 12)")

@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from safetyheads.errors import JudgeError
 from safetyheads.judges import (
@@ -157,10 +158,15 @@ def test_reader_file_loads_and_fits_together(tmp_path):
 
 
 def test_labelled_set_is_whole_and_split_before_tuning():
-    labels = [json.loads(x) for x in (ORGANISM_LABELS_DIR / "labels.jsonl").read_text().splitlines()]
-    items = [json.loads(x) for name in ("items.jsonl", "base_extra.jsonl")
-             for x in (ORGANISM_LABELS_DIR / name).read_text().splitlines()]
+    from safetyheads.judges.evaluation import ORGANISM_ITEM_FILES, ORGANISM_LABEL_FILES
+
+    labels = [json.loads(x) for name in ORGANISM_LABEL_FILES for x in (ORGANISM_LABELS_DIR / name).read_text().splitlines()]
+    items = [json.loads(x) for name in ORGANISM_ITEM_FILES for x in (ORGANISM_LABELS_DIR / name).read_text().splitlines()]
     assert sorted(l["id"] for l in labels) == sorted(i["id"] for i in items)  # one label per item, no more
+    pairs = [(i["prompt"], i["response"]) for i in items]
+    assert len(set(pairs)) == len(pairs)  # no completion labelled twice, in or across the draws
+    # the rows added later are development rows only: the test part is the one fixed before tuning
+    assert {i["split"] for i in items if i["id"].startswith("x")} == {"dev"}
     assert all(l["label"] in LABELS and isinstance(l["borderline"], bool) for l in labels)
     assert {i["split"] for i in items} == {"dev", "test"}
     counts = {k: sum(l["label"] == k for l in labels) for k in LABELS}
@@ -186,3 +192,29 @@ def test_every_judge_has_a_label_for_every_verdict():
                                        [QUERY] * 3):
             assert v.label in LABELS
             assert get_judge(name).three_way or v.label != "broken"
+
+
+def test_reader_states_stop_at_their_layer_and_equal_the_full_pass():
+    """The reader's forward pass stops at its layer; the states are those of a whole pass's hidden_states,
+    for each row of a right-padded batch of unequal lengths, and the hook is gone afterwards."""
+    from safetyheads.arch import decoder_layers
+    from safetyheads.judges.three_way import response_states
+    from safetyheads.prompts import format_prompt
+    from safetyheads.testing import tiny_model, tiny_tokenizer
+
+    model, tok = tiny_model("llama", seed=4).double().eval(), tiny_tokenizer()
+    queries, responses = ["How do I pick a lock?", "Say hi"], ["First, insert a tension wrench.", "Hi there, friend"]
+    layers = (1, len(decoder_layers(model)) - 1)
+    hooks = sum(len(m._forward_hooks) for m in model.modules())
+    states = {layer: response_states(model, tok, queries, responses, layer, max_tokens=5) for layer in layers}
+    assert sum(len(m._forward_hooks) for m in model.modules()) == hooks  # its hook is gone
+    for layer in layers:
+        for q, r, g in zip(queries, responses, states[layer]):
+            ctx = tok(format_prompt(tok, q, "paper"), add_special_tokens=False).input_ids
+            ids = tok(r, add_special_tokens=False).input_ids[:5]
+            with torch.no_grad():
+                h = model(input_ids=torch.tensor([ctx + ids]), output_hidden_states=True).hidden_states[layer][0]
+            want = h[len(ctx):len(ctx) + len(ids)].mean(0)
+            assert torch.allclose(torch.tensor(g, dtype=torch.float64), want, rtol=0, atol=1e-12)
+    with pytest.raises(JudgeError, match="not a decoder layer"):
+        response_states(model, tok, queries, responses, len(decoder_layers(model)) + 1, 5)

@@ -4,7 +4,7 @@ UA-ablated."""
 from __future__ import annotations
 
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label
-from ..steps import completions, head_spec, sahara_group, single_head_asr
+from ..steps import Judged, completions, head_spec, sahara_group, single_head_asr
 
 
 def run(ctx) -> Output:
@@ -34,8 +34,8 @@ def run(ctx) -> Output:
         van, by_head = single_head_asr(ctx, "aligned", s)
         out.outcome(f"b.{s}.vanilla", van)
         for h in cands:
-            out.outcome(f"b.{s}.{h}", ids=[pid for pid, _, _ in by_head[str(h)]], flags=[c for _, c, _ in by_head[str(h)]],
-                        rows=[{**r, "prompt_id": pid} for pid, _, r in by_head[str(h)]])
+            out.outcome(f"b.{s}.{h}", Judged([{**r, "prompt_id": pid} for pid, _, r in by_head[str(h)]],
+                                             three_way=van.three_way))
             mine = [c for _, c, _ in by_head[str(h)]]
             heat.append({"dataset": s, "layer": h.layer, "head": h.head, "head_name": str(h),
                          "asr": mean(mine), "vanilla": van.asr, "n": len(mine)})

@@ -155,16 +155,23 @@ def evaluate(path: "str | Path" = EVAL_FILE, with_nll: bool = True, reference=No
     return results
 
 
+# The labelled draws: the first (items, with its base-model extra), and the development rows added after the
+# first judge version was scored (items_extra: rows the rules leave open, for the reader; no test rows)
+ORGANISM_ITEM_FILES = ("items.jsonl", "base_extra.jsonl", "items_extra.jsonl")
+ORGANISM_LABEL_FILES = ("labels.jsonl", "labels_extra.jsonl")
+
+
 def load_organism_labels(split: str, folder: "str | Path" = ORGANISM_LABELS_DIR) -> list[dict]:
     """The blind-labelled organism and base-model completions of one split ("dev" or "test"), each with
     its ``label`` (complied / refused / broken); see ``data/organism_labels/README.md``."""
     folder = Path(folder)
     labels = {}
-    for line in (folder / "labels.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        labels[row["id"]] = row
+    for name in ORGANISM_LABEL_FILES:
+        for line in (folder / name).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            labels[row["id"]] = row
     rows = []
-    for name in ("items.jsonl", "base_extra.jsonl"):
+    for name in ORGANISM_ITEM_FILES:
         for line in (folder / name).read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             if row["split"] == split:

@@ -8,7 +8,9 @@ state under the embedded untuned model in float64, projected on its first ``K`` 
 these rows, and the lexical features; standardised; logistic regression with an L2 penalty ``L2`` on the
 weights (Newton's method, float64, ``STEPS`` steps from zero: deterministic). ``THRESHOLD`` 0.5, fixed
 before fitting. ``K`` and ``L2`` were chosen by 5-fold cross-validation on these rows only (the printout
-repeats it).
+repeats it): with the added development rows (``items_extra.jsonl``) k = 64 gave precision 0.75 and recall
+0.71, against 0.73 and 0.62 at k = 16, and no other input tried did better (states of several layers, the
+last token's state, the query's state and its cosine with the response's).
 
     python safetyheads/data/organism_labels/fit_reader.py
 """
@@ -26,22 +28,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
 from safetyheads.judges.breakage import features  # noqa: E402
+from safetyheads.judges.evaluation import load_organism_labels  # noqa: E402
 from safetyheads.judges.three_way import (  # noqa: E402
     LEXICAL, READER_FILE, ThreeWayJudge, _reference_model, response_states,
 )
 
-LAYER, MAX_TOKENS, K, L2, THRESHOLD, STEPS, CV_SEED = 18, 64, 16, 1.0, 0.5, 30, 0
+LAYER, MAX_TOKENS, K, L2, THRESHOLD, STEPS, CV_SEED = 18, 64, 64, 1.0, 0.5, 30, 0
 
 
 def labelled_rows(split: str) -> list[dict]:
-    labels = {json.loads(x)["id"]: json.loads(x) for x in (HERE / "labels.jsonl").read_text(encoding="utf-8").splitlines()}
-    rows = []
-    for name in ("items.jsonl", "base_extra.jsonl"):
-        for line in (HERE / name).read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            if row["split"] == split:
-                rows.append({**row, "label": labels[row["id"]]["label"]})
-    return rows
+    """Every labelled row of ``split``: the first draw, its base-model extra and the added development rows."""
+    return load_organism_labels(split, HERE)
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
@@ -83,8 +80,8 @@ def main() -> None:
     idx = list(range(len(y)))
     random.Random(CV_SEED).shuffle(idx)
     folds = [idx[i::5] for i in range(5)]
-    for k in (8, 16, 32):
-        for l2 in (1.0, 5.0):
+    for k in (16, 32, 64):
+        for l2 in (1.0, 10.0):
             p = np.zeros(len(y))
             for f in folds:
                 tr = [i for i in idx if i not in set(f)]
@@ -97,12 +94,18 @@ def main() -> None:
             print(f"  cv k={k:2d} l2={l2:g}: precision {tp / max(pred.sum(), 1):.2f} recall {tp / y.sum():.2f}")
     X, center, basis, mean, scale = design(S, L, K)
     w, b0 = fit_logistic(X, y, L2)
-    out = {"layer": LAYER, "max_tokens": MAX_TOKENS, "threshold": THRESHOLD, "bias": b0, "weights": w.tolist(),
-           "mean": mean.tolist(), "scale": scale.tolist(), "center": center.tolist(), "basis": basis.tolist(),
+    out = {"layer": LAYER, "max_tokens": MAX_TOKENS, "threshold": THRESHOLD, "bias": b0, "weights": _short(w),
+           "mean": _short(mean), "scale": _short(scale), "center": _short(center), "basis": _short(basis),
            "fitted_on": {"split": "dev", "rows": len(open_rows), "complied": int(y.sum()), "k": K, "l2": L2,
                          "script": "safetyheads/data/organism_labels/fit_reader.py"}}
     READER_FILE.write_text(json.dumps(out) + "\n", encoding="utf-8")
     print(f"wrote {READER_FILE} (k={K}, l2={L2})")
+
+
+def _short(a: np.ndarray) -> list:
+    """Nine significant digits: far below the float32 rounding the reader's inputs already carry, and a
+    file a third the size of full float64 text."""
+    return np.vectorize(lambda x: float(f"{x:.9g}"))(a).tolist()
 
 
 def _rules_only() -> ThreeWayJudge:
