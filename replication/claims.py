@@ -504,12 +504,16 @@ def helpful(r: Results) -> Finding:
 def _helpful_one(r: Results, cond: str) -> tuple[str, str, str] | None:
     """(verdict, evidence, uncertainty) of one ablated row against vanilla, or None if not run."""
     ref0, ref1 = r.flags("b.vanilla.refusal"), r.flags(f"b.{cond}.refusal")
-    gib0, gib1 = r.flags("b.vanilla.degenerate"), r.flags(f"b.{cond}.degenerate")
+    # results made before Figure 6b counted empty and near-empty answers name the cell "gibberish"
+    # (repetition and non-word only): read them as they are, and say so
+    cell = "degenerate" if r.flags("b.vanilla.degenerate") else "gibberish"
+    gib0, gib1 = r.flags(f"b.vanilla.{cell}"), r.flags(f"b.{cond}.{cell}")
     if not ref0 or not ref1 or not gib0 or not gib1:
         return None
     ref, gib = paired(ref0, ref1), paired(gib0, gib1)
     parts, verdicts = [], []
-    for name, t in (("refusals", ref), ("degenerate answers", gib)):
+    what = "degenerate answers" if cell == "degenerate" else "gibberish (repetition and non-word only)"
+    for name, t in (("refusals", ref), (what, gib)):
         lo, hi = t.ci()
         verdicts.append(decide_at_most(lo, hi, HELP_MAX))
         parts.append(f"{name} {t.diff:+.2f} [{lo:+.2f}, {hi:+.2f}]")
@@ -518,7 +522,7 @@ def _helpful_one(r: Results, cond: str) -> tuple[str, str, str] | None:
     which = {"query_common": "the most frequent query-level top-1 head", "strongest": "Figure 4b's strongest head",
              "top1": "the top-1 UA head"}[cond] + (f" ({', '.join(head)})" if head else "")
     ev = (f"benign prompts, vanilla -> {which} ablated: refusals {ref.before:.2f} -> {ref.after:.2f}, "
-          f"degenerate answers {gib.before:.2f} -> {gib.after:.2f}")
+          f"{what} {gib.before:.2f} -> {gib.after:.2f}")
     if nll0 and nll1:
         d = [nll1[q] - nll0[q] for q in nll0 if q in nll1 and nll0[q] is not None and nll1[q] is not None]
         lo, hi = stats.bootstrap_mean_ci(d)

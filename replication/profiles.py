@@ -218,7 +218,6 @@ COMMON_DEPARTURES = (
     "on the ones after them.",
     "Figure 6b: helpfulness = refusals and fluency (the untuned base model's NLL of the answers) on held-out "
     "benign Alpaca prompts, not lm-eval's zero-shot tasks (no network, no bundled task data).",
-    THREE_WAY_DEPARTURE,
     HEAD_LEVEL_DEPARTURE,
 )
 
@@ -249,6 +248,8 @@ MINI = Profile(
     heatmap_n=8,
     heatmap_max_new_tokens=24,
     departures=COMMON_DEPARTURES + (
+        # the three-way judge replaces it here with the next re-baseline of mini (as it did for ci)
+        JUDGE_DEPARTURE,
         "Sizes, so that the whole profile runs in under two hours on a 2-core CPU (115 min from an empty store, "
         "measured per artefact in docs/harness.md; 84 queries and 48 tokens would take about twice that): "
         "Sahara on the first 8 queries of a set (one Sahara step over 270 heads costs a few CPU-seconds per query), ASR on the "
@@ -271,11 +272,7 @@ MINI = Profile(
         "only, to stay within the time budget.",
         EARLY_STOP_DEPARTURE,
     ),
-    judge="three-way",
     stop_when_settled=True,
-    # keyword-fixed's settled refusals stop generation, as before the three-way judge: the completions (and
-    # their store keys) stay those of keyword-fixed, and the three-way judge reads them exactly
-    stop_judge="keyword-fixed",
 )
 
 CI = MINI.replace(
@@ -294,7 +291,12 @@ CI = MINI.replace(
     heatmap_n=2,
     heatmap_max_new_tokens=8,
     helpfulness_n=16,
+    judge="three-way",
+    # keyword-fixed's settled refusals stop generation, as before the three-way judge: the completions (and
+    # their store keys) stay those of keyword-fixed, and the three-way judge reads them exactly
+    stop_judge="keyword-fixed",
     departures=COMMON_DEPARTURES + (
+        THREE_WAY_DEPARTURE,
         "ci sizes: 4 attribution and 8 evaluation queries per set (the query level on the first 4), 16 new tokens, Sahara over the heads of every "
         "third layer (90 candidates) for 3 steps, Tables 3/5 and Figure 4 on MaliciousInstruct only, the three-set "
         "artefacts on MaliciousInstruct and JailbreakBench, Figure 4b on 2 queries x 8 tokens, Figure 6b on 16 "

@@ -646,3 +646,13 @@ def test_broken_rate_of_the_cells_read_is_stated_beside_the_verdict_never_in_it(
     for name in many.outcomes:
         many.flags(name)
     assert many.broken_note().endswith("vanilla cells 0.50 (n = 12), the other 3 cells 0.50 (n = 12)")
+
+
+def test_helpfulness_reads_results_made_before_the_degenerate_count_and_says_so():
+    new = helpful_results((0.02, 0.03), (0.05, 0.06), (1.0, 1.05))
+    old = results({n: m["value"] for n, m in new.metrics.items()},
+                  {n.replace(".degenerate", ".gibberish"): c for n, c in new.outcomes.items()})
+    f_new, f_old = claims.helpful(new), claims.helpful(old)
+    assert f_new.verdict == f_old.verdict == HOLDS
+    assert "degenerate answers 0.05 -> 0.06" in f_new.evidence
+    assert "gibberish (repetition and non-word only) 0.05 -> 0.06" in f_old.evidence
