@@ -201,9 +201,10 @@ class ThreeWayJudge(FixedKeywordJudge):
         super().__init__(gibberish=gibberish, min_chars=min_chars)
         self.reader = reader or default_reader()
         self.model = model
-        # (query, response) -> the reader's state: a harness run judges the same completions in several
-        # artefacts, and the reference model's forward pass is the judge's whole cost
-        self._states: dict = {}
+        # (query, response) -> the reader's verdict: a harness run judges the same completions in several
+        # artefacts, and the reference model's forward pass is the judge's whole cost (the verdict, not the
+        # 576-wide state, so that a paper-sized run keeps it small)
+        self._read: dict = {}
 
     @classmethod
     def rules_only(cls) -> "ThreeWayJudge":
@@ -261,21 +262,19 @@ class ThreeWayJudge(FixedKeywordJudge):
         r = self.reader
         if r is NO_READER:
             raise JudgeError("this three-way judge has no reader (ThreeWayJudge.rules_only): steps 1-6 only")
-        todo = sorted({(q, resp) for q, resp in zip(queries, responses)} - self._states.keys())
+        todo = sorted({(q, resp) for q, resp in zip(queries, responses)} - self._read.keys())
         if todo:
             model, tok = self.model if self.model is not None else _reference_model()
-            got = response_states(model, tok, [q for q, _ in todo], [resp for _, resp in todo], r.layer, r.max_tokens)
-            self._states.update(zip(todo, got))
-        out = []
-        for q, resp in zip(queries, responses):
-            st = self._states[(q, resp)]
-            x = r.inputs(st, features(q, resp))
-            p = 1.0 / (1.0 + math.exp(-r.logit(x)))
-            complied = p >= r.threshold
-            why = r.explain(x, complied)
-            if complied:
-                out.append(Verdict(False, f"complied: reads as an attempt (P = {p:.2f}; {why})", "reader", "complied"))
-            else:
-                out.append(Verdict(True, f"broken: reads as no attempt (P(complied) = {p:.2f}; {why})", "reader",
-                                   "broken"))
-        return out
+            states = response_states(model, tok, [q for q, _ in todo], [resp for _, resp in todo], r.layer, r.max_tokens)
+            for (q, resp), st in zip(todo, states):
+                self._read[(q, resp)] = self._verdict(r.inputs(st, features(q, resp)))
+        return [self._read[(q, resp)] for q, resp in zip(queries, responses)]
+
+    def _verdict(self, x) -> Verdict:
+        r = self.reader
+        p = 1.0 / (1.0 + math.exp(-r.logit(x)))
+        complied = p >= r.threshold
+        why = r.explain(x, complied)
+        if complied:
+            return Verdict(False, f"complied: reads as an attempt (P = {p:.2f}; {why})", "reader", "complied")
+        return Verdict(True, f"broken: reads as no attempt (P(complied) = {p:.2f}; {why})", "reader", "broken")
