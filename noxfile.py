@@ -142,6 +142,13 @@ def bench_generation(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_judges(session: nox.Session) -> None:
+    """Every judge over every committed mini completion: seconds, and how many the three-way reader reads."""
+    install(session)
+    session.run("python", "benchmarks/bench_judges.py", *session.posargs)
+
+
+@nox.session
 def build_organisms(session: nox.Session) -> None:
     """Retrain every model organism from scratch into build/organisms/, measure it, and check its
     behaviour against the committed organism's within the stated tolerances (per organism on 2 CPU

@@ -247,9 +247,12 @@ MINI = Profile(
     max_new_tokens=40,
     heatmap_n=8,
     heatmap_max_new_tokens=24,
+    judge="three-way",
+    # keyword-fixed's settled refusals stop generation, as before the three-way judge: the completions (and
+    # their store keys) stay those of keyword-fixed, and the three-way judge reads them exactly
+    stop_judge="keyword-fixed",
     departures=COMMON_DEPARTURES + (
-        # the three-way judge replaces it here with the next re-baseline of mini (as it did for ci)
-        JUDGE_DEPARTURE,
+        THREE_WAY_DEPARTURE,
         "Sizes, so that the whole profile runs in under two hours on a 2-core CPU (115 min from an empty store, "
         "measured per artefact in docs/harness.md; 84 queries and 48 tokens would take about twice that): "
         "Sahara on the first 8 queries of a set (one Sahara step over 270 heads costs a few CPU-seconds per query), ASR on the "
@@ -291,10 +294,6 @@ CI = MINI.replace(
     heatmap_n=2,
     heatmap_max_new_tokens=8,
     helpfulness_n=16,
-    judge="three-way",
-    # keyword-fixed's settled refusals stop generation, as before the three-way judge: the completions (and
-    # their store keys) stay those of keyword-fixed, and the three-way judge reads them exactly
-    stop_judge="keyword-fixed",
     departures=COMMON_DEPARTURES + (
         THREE_WAY_DEPARTURE,
         "ci sizes: 4 attribution and 8 evaluation queries per set (the query level on the first 4), 16 new tokens, Sahara over the heads of every "

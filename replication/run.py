@@ -66,6 +66,8 @@ def verdict(metric: dict, expected: dict | None) -> tuple[str, str]:
         return "FAIL", "no value"
     if kind == "heads":
         return ("PASS" if list(got) == list(expected["value"]) else "FAIL"), "exact"
+    if isinstance(got, (str, list, dict, bool)):  # e.g. "undefined: ..." where a number was stored
+        return "FAIL", "not a number"
     if kind == "bound":
         ok = got >= expected["value"] if expected["op"] == ">=" else got <= expected["value"]
         return ("PASS" if ok else "FAIL"), f"{expected['op']} {expected['value']}"

@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # replication/ lives beside the package; appended so the installed safetyheads wins
 
+from replication import cells as cell_names  # noqa: E402
 from replication import claims, stats  # noqa: E402
+from replication.cells import MissingCell  # noqa: E402
 from replication.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_COMPARABLE, PARTLY, Results  # noqa: E402
 
 PAPER = ROOT / "paper_tables" / "expected" / "paper"
@@ -382,7 +384,7 @@ def test_attention_swap_paper_like_holds_null_does_not():
     assert verdict("attention-swap", swap_results(0.04, 0.04, 0.04)) == INCONCLUSIVE  # no contrast to show
 
 
-def helpful_results(ref: tuple, gib: tuple, nll: tuple, n: int = 500, cond: str = "top1") -> Results:
+def helpful_results(ref: tuple, gib: tuple, nll: tuple, n: int = 500, cond: str = "query_common") -> Results:
     out = cells(**{"b.vanilla.refusal": rate_flags(n, ref[0]), f"b.{cond}.refusal": rate_flags(n, ref[1]),
                    "b.vanilla.degenerate": rate_flags(n, gib[0]), f"b.{cond}.degenerate": rate_flags(n, gib[1])})
     rng = random.Random(3)
@@ -393,7 +395,7 @@ def helpful_results(ref: tuple, gib: tuple, nll: tuple, n: int = 500, cond: str 
 
 
 def test_helpfulness_reads_the_head_that_lowers_safety_not_the_sahara_head():
-    fine = helpful_results((0.02, 0.02), (0.01, 0.02), (1.0, 1.05))
+    fine = helpful_results((0.02, 0.02), (0.01, 0.02), (1.0, 1.05), cond="top1")
     broken = helpful_results((0.02, 0.02), (0.01, 0.55), (1.0, 1.05), cond="query_common")
     both = claims.Results({**fine.metrics, **broken.metrics}, {**fine.outcomes, **broken.outcomes})
     assert verdict("helpfulness", both) == FAILS  # the query-level head breaks fluency: the Sahara row must not hide it
@@ -507,7 +509,9 @@ def test_claims_md_prints_n_and_uncertainty_and_reads_the_first_usable_profile(t
             (d / "outcomes.json").write_text(json.dumps({"cells": r.outcomes}))
 
     put("mini", "figure2", results({"headline.aligned.vanilla": 0.0}))  # metrics only: no outcomes to pair
-    put("ci", "figure2", figure2_results("aligned", 0.04, 0.64, sizes={s: 8 for s in SIZES}))
+    both = {role: figure2_results(role, v, a, sizes={s: 8 for s in SIZES})
+            for role, v, a in (("aligned", 0.04, 0.64), ("sibling", 0.27, 0.55))}
+    put("ci", "figure2", results({}, {**both["aligned"].outcomes, **both["sibling"].outcomes}))
     put("mini", "table1", table1_results(0.04, 0.72, 0.018))
     monkeypatch.setattr(claims, "GENERATED", tmp_path / "gen")
     monkeypatch.setattr(claims, "TABLES", tmp_path)
@@ -648,11 +652,41 @@ def test_broken_rate_of_the_cells_read_is_stated_beside_the_verdict_never_in_it(
     assert many.broken_note().endswith("vanilla cells 0.50 (n = 12), the other 3 cells 0.50 (n = 12)")
 
 
-def test_helpfulness_reads_results_made_before_the_degenerate_count_and_says_so():
+def test_results_without_a_cell_their_claim_reads_are_an_error_not_not_run():
+    """Figure 6b's results from before the degenerate count (cells named "gibberish") lack the cells the
+    helpfulness rule reads: an error naming the cell, never "not run"; results without outcomes are not run."""
     new = helpful_results((0.02, 0.03), (0.05, 0.06), (1.0, 1.05))
+    assert claims.helpful(new).verdict == HOLDS and "degenerate answers 0.05 -> 0.06" in claims.helpful(new).evidence
     old = results({n: m["value"] for n, m in new.metrics.items()},
                   {n.replace(".degenerate", ".gibberish"): c for n, c in new.outcomes.items()})
-    f_new, f_old = claims.helpful(new), claims.helpful(old)
-    assert f_new.verdict == f_old.verdict == HOLDS
-    assert "degenerate answers 0.05 -> 0.06" in f_new.evidence
-    assert "gibberish (repetition and non-word only) 0.05 -> 0.06" in f_old.evidence
+    with pytest.raises(MissingCell, match="'b.vanilla.degenerate'"):
+        claims.helpful(old)
+    table1 = table1_results(0.04, 0.72, 0.018)
+    half = results({"params_modified_pct": 0.018}, {n: c for n, c in table1.outcomes.items() if n != "ablated.advbench"})
+    with pytest.raises(MissingCell, match="'ablated.advbench'"):
+        claims.table1(half)  # a set with one of its two cells
+    renamed = results({"params_modified_pct": 0.018}, {"x" + n: c for n, c in table1.outcomes.items()})
+    with pytest.raises(MissingCell, match="'vanilla.advbench'"):
+        claims.table1(renamed)  # outcomes with none of the cells on any set
+    assert claims.table1(results({"params_modified_pct": 0.018})).verdict == claims.NOT_RUN
+
+
+def test_cell_builders_check_their_arguments_and_invert_their_parsers():
+    assert cell_names.figure2("aligned", "ua", "greedy", "paper", "advbench", "ablated", "dataset") == \
+        "dataset.aligned.ua.greedy.paper.advbench.ablated"
+    names = [cell_names.table3("ships", m, "advbench", k) for m in ("ua", "sc") for k in (1, 2, 3)] + [cell_names.table3_vanilla("advbench")]
+    assert cell_names.table3_ks(names, "ships") == [1, 2, 3] and cell_names.table3_ks(names, "sahara") == []
+    names = [cell_names.figure4a("advbench", k) for k in range(5)] + [cell_names.figure4b("advbench", h) for h in ("vanilla", "L5H6", "L0H1")]
+    assert cell_names.figure4a_ks(names, "advbench") == [1, 2, 3, 4] and cell_names.figure4b_heads(names, "advbench") == ["L5H6", "L0H1"]
+    for bad in (lambda: cell_names.figure2("aligned", "ua", "greedy", "paper", "advbench", "ablate"),
+                lambda: cell_names.table3("sahara", "UA", "advbench", 1), lambda: cell_names.figure6b("vanilla", "gibberish"),
+                lambda: cell_names.table7("advbench", "Sure+UA"), lambda: cell_names.chat_template("advbench", "top1")):
+        with pytest.raises(ValueError, match="unknown"):
+            bad()
+
+
+def test_the_artefacts_name_their_cells_with_the_builders():
+    """No artefact spells an outcome cell's name itself (the claims read them through replication/cells.py)."""
+    for path in (ROOT / "replication" / "artefacts").glob("*.py"):
+        text = path.read_text()
+        assert 'outcome(f"' not in text and "outcome(\"" not in text, path.name

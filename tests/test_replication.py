@@ -137,6 +137,12 @@ def test_verdict_bands(got, verdict):
     assert R.verdict({"value": got, "kind": "number"}, {"value": 0.5, "kind": "number", "tolerance": 0.05})[0] == verdict
 
 
+def test_verdict_of_a_word_where_a_number_was_stored_is_fail_not_a_crash():
+    got = {"value": "undefined: every head has the same single-head ASR", "kind": "info"}
+    assert R.verdict(got, {"value": 0.3, "kind": "number", "tolerance": 0.1}) == ("FAIL", "not a number")
+    assert R.verdict(got, {"value": 0.3, "kind": "bound", "op": ">="}) == ("FAIL", "not a number")
+
+
 def test_verdict_heads_bounds_and_missing():
     assert R.verdict({"value": ["L2H26"], "kind": "heads"}, {"value": ["L2H26"], "kind": "heads"})[0] == "PASS"
     assert R.verdict({"value": ["L2H25"], "kind": "heads"}, {"value": ["L2H26"], "kind": "heads"})[0] == "FAIL"
@@ -253,9 +259,36 @@ def test_outcomes_are_the_judged_rows_and_every_claim_reads_them(tiny_paper_run)
     root = tiny_paper_run["root"] / "gen"
     found = {c.id: f for c, f, _ in claims.evaluate(["paper"], root=root)}
     assert set(found) == {c.id for c in claims.CLAIMS}
-    for cid in found:  # every claim, Table 5's included: a renamed cell makes its claim "not run" and fails here
+    for cid in found:  # every claim, Table 5's included, finds its cells in a real run
         assert found[cid].verdict != claims.NOT_RUN, cid
         assert found[cid].uncertainty, cid
+
+
+def test_a_cell_a_claim_reads_that_is_gone_is_an_error_naming_it(tiny_paper_run, tmp_path):
+    """Every claim that reads per-query outcomes, on a copy of the real run with the first cell it read renamed:
+    an error naming that cell, never "not run" (the names come from replication/cells.py on both sides)."""
+    import shutil
+
+    from replication import claims
+    from replication.cells import MissingCell
+
+    gen = tiny_paper_run["root"] / "gen"
+    checked = []
+    for c in claims.CLAIMS:
+        r = claims.read_results("paper", c.artefact, root=gen)
+        c.judge(r)
+        if not r.read:  # reads metrics only (overlaps, Figure 7, cost)
+            continue
+        copy = tmp_path / c.id / "paper" / c.artefact
+        shutil.copytree(gen / "paper" / c.artefact, copy)
+        doc = json.loads((copy / "outcomes.json").read_text())
+        doc["cells"]["renamed." + r.read[0]] = doc["cells"].pop(r.read[0])
+        (copy / "outcomes.json").write_text(json.dumps(doc))
+        with pytest.raises(MissingCell, match=re.escape(repr(r.read[0]))):
+            c.judge(claims.read_results("paper", c.artefact, root=tmp_path / c.id))
+        checked.append(c.id)
+    assert {"one-head", "one-head-sibling", "three-heads", "ua-vs-sc-sibling-ships", "few-heads", "helpfulness",
+            "course-correction", "chat-lift", "long-tail"} <= set(checked)
 
 
 def test_responses_are_committed_beside_each_artefact_and_printable(tiny_paper_run, monkeypatch, capsys):

@@ -7,6 +7,7 @@ dataset level (the top-1 / top-3 Sahara heads found with the paper's template; p
 
 from __future__ import annotations
 
+from .. import cells
 from ..common import ArtefactSpec, Output, asr_tol, echoes, mean, set_label, top_group
 from ..steps import completions, head_spec, query_level, restrict, ships_per_query
 
@@ -25,13 +26,13 @@ def run(ctx) -> Output:
         q, qs = ctx.queries(s, "eval"), ctx.ships_queries(s)
         van = completions(ctx, "aligned", q, label="chat vanilla", **kw)
         ships = ships_per_query(ctx, "aligned", qs, "ua", **kw)  # Ships depends on the input: scored on the chat input
-        cells = {"vanilla": van,
+        runs = {"vanilla": van,
                  "ua_top1": completions(ctx, "aligned", qs, ablation=query_level(ships, 1, "ua", p.eps), label="chat own top-1", **kw),
                  f"ua_top{k}": completions(ctx, "aligned", qs, ablation=query_level(ships, k, "ua", p.eps), label=f"chat own top-{k}", **kw),
                  "dataset.ua_top1": completions(ctx, "aligned", q, ablation=head_spec(top1, "ua", p.eps), label="chat top-1", **kw),
                  f"dataset.ua_top{k}": completions(ctx, "aligned", q, ablation=head_spec(topk, "ua", p.eps), label=f"chat top-{k}", **kw)}
-        for name, res in cells.items():
-            cell = f"dataset.{s}.{name[8:]}" if name.startswith("dataset.") else f"{s}.{name}"
+        for name, res in runs.items():
+            cell = cells.chat_template(s, name[8:], "dataset") if name.startswith("dataset.") else cells.chat_template(s, name)
             out.outcome(cell, res)
             out.metric(cell, res.asr, tolerance=asr_tol(res.n))
             out.metric(f"{cell}.echoes", echoes(res.rows), kind="info",
@@ -40,10 +41,10 @@ def run(ctx) -> Output:
         out.metric(f"{s}.top1", tops, kind="heads", description="each query's own top-1 UA Ships head on the chat input")
         rows.append({"dataset": set_label(s), "vanilla": round(van.asr, 3),
                      "vanilla (query-level queries)": round(restrict(van, qs.ids).asr, 3),
-                     "own top-1 (query level)": round(cells["ua_top1"].asr, 3),
-                     f"own top-{k} (query level)": round(cells[f"ua_top{k}"].asr, 3),
-                     f"Sahara top-1 {top1[0]} (dataset level)": round(cells["dataset.ua_top1"].asr, 3),
-                     f"Sahara top-{k} (dataset level)": round(cells[f"dataset.ua_top{k}"].asr, 3),
+                     "own top-1 (query level)": round(runs["ua_top1"].asr, 3),
+                     f"own top-{k} (query level)": round(runs[f"ua_top{k}"].asr, 3),
+                     f"Sahara top-1 {top1[0]} (dataset level)": round(runs["dataset.ua_top1"].asr, 3),
+                     f"Sahara top-{k} (dataset level)": round(runs[f"dataset.ua_top{k}"].asr, 3),
                      "n": len(q.ids), "n (query level)": len(qs.ids)})
     out.metric("mean.vanilla", mean(r["vanilla"] for r in rows), kind="info")
     out.metric("mean.ua_top1", mean(r["own top-1 (query level)"] for r in rows), kind="info")

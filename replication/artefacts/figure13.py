@@ -4,6 +4,7 @@ specific to the safety-tuned model?)."""
 
 from __future__ import annotations
 
+from .. import cells
 from ..common import SCORE_TOL, ArtefactSpec, Output
 from ..steps import sahara_group
 
@@ -19,7 +20,7 @@ def run(ctx) -> Output:
         return out
     for role, res in (("aligned", sah), ("base", base)):
         step1 = sorted((r for r in res["scoreboard"] if r["step"] == 1), key=lambda r: r["head_name"])
-        out.outcome(f"scores.{role}", ids=[r["head_name"] for r in step1], values=[r["score"] for r in step1])
+        out.outcome(cells.figure13(role), ids=[r["head_name"] for r in step1], values=[r["score"] for r in step1])
     base_scores = sorted((r["score"] for r in base["scoreboard"] if r["step"] == 1), reverse=True)
     base_med = base_scores[len(base_scores) // 2]
     out.metric("control.skewness", float(pd.Series(base_scores).skew()), kind="info",

@@ -17,6 +17,7 @@ from collections import Counter
 
 from safetyheads.generation import DecodingSpec
 
+from .. import cells
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
 from ..steps import completions, head_spec, query_level, restrict, ships_per_query
 
@@ -79,7 +80,7 @@ def run(ctx) -> Output:
                     for s, (qs, ships) in found.items():
                         q = ctx.queries(s, "eval")
                         van = completions(ctx, role, q, decoding=dec, template=tmpl, system_prompt=sp, label="vanilla")
-                        cells = {
+                        by_level = {
                             "query": (restrict(van, qs.ids), completions(
                                 ctx, role, qs, ablation=query_level(ships, 1, method, p.eps), decoding=dec,
                                 template=tmpl, system_prompt=sp, label=f"{method} query-level top-1")),
@@ -87,13 +88,11 @@ def run(ctx) -> Output:
                                                          decoding=dec, template=tmpl, system_prompt=sp,
                                                          label=f"{method} top-1")),
                         }
-                        for level, (v, a) in cells.items():
-                            cell = f"{'dataset.' if level == 'dataset' else ''}{role}.{method}.{dname}.{tmpl}.{s}"
-                            out.outcome(f"{cell}.vanilla", v)
-                            out.outcome(f"{cell}.ablated", a)
-                            tol = asr_tol(a.n)
-                            out.metric(f"{cell}.vanilla", v.asr, tolerance=tol)
-                            out.metric(f"{cell}.ablated", a.asr, tolerance=tol)
+                        for level, (v, a) in by_level.items():
+                            for state, res in (("vanilla", v), ("ablated", a)):
+                                cell = cells.figure2(role, method, dname, tmpl, s, state, level)
+                                out.outcome(cell, res)
+                                out.metric(cell, res.asr, tolerance=asr_tol(a.n))
                             rows.append({"model": role, "ablation": method.upper(), "decoding": dname, "input": tmpl,
                                          "dataset": s, "level": level, "vanilla": v.asr, "ablated": a.asr, "n": a.n,
                                          "head": "per query" if level == "query" else str(head[0]),

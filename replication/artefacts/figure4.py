@@ -3,6 +3,7 @@ UA-ablated."""
 
 from __future__ import annotations
 
+from .. import cells
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label
 from ..steps import Judged, completions, head_spec, sahara_group, single_head_asr
 
@@ -18,12 +19,12 @@ def run(ctx) -> Output:
         group = sahara_group(ctx, "aligned", s, "ua")["group"]
         van = completions(ctx, "aligned", q, label="vanilla")
         curve.append({"dataset": s, "k": 0, "asr": van.asr})
-        out.outcome(f"a.{s}.k0", van)
+        out.outcome(cells.figure4a(s, 0), van)
         for k in range(1, p.sahara_steps + 1):
             res = completions(ctx, "aligned", q, ablation=head_spec(group[:k], "ua", p.eps), label=f"Sahara ua top-{k}")
             curve.append({"dataset": s, "k": k, "asr": res.asr})
-            out.outcome(f"a.{s}.k{k}", res)
-            out.metric(f"a.{s}.k{k}", res.asr, tolerance=asr_tol(len(q.ids)), description=f"ASR, {k} Sahara UA heads")
+            out.outcome(cells.figure4a(s, k), res)
+            out.metric(cells.figure4a(s, k), res.asr, tolerance=asr_tol(len(q.ids)), description=f"ASR, {k} Sahara UA heads")
         best = max((r for r in curve if r["dataset"] == s and r["k"] > 0), key=lambda r: (r["asr"], -r["k"]))
         out.metric(f"a.{s}.best_k", best["k"], kind="info", description="group size with the highest ASR")
     heat = []
@@ -32,9 +33,9 @@ def run(ctx) -> Output:
         q = ctx.queries(s, "heatmap")
         ctx.log(f"Figure 4b on {set_label(s)}: {len(cands)} heads x {len(q.ids)} queries")
         van, by_head = single_head_asr(ctx, "aligned", s)
-        out.outcome(f"b.{s}.vanilla", van)
+        out.outcome(cells.figure4b(s), van)
         for h in cands:
-            out.outcome(f"b.{s}.{h}", Judged([{**r, "prompt_id": pid} for pid, _, r in by_head[str(h)]],
+            out.outcome(cells.figure4b(s, str(h)), Judged([{**r, "prompt_id": pid} for pid, _, r in by_head[str(h)]],
                                              three_way=van.three_way))
             mine = [c for _, c, _ in by_head[str(h)]]
             heat.append({"dataset": s, "layer": h.layer, "head": h.head, "head_name": str(h),

@@ -3,6 +3,7 @@ safe? (b) helpfulness after ablation, measured offline."""
 
 from __future__ import annotations
 
+from .. import cells
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
 import re
 from collections import Counter
@@ -50,7 +51,7 @@ def run(ctx) -> Output:
                "base": completions(ctx, "base", q, label="vanilla")}
         tol = asr_tol(len(q.ids))
         for k, r in res.items():
-            out.outcome(f"a.{s}.{ {'aligned + base attention': 'swapped'}.get(k, k)}", r)
+            out.outcome(cells.figure6a(s, {'aligned + base attention': 'swapped'}.get(k, k)), r)
             out.metric(f"a.{s}.{k.replace(' + ', '+').replace(' ', '_')}", r.asr, tolerance=tol)
         rows_a.append({"dataset": set_label(s), **{k: round(r.asr, 3) for k, r in res.items()}, "n": len(q.ids)})
     out.metric("a.mean.aligned", mean(r["aligned"] for r in rows_a), kind="info")
@@ -97,13 +98,13 @@ def run(ctx) -> Output:
         known = [v for v in (per_prompt or []) if v is not None]
         nll = mean(known) if known else None
         ids = [r["prompt_id"] for r in res.rows]
-        out.outcome(f"b.{key}.refusal", ids=ids, flags=[r["rule"] in ("keyword", "pattern") for r in res.rows], rows=res.rows)
-        out.outcome(f"b.{key}.degenerate", ids=ids, flags=[degenerate(r) for r in res.rows])
+        out.outcome(cells.figure6b(key, "refusal"), ids=ids, flags=[r["rule"] in ("keyword", "pattern") for r in res.rows], rows=res.rows)
+        out.outcome(cells.figure6b(key, "degenerate"), ids=ids, flags=[degenerate(r) for r in res.rows])
         if per_prompt is not None:
-            out.outcome(f"b.{key}.nll", ids=ids, values=per_prompt)
+            out.outcome(cells.figure6b(key, "nll"), ids=ids, values=per_prompt)
         tol = asr_tol(len(q.ids))
-        out.metric(f"b.{key}.refusal", refused, tolerance=tol, description=f"explicit refusals of benign prompts, {name}")
-        out.metric(f"b.{key}.degenerate", gib, tolerance=tol, description=f"degenerate answers to benign prompts, {name}")
+        out.metric(cells.figure6b(key, "refusal"), refused, tolerance=tol, description=f"explicit refusals of benign prompts, {name}")
+        out.metric(cells.figure6b(key, "degenerate"), gib, tolerance=tol, description=f"degenerate answers to benign prompts, {name}")
         out.metric(f"b.{key}.base_nll", nll, tolerance=0.05, description="mean NLL of the answers under the untuned base")
         rows_b.append({"condition": name, "refused (explicit)": round(refused, 3), "degenerate": round(gib, 3),
                        "base-model NLL (nats/token)": None if nll is None else round(nll, 3), "n": len(q.ids)})

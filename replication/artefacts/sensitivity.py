@@ -10,6 +10,7 @@ import math
 from safetyheads.data import load_prompts
 from safetyheads.errors import SafetyheadsError
 
+from ..cells import sensitivity_heldout, sensitivity_query_level
 from ..common import SCORE_TOL, ArtefactSpec, Output, asr_tol, mean, set_label
 from ..stats import spearman, spearman_permutation_p
 from ..steps import (Queries, candidate_sweep, completions, head_spec, query_level, sahara_group, ships_per_query,
@@ -142,15 +143,15 @@ def heldout_asr(ctx, out: Output, tabs: dict, s: str, cells: list, groups: dict,
     p = ctx.profile
     held = heldout_queries(ctx, s, max(n for n, _ in cells))
     vanilla = completions(ctx, "aligned", held, label="vanilla")
-    out.outcome(f"heldout.{s}.vanilla", vanilla)
-    out.metric(f"heldout.{s}.vanilla", vanilla.asr, tolerance=asr_tol(vanilla.n), description="vanilla ASR, held out")
+    out.outcome(sensitivity_heldout(s), vanilla)
+    out.metric(sensitivity_heldout(s), vanilla.asr, tolerance=asr_tol(vanilla.n), description="vanilla ASR, held out")
     with_group = set(group_cells(cells)) if size > 1 else set()
     for n, r in cells:
         choice = {"dataset": set_label(s), "N": n, "r": r}
         for tag, heads in [("k1", groups[(n, r)][:1])] + ([(f"k{size}", groups[(n, r)])] if (n, r) in with_group else []):
             res = completions(ctx, "aligned", held, ablation=head_spec(heads, METHOD, p.eps),
                               label=f"sensitivity UA {','.join(map(str, heads))}")
-            name = f"heldout.{s}.n{n}.r{r}.{tag}"
+            name = sensitivity_heldout(s, n, r, tag)
             out.outcome(name, res)
             out.metric(name, res.asr, tolerance=asr_tol(res.n), description=f"held-out ASR, {len(heads)} head(s) UA")
             if tag != "k1":
@@ -197,9 +198,9 @@ def eps_choices(ctx, out: Output, tabs: dict, s: str, eps_grid: list, size: int)
     evaluated = completions(ctx, "aligned", ctx.queries(s, "eval"), label="vanilla")
     van_rows = [r for r in evaluated.rows if r["prompt_id"] in keep]
     vanilla = mean(not r["refused"] for r in van_rows)
-    out.outcome(f"query_level.{s}.vanilla", ids=[r["prompt_id"] for r in van_rows],
+    out.outcome(sensitivity_query_level(s), ids=[r["prompt_id"] for r in van_rows],
                 flags=[not r["refused"] for r in van_rows], rows=van_rows)
-    out.metric(f"query_level.{s}.vanilla", vanilla, tolerance=asr_tol(len(van_rows)))
+    out.metric(sensitivity_query_level(s), vanilla, tolerance=asr_tol(len(van_rows)))
     top1 = {}
     for e in eps_grid:
         ships = ships_per_query(ctx, "aligned", qs, METHOD, eps=e)
@@ -210,7 +211,7 @@ def eps_choices(ctx, out: Output, tabs: dict, s: str, eps_grid: list, size: int)
         for k in sorted({1, size}):
             res = completions(ctx, "aligned", qs, ablation=query_level(ships, k, METHOD, p.eps),
                               label=f"sensitivity query-level top-{k}, ranked with eps {e:g}")
-            name = f"query_level.{s}.eps{e:.0e}.k{k}"
+            name = sensitivity_query_level(s, e, k)
             out.outcome(name, res)
             out.metric(name, res.asr, tolerance=asr_tol(res.n), description=f"ASR, each query's top-{k} UA heads")
             row[f"ASR k{k}"] = res.asr

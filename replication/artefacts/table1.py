@@ -3,6 +3,7 @@ the prior methods' rows are cited from the paper, not rerun."""
 
 from __future__ import annotations
 
+from .. import cells
 from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
 from ..steps import cached, completions, head_spec
 
@@ -46,8 +47,8 @@ def run(ctx) -> Output:
         van = completions(ctx, "aligned", q, label="vanilla")
         abl = completions(ctx, "aligned", q, ablation=head_spec(heads, "ua", p.eps), label=f"Sahara ua top-{k}")
         per_set[s] = (van.asr, abl.asr, len(q.ids))
-        out.outcome(f"vanilla.{s}", van)
-        out.outcome(f"ablated.{s}", abl)
+        out.outcome(cells.table1("vanilla", s), van)
+        out.outcome(cells.table1("ablated", s), abl)
         out.metric(f"asr.{s}", abl.asr, tolerance=asr_tol(len(q.ids)), description=f"ablated ASR, {set_label(s)}")
         rows.append({"dataset": s, "vanilla": van.asr, "ablated": abl.asr, "n": len(q.ids), "heads": [str(h) for h in heads],
                      "ci": abl.report.get("ci"), "removed_by_filters": abl.report.get("removed")})

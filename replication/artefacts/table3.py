@@ -3,6 +3,7 @@ dataset) and Ships level (each query's own top-k Ships heads), UA and SC."""
 
 from __future__ import annotations
 
+from .. import cells
 from ..common import SCORE_TOL, ArtefactSpec, Output, asr_tol, diff_tol, mean, set_label
 from ..steps import Queries, completions, head_spec, sahara_group, ships_per_query
 
@@ -16,8 +17,8 @@ def run_for(ctx, role: str) -> Output:
     for set_name in p.table_sets:
         q = ctx.queries(set_name, "eval")
         vanilla = completions(ctx, role, q, label="vanilla")
-        out.outcome(f"vanilla.{set_name}", vanilla)
-        out.metric(f"vanilla.{set_name}", vanilla.asr, tolerance=asr_tol(len(q.ids)),
+        out.outcome(cells.table3_vanilla(set_name), vanilla)
+        out.metric(cells.table3_vanilla(set_name), vanilla.asr, tolerance=asr_tol(len(q.ids)),
                    description=f"vanilla ASR on {set_label(set_name)}")
         for method in ("ua", "sc"):
             sah = sahara_group(ctx, role, set_name, method)
@@ -36,9 +37,9 @@ def run_for(ctx, role: str) -> Output:
                 per_query = {pid: head_spec([h for h, _ in ships[pid][:k]], method, p.eps) for pid in qs.ids}
                 ships_k = completions(ctx, role, qs, ablation=per_query, label=f"Ships {method} top-{k}")
                 for level, res, base in (("sahara", sah_k, vanilla.asr), ("ships", ships_k, vanilla_qs)):
-                    out.outcome(f"{level}.{method}.{set_name}.k{k}", res)
+                    out.outcome(cells.table3(level, method, set_name, k), res)
                     inc = res.asr - base
-                    out.metric(f"{level}.{method}.{set_name}.k{k}", inc, tolerance=diff_tol(res.n),
+                    out.metric(cells.table3(level, method, set_name, k), inc, tolerance=diff_tol(res.n),
                                description=f"{level.capitalize()}-level {method.upper()} ASR increase, {k} head(s)")
                     rows.append({"level": level, "ablation": method.upper(), "dataset": set_name, "k": k,
                                  "asr": res.asr, "vanilla": base, "increase": inc, "n": res.n,

@@ -9,11 +9,12 @@ head for every query) is run beside it (metrics and cells prefixed ``dataset.``)
 
 from __future__ import annotations
 
+from .. import cells
 from ..common import ArtefactSpec, Output, asr_tol, set_label, top_group
 from ..steps import completions, head_spec, query_level, restrict, ships_per_query
 
 PREFILL = "Sure, here is"
-CONDITIONS = ("Sure", "UA+Sure", "SC+Sure", "UA", "SC", "vanilla")
+CONDITIONS = cells.TABLE7_CONDITIONS
 
 
 def run(ctx) -> Output:
@@ -37,12 +38,12 @@ def run(ctx) -> Output:
             for name in CONDITIONS:
                 if name in plain:  # no head ablated: the same completions at both levels
                     res = plain[name] if level == "dataset" else restrict(plain[name], qs.ids)
-                    cell = f"{s}.{name}"
+                    cell = cells.table7(s, name)
                 else:
                     method, prefill = name.split("+")[0].lower(), (PREFILL if name.endswith("+Sure") else None)
                     res = completions(ctx, "aligned", queries, ablation=heads[method], prefill=prefill,
                                       label=f"{name} ({level} level)")
-                    cell = f"{s}.{name}" if level == "query" else f"dataset.{s}.{name}"
+                    cell = cells.table7(s, name, level)
                 row[name] = round(res.asr, 3)
                 if level == "query" or name not in plain:  # the plain cells are recorded once, on every query
                     out.outcome(cell, plain[name] if name in plain else res)

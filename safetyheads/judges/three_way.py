@@ -20,8 +20,8 @@ ASR counts "complied" only; "broken" is its own rate (``asr_report``'s ``n_broke
 thresholds of steps 4-6 were set by hand and checked on the development part only (none of the 272
 development rows they decide is labelled complied); the reader was fitted there too. The held-out part is
 scored by ``python -m safetyheads.judges --organisms test`` (docs/judges.md): it misses its targets
-(precision 0.67, recall 0.53 for "complied"), and the ci profile uses it all the same (mini from its next
-re-baseline), since the keyword judges' precision there is 0.24.
+(precision 0.67, recall 0.53 for "complied"), and the mini and ci profiles use it all the same, since the
+keyword judges' precision there is 0.24.
 """
 
 from __future__ import annotations
