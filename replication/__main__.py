@@ -11,6 +11,8 @@ stored expected values.
 
 Every problem is reported as one line, ``replication: error: <what to fix>``, with exit status 2
 (1 stays the verdict "some metric FAILed"); ``--debug`` or SAFETYHEADS_DEBUG=1 adds the traceback.
+Ctrl-C, SIGTERM and SIGHUP end a command with one line saying what is kept (exit status 128 + the
+signal's number).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import traceback
 
 from safetyheads.errors import SafetyheadsError
+from safetyheads.interrupts import exit_status, signals_as_interrupts
 
 PROG = "python -m replication"
 DEBUG_ENV = "SAFETYHEADS_DEBUG"
@@ -116,17 +119,31 @@ def describe(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0") or "--debug" in argv
+    args = None
     try:
-        args = build_parser().parse_args(argv)
-        return _dispatch(args)
-    except KeyboardInterrupt:
-        print("replication: interrupted; finished work is in the store and a rerun resumes it", file=sys.stderr)
-        return 130
+        with signals_as_interrupts():
+            args = build_parser().parse_args(argv)
+            return _dispatch(args)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM or SIGHUP
+        print(f"replication: interrupted; {INTERRUPTED.get(getattr(args, 'command', None), NOTHING_HALF_WRITTEN)}",
+              file=sys.stderr)
+        return exit_status(e)
     except Exception as e:  # noqa: BLE001 - every failure of a command ends as one line (the traceback on request)
         if debug:
             traceback.print_exc()
         print(f"replication: error: {describe(e)}", file=sys.stderr)
         return 2
+
+
+# What an interrupted command leaves, by command: every file the harness replaces is replaced whole
+# or not at all (safetyheads.files.replacing).
+NOTHING_HALF_WRITTEN = "no file was left half-written; rerun the same command"
+INTERRUPTED = {
+    "run": "finished work is in the store and a rerun resumes it (no file was left half-written)",
+    "update-baselines": "each baseline is the old one or the new one, none half-written; rerun the same command",
+    "claims": "CLAIMS.md and README.md are each the old one or the new one, neither half-written; rerun the same "
+              "command to write both",
+}
 
 
 def _dispatch(args) -> int:

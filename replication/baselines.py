@@ -1,6 +1,10 @@
 """Stored baselines of the mini and ci profiles: written only from generated results, only on
 request, after showing what would change. The paper profile's expected values are transcribed from
-the paper (paper_tables/expected/paper/) and never written by code."""
+the paper (paper_tables/expected/paper/) and never written by code.
+
+Each baseline is replaced whole or not at all (``safetyheads.files.write_durably``): a kill or a full
+disk during ``--write`` leaves the old file. A stored baseline that is not JSON (one an older version
+left empty or cut short) is replaced by ``--write`` as if there were none, and said so."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import os
 from pathlib import Path
 
 from safetyheads.errors import SafetyheadsError
+from safetyheads.files import write_durably
 from safetyheads.provenance import git_info, library_version
 
 from .profiles import PROFILES
@@ -55,10 +60,11 @@ def _generated_files(profile: str, artefacts: list[str] | None) -> list[Path]:
     return files
 
 
-def _read_updates(files: list[Path], profile: str) -> list[tuple[str, dict, dict | None]]:
+def _read_updates(files: list[Path], profile: str, write: bool = False) -> list[tuple[str, dict, dict | None]]:
     """(artefact, new baseline, stored baseline) of every file, each metric checked: every result and
     stored baseline read and checked before anything is written, so that a damaged one stops the whole
-    update instead of leaving it half done."""
+    update instead of leaving it half done. With ``write``, a stored baseline that is not JSON counts
+    as none (``_stored``)."""
     updates = []
     for f in files:
         name = f.parent.name
@@ -68,8 +74,33 @@ def _read_updates(files: list[Path], profile: str) -> list[tuple[str, dict, dict
             if problem:
                 raise SafetyheadsError(f"{shown(f)}: metric {metric!r} {problem}; regenerate it with "
                                        f"`python -m replication run {name} --profile {profile}`")
-        updates.append((name, new, load_expected(profile, name)))
+        updates.append((name, new, _stored(profile, name, write)))
     return updates
+
+
+def _stored(profile: str, name: str, write: bool) -> dict:
+    """The stored baseline of ``name`` ({} when none). One that is not JSON at all (empty or cut
+    short: what an interrupted write of an older version left) stops a look at the diff, whose error
+    says how to restore it, but not ``--write``, which replaces it. One that parses but holds a wrong
+    value was edited, and is refused either way."""
+    try:
+        return load_expected(profile, name)
+    except SafetyheadsError as e:
+        if not (write and _not_json(expected_path(profile, name))):
+            raise
+        print(f"note: {e}; --write replaces it")
+        return {}
+
+
+def _not_json(path: Path) -> bool:
+    """Whether ``path`` is a file that does not hold JSON."""
+    try:
+        json.loads(path.read_bytes())
+    except ValueError:
+        return path.is_file()
+    except OSError:
+        return False
+    return False
 
 
 def update_baselines(profile: str, artefacts: list[str] | None, write: bool) -> int:
@@ -83,7 +114,7 @@ def update_baselines(profile: str, artefacts: list[str] | None, write: bool) -> 
         get_artefact(name)
     files = _generated_files(profile, artefacts)
     dirty = git_info().get("git_dirty")
-    updates = _read_updates(files, profile)
+    updates = _read_updates(files, profile, write)
     if write:
         check_folder(expected_path(profile, updates[0][0]).parent, "the baselines folder")
         for name, _, _ in updates:
@@ -101,7 +132,7 @@ def update_baselines(profile: str, artefacts: list[str] | None, write: bool) -> 
         if write and (moved or not old):
             path = expected_path(profile, name)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(new, indent=1) + "\n")
+            write_durably(path, json.dumps(new, indent=1) + "\n")
             print(f"wrote {shown(path)}")
     if not write:
         if changed:

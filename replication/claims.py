@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from safetyheads.errors import SafetyheadsError
+from safetyheads.files import write_durably
 from safetyheads.judges import ThreeWayJudge
 
 from . import cells, stats
@@ -978,7 +979,8 @@ def readme_block(found: list[tuple[Claim, Finding, str]]) -> str:
 
 
 def update_readme(found: list[tuple[Claim, Finding, str]], readme=None) -> bool:
-    """Rewrite the block between the README's claims-summary markers; False when it has none."""
+    """Rewrite the block between the README's claims-summary markers (the file replaced whole or not
+    at all); False when it has none."""
     path = readme or ROOT / "README.md"
     if not path.exists():
         return False
@@ -988,7 +990,7 @@ def update_readme(found: list[tuple[Claim, Finding, str]], readme=None) -> bool:
     head, rest = text.split(README_START, 1)
     marker_line, _ = rest.split("\n", 1)
     _, tail = rest.split(README_END, 1)
-    path.write_text(f"{head}{README_START}{marker_line}\n{readme_block(found)}\n{README_END}{tail}")
+    write_durably(path, f"{head}{README_START}{marker_line}\n{readme_block(found)}\n{README_END}{tail}")
     return True
 
 
@@ -1029,8 +1031,11 @@ def write_claims(profiles: list[str]) -> str:
         check_folder(target.parent, "the folder of CLAIMS.md")
         if target.exists() and not (target.is_file() and os.access(target, os.W_OK)):
             raise SafetyheadsError(f"{shown(target)} cannot be replaced (not a writable file): fix its permissions")
-    if in_tree:
-        update_readme(found)
+    # a README that lost its block would stay so on every rerun (none at all: a tree without one, left alone)
+    if in_tree and not update_readme(found) and (ROOT / "README.md").exists():
+        readme = shown(ROOT / "README.md")
+        raise SafetyheadsError(f"{readme} has no claims-summary block (its markers are gone): restore it with "
+                               f"`git checkout {readme}`, then rerun; CLAIMS.md is left as it is")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    write_durably(path, "\n".join(lines))
     return shown(path)

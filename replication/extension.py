@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from safetyheads.errors import SafetyheadsError
+from safetyheads.files import write_durably
 
 from .profiles import Profile, extension_profile
 
@@ -70,8 +71,8 @@ def write_timing(ctx, out_root: Path) -> Path | None:
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
     path = Path(out_root) / ctx.profile.folder / TIMING_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**rate, "device": name, "dtype": ctx.profile.dtype, "model": ctx.profile.models["aligned"],
-                                "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
+    write_durably(path, json.dumps({**rate, "device": name, "dtype": ctx.profile.dtype, "model": ctx.profile.models["aligned"],
+                                    "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
     return path
 
 

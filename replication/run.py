@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from safetyheads.errors import SafetyheadsError
+from safetyheads.files import replacing, write_durably
 from safetyheads.judges.stats import wilson_ci
 
 from .artefacts import ARTEFACTS
@@ -316,9 +317,10 @@ def _datasets(ctx: Context) -> dict:
     return {n: load_prompts(n).sha256 for n in sorted(names)}
 
 
-# every file write_outputs and run_artefact write into an artefact's folder (figures aside)
-OUTPUT_FILES = ("results.jsonl", "results.jsonl.tmp", "outcomes.json", "responses.jsonl.gz", "responses.jsonl.tmp",
-                "metrics.json", "table.md", "table.tex", "diff.md")
+# every file write_outputs and run_artefact write into an artefact's folder (figures aside); each is
+# replaced whole or not at all (safetyheads.files.replacing: a temporary file beside it, renamed)
+OUTPUT_FILES = ("results.jsonl", "outcomes.json", "responses.jsonl.gz", "metrics.json", "table.md", "table.tex",
+                "diff.md")
 
 
 def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path | None = None) -> Path:
@@ -327,21 +329,19 @@ def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path | N
     folder = Path(out_root or GENERATED) / ctx.profile.folder / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     header = _header(ctx, spec, output, seconds)
-    with open(folder / "results.jsonl.tmp", "w") as f:
+    with replacing(folder / "results.jsonl", text=True) as f:
         f.write(json.dumps({"header": header}) + "\n")
         for r in output.rows:
             f.write(json.dumps(r, default=str) + "\n")
-    (folder / "results.jsonl.tmp").replace(folder / "results.jsonl")
     which = {"profile": ctx.profile.name, **({"model": ctx.profile.variant} if ctx.profile.variant else {})}
     if output.outcomes:  # per-query outcomes: what the claims' paired tests read
-        (folder / "outcomes.json").write_text(json.dumps({"artefact": spec.name, **which,
-                                                          "cells": output.outcomes}, separators=(",", ":")) + "\n")
+        write_durably(folder / "outcomes.json", json.dumps({"artefact": spec.name, **which, "cells": output.outcomes},
+                                                           separators=(",", ":")) + "\n")
     else:
         (folder / "outcomes.json").unlink(missing_ok=True)
     write_responses(folder / "responses.jsonl.gz", output.responses)
     metrics = [m.to_dict() for m in output.metrics]
-    (folder / "metrics.json").write_text(json.dumps({"artefact": spec.name, **which,
-                                                     "metrics": metrics}, indent=1) + "\n")
+    write_durably(folder / "metrics.json", json.dumps({"artefact": spec.name, **which, "metrics": metrics}, indent=1) + "\n")
     model = f", {ctx.profile.labels['aligned']}" if ctx.profile.variant else ""
     md = [f"# {spec.title} ({ctx.profile.name} profile{model})", "", spec.caption, "",
           f"Paper: {spec.paper_source}. Models: " + "; ".join(f"{r}: {ctx.profile.labels[r]}" for r in ctx.profile.labels), ""]
@@ -350,8 +350,10 @@ def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path | N
         md += [f"## {title}", "", tabulate(frame, headers="keys", tablefmt="github", showindex=False), ""]
         tex += [f"% {title}", tabulate(frame, headers="keys", tablefmt="latex_booktabs", showindex=False), ""]
     for stem, fig in output.figures:
-        fig.savefig(folder / f"{stem}.png", dpi=150)
-        fig.savefig(folder / f"{stem}.pdf")
+        with replacing(folder / f"{stem}.png") as f:
+            fig.savefig(f, format="png", dpi=150)
+        with replacing(folder / f"{stem}.pdf") as f:
+            fig.savefig(f, format="pdf")
         md += [f"![{stem}]({stem}.png)", ""]
         import matplotlib.pyplot as plt
 
@@ -370,8 +372,8 @@ def write_outputs(ctx: Context, spec, output, seconds: float, out_root: Path | N
            + (f" --model {ctx.profile.variant}" if ctx.profile.variant else "") + "` "
            f"(safetyheads {header['provenance']['version']}, commit {str(header['provenance'].get('git_commit'))[:10]}); "
            "raw results with provenance: results.jsonl.", ""]
-    (folder / "table.md").write_text("\n".join(md))
-    (folder / "table.tex").write_text("\n".join(tex))
+    write_durably(folder / "table.md", "\n".join(md))
+    write_durably(folder / "table.tex", "\n".join(tex))
     return folder
 
 
@@ -411,13 +413,11 @@ def write_responses(path: Path, responses: dict) -> None:
     if not responses:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+    with replacing(path) as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
         for cell, rows in responses.items():
             for r in rows:
                 line = {"cell": cell, **{k: r.get(k) for k in RESPONSE_FIELDS if k in r}}
                 gz.write((json.dumps(line, ensure_ascii=False) + "\n").encode())
-    tmp.replace(path)
 
 
 def read_responses(profile: str, artefact: str, root: Path | None = None) -> list[dict]:
@@ -488,8 +488,8 @@ def run_artefact(ctx: Context, name: str, out_root: Path | None = None, quiet: b
     expected = load_expected(ctx.profile.name, name) if ctx.profile.expected_values else {}
     rows = diff([m.to_dict() for m in output.metrics], expected)
     text = render_diff(rows)
-    (folder / "diff.md").write_text(f"# {spec.title}: {ctx.profile.folder} vs expected\n\n"
-                                    + ("" if ctx.profile.expected_values else NO_EXPECTED_NOTE + "\n\n") + text)
+    write_durably(folder / "diff.md", f"# {spec.title}: {ctx.profile.folder} vs expected\n\n"
+                  + ("" if ctx.profile.expected_values else NO_EXPECTED_NOTE + "\n\n") + text)
     if quiet:  # still show what did not pass
         bad = [r for r in rows if r["verdict"] in ("DRIFT", "FAIL")]
         if bad:

@@ -5,10 +5,15 @@ these queries with these heads ablated"; the first artefact that asks computes i
 later one reads it back. In ``plan_only`` mode (``--dry-run``) nothing is loaded or computed: each
 step records what it would compute and its cost, and returns a placeholder of the right shape so the
 artefact's code runs through.
+
+A step computes an entry while holding its lock (``computing``): a second harness run on the same
+store that asks for the same entry meanwhile waits for it, then reads it, so two runs at once leave
+the entries one run would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import sys
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from safetyheads.ablation import AblationSpec
 from safetyheads.errors import SafetyheadsError
+from safetyheads.files import replacing
 from safetyheads.generation import DecodingSpec
 from safetyheads.heads import HeadRef
 from safetyheads.jobs import GenerateJob, SaharaJob, ShipsJob, whole_units
@@ -244,6 +250,17 @@ class Context:
         if self.progress:
             print(f"[{self.profile.name}] {msg}", file=sys.stderr, flush=True)
 
+    @contextlib.contextmanager
+    def computing(self, entry, what: str):
+        """Hold ``entry`` while computing it; another process computing it is waited for, with one
+        line saying so (the entry is then usually done: check ``entry.done`` inside)."""
+        def waiting(holder: str) -> None:
+            print(f"[{self.profile.name}] {what}: waiting for {holder}, which is computing it", file=sys.stderr,
+                  flush=True)
+
+        with entry.computing(on_wait=waiting):
+            yield
+
     def _entry(self, kind: str, spec: dict, what: str, forward_passes: int, judge_only: bool = False,
                new_tokens: int = 0):
         entry = self.store.entry(kind, spec, VERSIONS[kind], what=what)
@@ -274,13 +291,19 @@ def sahara_group(ctx: Context, role: str, set_name: str, method: str, steps: int
     if entry.done:
         res = entry.result()
     else:
-        model, tok = ctx.model(role)
-        job = SaharaJob(tuple(q.prompts), steps, candidates=tuple(cands), method=method, eps=p.eps, template=p.template)
-        finished = job.finished(entry)  # whole steps only: a crash may have cut one short
-        ctx.log(f"{what}: {len(finished)} step(s) done before")
-        res = job.run(model, tok, entry, finished=finished, progress=ctx.progress)
+        with ctx.computing(entry, what):
+            res = entry.result() if entry.done else _sahara(ctx, entry, role, q, cands, method, steps, what)
     ctx.timings[entry.key] = res["seconds"]
     return {**res, "group": [HeadRef.parse(h) for h in res["group"]]}
+
+
+def _sahara(ctx: Context, entry, role: str, q: Queries, cands: list, method: str, steps: int, what: str) -> dict:
+    p = ctx.profile
+    model, tok = ctx.model(role)
+    job = SaharaJob(tuple(q.prompts), steps, candidates=tuple(cands), method=method, eps=p.eps, template=p.template)
+    finished = job.finished(entry)  # whole steps only: a crash may have cut one short
+    ctx.log(f"{what}: {len(finished)} step(s) done before")
+    return job.run(model, tok, entry, finished=finished, progress=ctx.progress)
 
 
 def ships_per_query(ctx: Context, role: str, q: Queries, method: str, *, template: str | None = None,
@@ -306,10 +329,8 @@ def ships_per_query(ctx: Context, role: str, q: Queries, method: str, *, templat
     else:
         job = ShipsJob(tuple(q.prompts), prompt_ids=tuple(q.ids), heads=tuple(cands), method=method, eps=eps,
                        template=template, system_prompt=system_prompt)
-        finished = job.finished(entry)  # a prompt cut short by a crash is dropped
-        ctx.log(f"{what}: {len(finished)} done before")
-        model, tok = ctx.model(role) if job.todo(finished) else (None, None)
-        res = job.run(model, tok, entry, finished=finished, shape=_stored_ships_row, progress=ctx.progress)
+        with ctx.computing(entry, what):
+            res = entry.result() if entry.done else _ships(ctx, entry, job, role, what)
     ctx.timings[entry.key] = ctx.last_seconds = res["seconds"]
     by: dict = {}
     for r in res["rows"]:
@@ -317,6 +338,13 @@ def ships_per_query(ctx: Context, role: str, q: Queries, method: str, *, templat
     for pid in by:
         by[pid].sort(key=lambda t: (-t[1], t[0]))
     return by
+
+
+def _ships(ctx: Context, entry, job: ShipsJob, role: str, what: str) -> dict:
+    finished = job.finished(entry)  # a prompt cut short by a crash is dropped
+    ctx.log(f"{what}: {len(finished)} done before")
+    model, tok = ctx.model(role) if job.todo(finished) else (None, None)
+    return job.run(model, tok, entry, finished=finished, shape=_stored_ships_row, progress=ctx.progress)
 
 
 def _stored_ships_row(row: dict) -> dict:
@@ -379,16 +407,8 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
         job = GenerateJob(tuple(q.prompts), prompt_ids=tuple(q.ids), template=template, system_prompt=system_prompt,
                           prefill=prefill, ablation=tuple(ablation.get(pid) for pid in q.ids) if per_prompt else ablation,
                           decoding=decoding, batch_size=GEN_BATCH)
-        finished = job.finished(entry)
-        todo = job.todo(finished)
-        model, tok = (ctx.variant(role, variant) if variant else ctx.model(role)) if todo else (None, None)
-        t0 = time.perf_counter()
-        rows = job.run(model, tok, entry, finished=finished, shape=_stored_completion,
-                       progress=ctx.progress and len(todo) > 4 * GEN_BATCH)["rows"]
-        if todo:
-            new = {str(pid) for pid in todo}
-            generation_counts(ctx, [r for r in rows if str(r["prompt_id"]) in new], decoding)
-            ctx.log(f"{what}: {len(todo)} generated in {time.perf_counter() - t0:.1f} s")
+        with ctx.computing(entry, what):
+            rows = entry.result()["rows"] if entry.done else _generate(ctx, entry, job, role, variant, what)
     from safetyheads.judges import asr_report
 
     prompts = dict(zip(q.ids, q.prompts))
@@ -402,6 +422,21 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
             r.setdefault("side", {})[side.name] = v.label
     rep = asr_report(verdicts, ctx.judge, n_boot=1000)
     return Judged(out, rep.asr, rep.as_dict(), entry.key, ctx.judge.three_way)
+
+
+def _generate(ctx: Context, entry, job: GenerateJob, role: str, variant: str | None, what: str) -> list:
+    """Generate the completions ``entry`` does not hold yet; -> every row, in query order."""
+    finished = job.finished(entry)
+    todo = job.todo(finished)
+    model, tok = (ctx.variant(role, variant) if variant else ctx.model(role)) if todo else (None, None)
+    t0 = time.perf_counter()
+    rows = job.run(model, tok, entry, finished=finished, shape=_stored_completion,
+                   progress=ctx.progress and len(todo) > 4 * GEN_BATCH)["rows"]
+    if todo:
+        new = {str(pid) for pid in todo}
+        generation_counts(ctx, [r for r in rows if str(r["prompt_id"]) in new], job.decoding)
+        ctx.log(f"{what}: {len(todo)} generated in {time.perf_counter() - t0:.1f} s")
+    return rows
 
 
 def _stored_completion(row: dict) -> dict:
@@ -482,7 +517,8 @@ def cached(ctx: Context, what: str, spec: dict, compute):
     entry = ctx._entry("small", {"what": what, **spec}, what, 0)
     if entry.done:
         return entry.result()["value"]
-    return entry.finish({"value": compute()})["value"]
+    with ctx.computing(entry, what):
+        return entry.result()["value"] if entry.done else entry.finish({"value": compute()})["value"]
 
 
 def head_spec(heads, method: str, eps: float) -> AblationSpec:
@@ -518,7 +554,9 @@ def candidate_sweep(ctx: Context, role: str, q: Queries, method: str, group: lis
         return {"candidates": cands, "seconds": 0.0,
                 "scores": {c: [float(j == i % len(cands)) for j in range(len(cands))] for i, c in enumerate(cells)}}
     if not entry.done:
-        _sweep(ctx, entry, role, q, method, group, cands, cells, what)
+        with ctx.computing(entry, what):
+            if not entry.done:
+                _sweep(ctx, entry, role, q, method, group, cands, cells, what)
     for left in entry.path.glob("states-*"):  # a run killed after finishing the entry, before removing them
         left.unlink(missing_ok=True)
     res = entry.result()
@@ -559,10 +597,8 @@ def _sweep(ctx: Context, entry, role: str, q: Queries, method: str, group: list,
         clean = clean_pass(model, ids).last_state.double().cpu()  # before the editor's hooks, as sahara() does
         with RowEditor(model, ablation.target).install() as editor:
             states = candidate_states(model, ids, cands, group, ablation, editor)
-        tmp = files[pid].with_suffix(".tmp")
-        with open(tmp, "wb") as f:
+        with replacing(files[pid]) as f:
             np.savez(f, clean=clean.numpy().astype(kept), states=states.numpy().astype(kept))
-        os.replace(tmp, files[pid])
         seconds[pid] = time.perf_counter() - t0
         entry.append([{"prompt_id": pid, "seconds": seconds[pid]}])
         bar.update(1)

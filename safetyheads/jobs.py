@@ -31,7 +31,7 @@ from .errors import SafetyheadsError
 from .generation import DecodingSpec
 from .heads import HeadRef, all_heads, parse_heads
 from .judge_job import JudgeJob  # noqa: F401 (re-exported: one place for every job)
-from .prompts import TEMPLATES, check_fits, context_length, encode_prompt
+from .prompts import TEMPLATES, check_chars, check_fits, context_length, encode_prompt
 from .sahara import MAX_STEPS
 from .ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor
 
@@ -152,6 +152,7 @@ def _check_fits(job, model, tok) -> None:
     before any compute."""
     limit = context_length(model, tok)
     for pid, p in zip(job.ids, job.prompts):
+        check_chars(len(p) + len(job.system_prompt or ""), limit, pid, p)
         check_fits(encode_prompt(tok, p, job.template, job.system_prompt).shape[1], limit, pid, p)
 
 
@@ -388,6 +389,7 @@ class GenerateJob(_Spec):
         """Every prompt, with its prefill and the tokens to generate, fits the model's context."""
         limit = context_length(model, tok)
         for pid, p in zip(self.ids, self.prompts):
+            check_chars(len(p) + len(self.system_prompt or "") + len(self.prefill or ""), limit, pid, p)
             n = len(generation.encode_for_generation(tok, p, self.template, self.system_prompt, self.prefill))
             check_fits(n, limit, pid, p, new_tokens=self.decoding.max_new_tokens)
 

@@ -6,8 +6,10 @@ Input: JSONL rows with a prompt and a response (other fields are kept); a first 
 ``{"header": {...}}`` (as ``safetyheads.results`` writes) is carried into the output header, with
 the judge's name and settings added under ``"judge"`` (and in ``provenance.judge`` when the header
 has that slot). Output: the same rows plus ``refused`` (bool: not complied), ``label`` and ``judge_reason``, written whole
-(judging is cheap and deterministic: it is redone, never resumed). A row that generation stopped
-early (``stopped_early``) may only be judged by a judge in its ``settled_for``.
+(judging is cheap and deterministic: it is redone, never resumed), replacing the output whole or not
+at all, with the ``rows_sha256`` of its rows in the header. An input whose header holds a
+``rows_sha256`` (a finished results file) must match it. A row that generation stopped early
+(``stopped_early``) may only be judged by a judge in its ``settled_for``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -23,10 +24,12 @@ from pathlib import Path
 
 from . import models
 from .errors import SafetyheadsError
+from .files import write_durably
 from .judges import DEFAULT_MAX_NLL, JUDGES, GibberishFilter, asr_report, check_rejudge, get_judge
 from .outputs import same_path
 from .prompts import TEMPLATES
 from .provenance import provenance
+from .results import MAX_LINE_BYTES, ROWS_HASH, check_rows_hash
 
 FILTERS = ("default", "none", "repetition", "words", "nll")
 NLL_TEMPLATES = ("auto", *TEMPLATES)
@@ -45,13 +48,11 @@ def read_jsonl(path: Path, prompt_field: str = "prompt", response_field: str = "
     """-> (header or None, rows); one-line SafetyheadsError for anything malformed."""
     if not path.is_file():
         raise SafetyheadsError(f"no such input file: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise SafetyheadsError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     header, rows = None, []
-    # "\n" only: str.splitlines also splits at U+2028, U+2029 and U+0085, which a JSON string holds raw
-    for lineno, line in enumerate(text.split("\n"), 1):
+    body = hashlib.sha256()  # of the bytes after line 1, for a header's rows_sha256
+    for lineno, line, raw in _text_lines(path):
+        if lineno > 1:
+            body.update(raw)
         if not line.strip():
             continue
         try:
@@ -76,7 +77,30 @@ def read_jsonl(path: Path, prompt_field: str = "prompt", response_field: str = "
         rows.append(obj)
     if not rows:
         raise SafetyheadsError(f"{path} holds no responses to judge")
+    if header is not None:
+        check_rows_hash(path, header, body.hexdigest())
     return header, rows
+
+
+def _text_lines(path: Path):
+    """(line number, text, bytes) of each line, split at "\n" only (str.splitlines also splits at
+    U+2028, U+2029 and U+0085, which a JSON string holds raw); a line longer than MAX_LINE_BYTES is
+    refused before it is read whole."""
+    offset = 0
+    try:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+                if len(raw) > MAX_LINE_BYTES:
+                    raise SafetyheadsError(f"{path} line {lineno} is longer than {MAX_LINE_BYTES >> 20} MiB: "
+                                           "it is no row of responses")
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise SafetyheadsError(f"{path} is not UTF-8 text ({e.reason} at byte {offset + e.start})") from None
+                offset += len(raw)
+                yield lineno, text.removesuffix("\n"), raw
+    except OSError as e:
+        raise SafetyheadsError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def is_judged_file(path: Path, input_path: "str | Path | None" = None) -> bool:
@@ -168,7 +192,7 @@ class JudgeJob:
         report = asr_report(verdicts, judge, n_boot=self.n_boot, seed=self.seed)
 
         settings = judge.settings()
-        new_header = dict(header or {})
+        new_header = {k: v for k, v in (header or {}).items() if k != ROWS_HASH}  # the input's rows, not these
         if isinstance(new_header.get("provenance"), dict) and "judge" in new_header["provenance"]:
             new_header["provenance"] = {**new_header["provenance"], "judge": settings}
         new_header["judge"] = {
@@ -179,12 +203,10 @@ class JudgeJob:
             "provenance": provenance(),
         }
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
         # Serialised before the file opens: a value JSON cannot hold fails without leaving a partial file.
-        lines = [json.dumps({"header": new_header}, ensure_ascii=False, allow_nan=False)]
-        lines += [json.dumps({**r, "refused": v.refused, "label": v.label, "judge_reason": v.reason},
-                             ensure_ascii=False, allow_nan=False) for r, v in zip(rows, verdicts)]
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, out)
+        body = "".join(json.dumps({**r, "refused": v.refused, "label": v.label, "judge_reason": v.reason},
+                                  ensure_ascii=False, allow_nan=False) + "\n" for r, v in zip(rows, verdicts))
+        new_header[ROWS_HASH] = hashlib.sha256(body.encode("utf-8")).hexdigest()
+        head = json.dumps({"header": new_header}, ensure_ascii=False, allow_nan=False) + "\n"
+        write_durably(out, head + body)
         return report

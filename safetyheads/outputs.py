@@ -3,16 +3,21 @@
 Every command that writes calls ``check_output`` on each of its outputs first, so that a path in a
 read-only folder, under a file, naming a folder, naming one of the command's inputs or another of
 its outputs, or naming an existing file the command would replace, fails with a one-line error
-instead of a traceback after the model has loaded (or after all the work is done).
+instead of a traceback after the model has loaded (or after all the work is done). Only a regular
+file or a new path is an output: a named pipe, a socket or a device is refused (reading a pipe to
+check it would wait for ever). ``claim_output`` then takes the lock of an output the command writes
+row by row, so that a second command aimed at it is refused before its model loads.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Callable, Mapping
 
 from .errors import SafetyheadsError
+from .locks import FileLock, LockBusy, release_all
 
 # Where results go without --out (relative to the working folder).
 DEFAULT_OUT_DIR = Path("safetyheads-out")
@@ -79,6 +84,8 @@ def check_output(
             raise OutputPathError(f"{flag} {out} is a file, not a folder; choose another {flag}")
     elif out.is_dir():
         raise OutputPathError(f"{flag} {out} is a folder; give a file name inside it or choose another {flag}")
+    else:
+        check_not_special(out, flag)
     check_writable_folder(out if folder else out.parent, flag, shown=out)
     if out.exists() and not os.access(out, os.W_OK | (os.X_OK if folder else 0)):
         raise OutputPathError(f"{flag} {out} is read-only; choose another {flag}")
@@ -94,3 +101,43 @@ def check_output(
     elif out.exists() and not (overwrite or resumable or (replaceable is not None and replaceable(out))):
         raise OutputPathError(f"{flag} {out} exists: pass --overwrite to replace it or choose another {flag}")
     return out
+
+
+SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                 (stat.S_ISBLK, "a block device"))
+
+
+def check_not_special(path: Path, flag: str) -> None:
+    """``path`` (through links) is a regular file, or nothing yet: anything else is refused with one
+    line, without opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # nothing there yet (or a dangling link, which the write replaces)
+    for test, what in SPECIAL_FILES:
+        if test(mode):
+            raise OutputPathError(f"{flag} {path} is {what}, not a regular file; choose another {flag}")
+
+
+def claim_output(path: "str | Path", flag: str = "--out") -> None:
+    """Hold the lock of output ``path`` until ``release_outputs`` (the command line calls it when a
+    command ends): another process writing it refuses this one now, with one line naming it, before
+    any model loads. A path whose folder does not exist yet is left to the writer to lock (making the
+    folder now would leave it behind if the command fails)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    try:
+        _claimed.append(FileLock(path).acquire(wait=False))
+    except LockBusy as e:
+        raise OutputPathError(f"{flag} {path} is being written by {e.holder}: wait for that run to end (rerunning "
+                              f"it then resumes it), or choose another {flag}") from None
+
+
+_claimed: list[FileLock] = []
+
+
+def release_outputs() -> None:
+    """Let go of every output lock this process holds (the end of a command)."""
+    _claimed.clear()
+    release_all()

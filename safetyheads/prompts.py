@@ -67,6 +67,12 @@ def encode_for_generation(tok, query: str, template: str = "paper", system_promp
 
 # Tokenizers without a known limit report a huge sentinel (transformers' VERY_LARGE_INTEGER).
 _NO_LIMIT = 10**9
+# No tokenizer averages more characters per token over a whole prompt (its longest tokens, runs of
+# spaces or dashes, hold 16 to 128 characters; text averages 3 to 5): a prompt longer than the
+# context times this cannot fit, and is refused before it is tokenized (a 10 MB prompt takes
+# gigabytes to tokenize). Without a known context, MAX_PROMPT_CHARS is the bound.
+MAX_CHARS_PER_TOKEN = 64
+MAX_PROMPT_CHARS = 1 << 24
 
 
 def context_length(model, tok=None) -> "int | None":
@@ -78,6 +84,18 @@ def context_length(model, tok=None) -> "int | None":
     limits = [getattr(text_config, "max_position_embeddings", None), getattr(tok, "model_max_length", None)]
     known = [int(n) for n in limits if isinstance(n, int) and 0 < n < _NO_LIMIT]
     return min(known) if known else None
+
+
+def check_chars(n_chars: int, limit: "int | None", prompt_id, query: str) -> None:
+    """Refuse, before tokenizing it, a prompt of ``n_chars`` characters (with its system prompt and
+    prefill) that cannot fit a context of ``limit`` tokens (see MAX_CHARS_PER_TOKEN)."""
+    bound = MAX_PROMPT_CHARS if limit is None else limit * MAX_CHARS_PER_TOKEN
+    if n_chars <= bound:
+        return
+    what = f"prompt {prompt_id} ({query[:40]!r}{'...' if len(query) > 40 else ''})"
+    context = "" if limit is None else f" for the model's context of {limit} tokens"
+    raise DataError(f"{what} is {n_chars:,} characters, too long{context} (more than {bound:,} characters are "
+                    "never tokenized): shorten it or leave it out")
 
 
 def check_fits(n_tokens: int, limit: "int | None", prompt_id, query: str, new_tokens: int = 0) -> None:

@@ -7,26 +7,40 @@ CSV:   line 1 is ``# safetyheads {...header json...}``, then a normal CSV table
 The header's ``run`` part names everything that must be equal to append to an existing file
 (model hash, method, eps, template, ...). Rows are appended one prompt at a time and flushed,
 so an interrupted run resumes with the prompts it has not finished.
+
+One process writes a file at a time: a ``ResultsWriter`` holds its lock (``<file>.lock``, see
+``safetyheads.locks``) until it finishes, and a second writer is refused with one line naming the
+first. A finished file's header holds ``rows_sha256``, the sha256 of every byte after the header
+line, checked whenever the file is read: rows edited after the run are refused, not resumed or
+reported. Lines are read one at a time, none longer than ``MAX_LINE_BYTES``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
 from typing import Callable
 
 from .errors import ResultsError
-from .files import write_durably
+from .files import replacing, write_durably
+from .locks import FileLock, LockBusy
 
 FORMATS = (".jsonl", ".csv")
 # Provenance fields that must match to append to a file: rows of two versions never share one.
 CODE_KEYS = ("version", "git_commit")
+# The header key of a finished file's rows hash (see the module docstring).
+ROWS_HASH = "rows_sha256"
+# No row this package writes comes near this (a generated response with its prompt is kilobytes): a
+# longer line is damage, and reading stops there instead of holding a line of any size in memory.
+MAX_LINE_BYTES = 64 << 20
 
 
 def _fmt(path: Path) -> str:
@@ -58,6 +72,8 @@ class ResultsWarning(UserWarning):
 
 def looks_like_results(path: Path) -> bool:
     """Whether ``path`` starts with a results header line (read before any model loads)."""
+    if not path.is_file():  # a named pipe would block the read for ever
+        return False
     try:
         with open(path, "rb") as f:
             first = f.readline(1 << 20)
@@ -109,21 +125,54 @@ def _jsonl_rows(path: Path, body: list[str], n_lines: int) -> tuple[list[dict], 
     return rows, None
 
 
-def _load(path: Path) -> tuple[dict, list[dict], "str | None"]:
-    """-> (header, rows, damage). A last line without its newline is a write a crash cut off and is
-    dropped silently; a complete line that cannot be read (not UTF-8, not a row) ends the usable
-    rows: they are kept, and ``damage`` says what was dropped from that line on."""
-    fmt = _fmt(path)
+def _read_lines(path: Path) -> tuple[list[bytes], "str | None", str]:
+    """-> (the file's complete lines, without their newline; why reading stopped early, or None; the
+    sha256 of every byte after the first line that was read). A last piece without its newline is a
+    write a crash cut off: it is hashed, not returned. A line longer than MAX_LINE_BYTES stops the
+    reading there: it is never held whole."""
+    lines, too_long = [], None
+    body = hashlib.sha256()
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            while raw := f.readline(MAX_LINE_BYTES + 1):
+                if lines:
+                    body.update(raw)
+                if not raw.endswith(b"\n"):
+                    if len(raw) > MAX_LINE_BYTES:
+                        too_long = f"longer than {MAX_LINE_BYTES >> 20} MiB"
+                    break
+                lines.append(raw[:-1])
     except OSError as e:
         raise ResultsError(f"cannot read {path}: {e.strerror or e}") from None
-    lines = data.split(b"\n")[:-1]  # the piece after the last newline is a cut-off write (or nothing)
+    return lines, too_long, body.hexdigest()
+
+
+def check_rows_hash(path: Path, header: dict, digest: str) -> None:
+    """A finished file's rows must be those its header's ``rows_sha256`` was computed from."""
+    recorded = header.get(ROWS_HASH)
+    if recorded is not None and recorded != digest:
+        raise ResultsError(f"{path} was changed after its run finished (its rows do not match the {ROWS_HASH} in "
+                           "its header): rerun the command with --overwrite (or another --out) to recompute it")
+
+
+def _load(path: Path) -> tuple[dict, list[dict], "str | None"]:
+    """-> (header, rows, damage). A last line without its newline is a write a crash cut off and is
+    dropped silently; a complete line that cannot be read (not UTF-8, not a row, too long) ends the
+    usable rows: they are kept, and ``damage`` says what was dropped from that line on."""
+    fmt = _fmt(path)
+    lines, too_long, digest = _read_lines(path)
     if not lines:
+        if too_long:
+            raise ResultsError(f"{path} is not a safetyheads results file (its first line is {too_long}); "
+                               "pass --overwrite or another --out")
         raise ResultsError(f"{path} is empty: delete it or pass --overwrite")
     header = _read_header(path, fmt, lines[0])
+    check_rows_hash(path, header, digest)
     body: list[str] = []
     damage = None
+    if too_long:
+        damage = (f"{path} is damaged at line {len(lines) + 1} ({too_long}): the rows before it are kept, that line "
+                  "and everything after it are dropped")
     for n, raw in enumerate(lines[1:], 2):
         try:
             body.append(raw.decode("utf-8") + "\n")
@@ -174,7 +223,8 @@ class ResultsWriter:
     """Append rows grouped by a key (e.g. prompt id) to a results file, resuming a matching run.
 
     One of the two sinks of ``safetyheads.jobs`` (a store entry is the other): ``rows()``,
-    ``append(rows)``, ``rewrite(rows)`` and ``finish(result)``."""
+    ``append(rows)``, ``rewrite(rows)`` and ``finish(result)``. It holds the file's lock from when it
+    is made until ``finish`` (or ``close``): another writer of the same file is refused meanwhile."""
 
     def __init__(self, path: "str | Path", header: dict, columns: list[str], key: str,
                  group_size: "int | Callable[[str], int]", overwrite: bool = False):
@@ -186,14 +236,24 @@ class ResultsWriter:
         self.done: set = set()
         self.resumed_rows: list[dict] = []
         self._rows: list[dict] = []  # what the file holds: the rows kept when it was resumed, then those appended
-        if self.path.exists() and not overwrite:
-            self._resume()
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._rewrite([])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = claim(self.path)
+        try:
+            if self.path.exists() and not overwrite:
+                self._resume()
+            else:
+                self._rewrite([])
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def close(self) -> None:
+        """Let go of the file's lock (``finish`` does): another process may write it from now on."""
+        self._lock.release()
 
     def _resume(self) -> None:
         old_header, rows, damage = _load(self.path)
+        old_header.pop(ROWS_HASH, None)  # rows are appended or dropped from here on: the file is no longer finished
         old_run, new_run = old_header.get("run", {}), self.header.get("run", {})
         old_run, new_run = (r if isinstance(r, dict) else {} for r in (old_run, new_run))
         differ = sorted(k for k in set(old_run) | set(new_run) if old_run.get(k) != new_run.get(k))
@@ -249,16 +309,19 @@ class ResultsWriter:
         csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n").writerows(rows)
         return buf.getvalue()
 
-    def _rewrite(self, rows: list[dict]) -> None:
+    def _head(self) -> str:
+        """The header line (a CSV's column line follows it)."""
         try:
             header = json.dumps(self.header, allow_nan=False)
         except ValueError:
             raise ResultsError(f"the header of {self.path} holds NaN or infinity: results hold finite numbers only") from None
         if self.fmt == ".jsonl":
-            head = '{"header": ' + header + "}\n"
-        else:
-            head = "# safetyheads " + header + "\n" + ",".join(self.columns) + "\n"
-        write_durably(self.path, head + self._serialise(rows))
+            return '{"header": ' + header + "}\n"
+        return "# safetyheads " + header + "\n"
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        columns = "" if self.fmt == ".jsonl" else ",".join(self.columns) + "\n"
+        write_durably(self.path, self._head() + columns + self._serialise(rows))
 
     def is_done(self, key) -> bool:
         return str(key) in self.done
@@ -288,5 +351,33 @@ class ResultsWriter:
         self.done = {str(r[self.key]) for r in rows}
 
     def finish(self, result: dict) -> dict:
-        """Nothing to add: every row is on disk as soon as it is appended."""
+        """Every row is on disk as soon as it is appended; the header gets ``rows_sha256`` (the hash
+        of the rows as written, checked whenever the file is read), and the lock is let go."""
+        try:
+            self._seal()
+        finally:
+            self.close()
         return result
+
+    def _seal(self) -> None:
+        """Rewrite the file with ``rows_sha256`` in its header: its rows copied as they are on disk."""
+        body = hashlib.sha256()
+        with open(self.path, "rb") as src:
+            src.readline()
+            while block := src.read(1 << 20):
+                body.update(block)
+        self.header = {**self.header, ROWS_HASH: body.hexdigest()}
+        with open(self.path, "rb") as src, replacing(self.path) as out:
+            src.readline()
+            out.write(self._head().encode("utf-8"))
+            shutil.copyfileobj(src, out)
+
+
+def claim(path: Path) -> FileLock:
+    """The lock of results file ``path``, held by this process from now on (``release`` it), or a
+    one-line ResultsError naming the process that writes the file."""
+    try:
+        return FileLock(path).acquire(wait=False)
+    except LockBusy as e:
+        raise ResultsError(f"{path} is being written by {e.holder}: wait for that run to end (rerunning it then "
+                           "resumes it), or choose another --out") from None

@@ -14,6 +14,16 @@ marks the entry complete. A unit too large for a JSON row (an array of hidden st
 side file of the entry's folder, its row appended once the file is written. An entry is one of the
 two sinks of ``safetyheads.jobs`` (``rows``, ``append``, ``rewrite``, ``finish``), which resume it.
 
+The key hashes the inputs; ``result.sha256``, written just before ``result.json``, holds the sha256
+of its bytes, checked on every read: an entry edited after it was computed is refused, not read as
+if computed. Entries finished before content hashes were recorded have no ``result.sha256`` and are
+read as they are.
+
+One process computes an entry at a time: it holds the entry's lock (``Entry.computing``, the file
+``<key>.lock`` beside the entry's folder) from reading what is done to finishing it. Another process
+asking for the entry meanwhile (a second harness run on the same store) waits, then reads the
+finished entry; a lock whose process died is taken over, and its rows resumed.
+
 ``<root>/index.jsonl`` gets a line ``{"kind", "key", "what"}`` when an entry given a description
 (``what``, e.g. "Sahara UA aligned maliciousinstruct (16 queries, 5 steps)") is created, so a person
 finds an entry's folder by what it holds (``grep Sahara index.jsonl``); entries made before the
@@ -22,16 +32,21 @@ index existed are not in it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable, Iterator
 
 from .errors import SafetyheadsError
 from .files import write_durably
+from .locks import FileLock
 
 INDEX = "index.jsonl"
+# The files of an entry's folder (side files take other names).
+ENTRY_FILES = ("spec.json", "rows.jsonl", "result.json", "result.sha256")
 
 
 class StoreError(SafetyheadsError, ValueError):
@@ -63,13 +78,22 @@ class Entry:
         self._spec_file = self.path / "spec.json"
         self._rows_file = self.path / "rows.jsonl"
         self._result_file = self.path / "result.json"
+        self._hash_file = self.path / "result.sha256"
+
+    @contextlib.contextmanager
+    def computing(self, on_wait: Callable[[str], None] | None = None) -> Iterator["Entry"]:
+        """Hold this entry's lock while computing it (``with entry.computing(): ...``). Another
+        process holding it is waited for, after calling ``on_wait(holder)`` with who it is; the entry
+        is then usually done, and the caller reads it instead of computing (check ``done`` inside)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.path).acquire(wait=True, on_wait=on_wait):
+            yield self
 
     def _ensure(self) -> None:
         if not self._spec_file.exists():
             self.path.mkdir(parents=True, exist_ok=True)
-            tmp = self._spec_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"kind": self.kind, "version": self.version, "spec": self.spec}, indent=1))
-            os.replace(tmp, self._spec_file)
+            write_durably(self._spec_file,
+                          json.dumps({"kind": self.kind, "version": self.version, "spec": self.spec}, indent=1))
             if self.what:
                 with open(self._index, "a") as f:
                     f.write(json.dumps({"kind": self.kind, "key": self.key, "what": self.what}) + "\n")
@@ -109,22 +133,42 @@ class Entry:
     def side_file(self, name: str) -> Path:
         """A file of this entry besides its rows and result (an array too large for JSON), in its
         folder, which is made; the caller writes it (atomically) and removes it when done."""
-        if not name or "/" in name or name.startswith(".") or name in ("spec.json", "rows.jsonl", "result.json"):
+        if not name or "/" in name or name.startswith(".") or name in ENTRY_FILES:
             raise StoreError(f"bad side-file name {name!r}")
         self._ensure()
         return self.path / name
 
     def result(self) -> dict:
+        """The finished result, checked against the sha256 recorded when it was written. An entry
+        without ``result.sha256`` was written before content hashes were recorded: it is read
+        unchecked (recomputing hours of work to get a hash would gain nothing)."""
         try:
-            return json.loads(self._result_file.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            data = self._result_file.read_bytes()
+            result = json.loads(data)
+        except (OSError, ValueError) as e:
             raise StoreError(f"store entry {self.path} has no readable result ({e}): delete the folder to recompute") from None
+        recorded = self._recorded_hash()
+        if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+            raise StoreError(f"store entry {self.path} ({self.what or self.kind}) was changed after it was computed "
+                             "(result.json does not match the sha256 in result.sha256): delete that folder to "
+                             "recompute it")
+        return result
+
+    def _recorded_hash(self) -> "str | None":
+        """The sha256 in ``result.sha256`` (None: no such file); a damaged one matches nothing."""
+        try:
+            return self._hash_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            return "unreadable"
 
     def finish(self, result: dict) -> dict:
+        """Write the result (what marks the entry complete), its sha256 first."""
         self._ensure()
-        tmp = self._result_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, default=_jsonable))
-        os.replace(tmp, self._result_file)
+        data = json.dumps(result, default=_jsonable).encode()
+        write_durably(self._hash_file, hashlib.sha256(data).hexdigest() + "\n")
+        write_durably(self._result_file, data)
         return result
 
     def reset(self) -> None:

@@ -13,7 +13,7 @@ from ..errors import SafetyheadsError
 from ..judge_job import FILTERS, JudgeJob, is_judged_file
 from ..judges import DEFAULT_MAX_NLL, JUDGES
 from ..models import DEFAULT_MODEL
-from ..outputs import check_output
+from ..outputs import check_output, claim_output
 from .generate import add_generate_args, check_outputs, generate
 from .judge import check_judge_values, print_report
 
@@ -45,6 +45,8 @@ def check_judged_out(args, completions: Path) -> None:
         raise SafetyheadsError(f"--judged-out must be a .jsonl file, not {judged.suffix or 'no extension'}")
     check_output(judged, "--judged-out", inputs={"--data": args.data}, others={"--out": completions},
                  overwrite=args.overwrite, replaceable=lambda p: is_judged_file(p, completions))
+    if is_main():  # under `accelerate launch` only the main process judges
+        claim_output(judged, "--judged-out")
 
 
 def cmd_asr(args) -> int:

@@ -14,7 +14,7 @@ from ..errors import ResultsError, SafetyheadsError
 from ..generation import MODES, DecodingSpec
 from ..heads import parse_heads
 from ..jobs import GenerateJob
-from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder
+from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder, claim_output
 from ..provenance import model_source, provenance
 from ..results import ResultsWriter, check_results_file, read_results
 from .args import (add_ablation_args, add_model_args, add_output_args, add_prompt_args, check_batch_size,
@@ -72,6 +72,8 @@ def check_outputs(args) -> None:
         check_output(args.out, inputs={"--data": args.data}, others={"--judged-out": judged},
                      overwrite=args.overwrite, resumable=True)
         check_results_file(Path(args.out), args.overwrite)
+        if is_main():  # under `accelerate launch` only the main process writes it
+            claim_output(args.out)
     else:
         check_writable_folder(DEFAULT_OUT_DIR, "--out")
 
@@ -112,6 +114,8 @@ def generate(args) -> Path:
     if not args.out:
         check_output(out, "--out", overwrite=args.overwrite, resumable=True)
         check_results_file(out, args.overwrite)
+        if is_main():
+            claim_output(out)
     seeds = {"sampling": decoding.seed} if decoding.sampling else None
     header = {"run": run, "provenance": provenance(model, seeds=seeds, decoding=decoding.to_dict(), judge=None)}
     # Under `accelerate launch` only the main process touches the file; the others learn what is done.

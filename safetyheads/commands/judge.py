@@ -14,7 +14,7 @@ from ..errors import SafetyheadsError
 from ..judge_job import FILTERS, JudgeJob, is_judged_file, read_jsonl  # noqa: F401 (read_jsonl: imported from here before)
 from ..judges import DEFAULT_MAX_NLL, JUDGES
 from ..models import DEFAULT_MODEL
-from ..outputs import check_output
+from ..outputs import check_output, claim_output
 
 
 def register(subparsers) -> None:
@@ -81,6 +81,7 @@ def cmd_judge(args) -> int:
     if out.suffix != ".jsonl":
         raise SafetyheadsError(f"--out must be a .jsonl file, not {out.suffix or 'no extension'}")
     check_output(out, inputs={"--input": src}, overwrite=args.overwrite)
+    claim_output(out)
     report = judge_job(args).run(src, out, device=args.device)
     print_report(report, out)
     return 0

@@ -92,6 +92,7 @@ def _evaluate(args) -> int:
     import json
 
     from ..errors import SafetyheadsError
+    from ..files import write_durably
     from ..models import EMBEDDED_MODELS
     from ..organisms import ORGANISMS, organism_dir
     from ..organisms.behaviour import QUICK, BehaviourSpec, load_behaviour, measure
@@ -123,7 +124,7 @@ def _evaluate(args) -> int:
             base_scores = base_scores or {}
     result = measure(args.name, spec, out, base_scores=base_scores,
                      with_random_heads=not (is_base or args.no_random_heads))
-    (out / "behaviour.json").write_text(json.dumps(result, indent=1) + "\n")  # measure() made the folder
+    write_durably(out / "behaviour.json", json.dumps(result, indent=1) + "\n")  # measure() made the folder
     for c in result.get("checks", []):
         print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['value']} (target {c['target']})")
     print(out / "behaviour.json")

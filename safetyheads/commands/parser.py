@@ -1,7 +1,9 @@
 """The ``safetyheads`` parser and ``main``: parse, run the subcommand, and turn any error into one line.
 
 Bad input ends with ``safetyheads: error: <what to fix>`` and exit status 2; finished work is
-already on disk, and rerunning the same command resumes it.
+already on disk, and rerunning the same command resumes it. Ctrl-C, SIGTERM and SIGHUP end a command
+with one line saying so (exit status 128 + the signal's number), and the locks of its outputs are let
+go when it ends, however it ends.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import traceback
 
 from .. import __version__
 from ..errors import SafetyheadsError
+from ..interrupts import exit_status, signals_as_interrupts
+from ..outputs import release_outputs
 from . import asr, datasets, export, generate, judge, models, organisms, sahara, ships
 
 DESCRIPTION = "``safetyheads`` command line: thin wrappers over the library."
@@ -81,17 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = None
     try:
-        parser = build_parser()
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit as e:  # --help and --version
-            return e.code if isinstance(e.code, int) else 0
-        return args.func(args)
-    except KeyboardInterrupt:
+        with signals_as_interrupts():
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as e:  # --help and --version
+                return e.code if isinstance(e.code, int) else 0
+            return args.func(args)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM or SIGHUP
         print("safetyheads: interrupted; finished prompts are saved, rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_status(e, EXIT_INTERRUPTED)
     except Exception as e:  # every error ends as one line; the traceback only when asked for
         if _debug_requested(argv, args) and not isinstance(e, UsageError):  # argparse's own have none worth showing
             traceback.print_exc()
         print(f"safetyheads: error: {error_message(e)}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        release_outputs()

@@ -14,7 +14,7 @@ from ..distributed import is_main
 from ..errors import SafetyheadsError
 from ..heads import all_heads, parse_heads
 from ..jobs import SaharaJob
-from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder
+from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder, claim_output
 from ..prompts import TEMPLATES
 from ..provenance import model_source, provenance
 from ..results import ResultsWriter, check_results_file, read_results
@@ -54,6 +54,8 @@ def cmd_sahara(args) -> int:
     if args.out is not None:  # an empty --out is refused, not taken for the default
         check_output(args.out, inputs={"--data": args.data}, overwrite=args.overwrite, resumable=True)
         check_results_file(Path(args.out), args.overwrite)
+        if is_main():  # under `accelerate launch` only the main process writes it
+            claim_output(args.out)
     else:
         check_writable_folder(DEFAULT_OUT_DIR, "--out")
     prompts = load_prompts(args.data, column=args.column, limit=args.limit)
@@ -75,6 +77,8 @@ def cmd_sahara(args) -> int:
     if not args.out:
         check_output(out, "--out", overwrite=args.overwrite, resumable=True)
         check_results_file(out, args.overwrite)
+        if is_main():
+            claim_output(out)
     run = {"kind": "sahara", "model": src.get("model"), "model_sha256": src.get("sha256"), "revision": src.get("revision"),
            "dtype": src.get("dtype"), "dataset": prompts.provenance(), "template": args.template,
            "system_prompt": args.system_prompt, "method": named.method, "eps": named.eps, "target": named.target,

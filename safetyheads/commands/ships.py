@@ -12,7 +12,8 @@ from ..distributed import is_main
 from ..errors import SafetyheadsError
 from ..heads import parse_heads
 from ..jobs import ShipsJob
-from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder
+from ..files import write_durably
+from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder, claim_output
 from ..provenance import model_source, provenance
 from ..results import ResultsWriter, check_results_file, read_results
 from ..ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor, top_heads
@@ -45,6 +46,8 @@ def check_outputs(args) -> None:
         check_output(args.out, inputs={"--data": args.data}, others={"--csv": args.csv}, overwrite=args.overwrite,
                      resumable=True)
         check_results_file(Path(args.out), args.overwrite)
+        if is_main():  # under `accelerate launch` only the main process writes it
+            claim_output(args.out)
     else:
         check_writable_folder(DEFAULT_OUT_DIR, "--out")
     if args.csv is not None:
@@ -78,6 +81,8 @@ def cmd_ships(args) -> int:
     if not args.out:
         check_output(out, "--out", overwrite=args.overwrite, resumable=True)
         check_results_file(out, args.overwrite)
+        if is_main():
+            claim_output(out)
     run = {
         "kind": "ships", "model": src.get("model"), "model_sha256": src.get("sha256"), "revision": src.get("revision"),
         "dtype": src.get("dtype"), "dataset": prompts.provenance(), "template": args.template,
@@ -99,7 +104,7 @@ def cmd_ships(args) -> int:
         return 0
     table, _ = read_results(out)
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        write_durably(Path(args.csv), table.to_csv(index=False))
     best = top_heads(table, args.top)
     best.insert(0, "rank", range(1, len(best) + 1))
     print(f"\nTop {len(best)} heads by mean Ships over {table['prompt_id'].nunique()} prompts "

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from ..files import cache_dir
+from ..files import cache_dir, failure_reason, write_failure
 
 _HERE = Path(__file__).parent
 
@@ -145,10 +145,11 @@ def _read_file(path: Path):
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache), **kwargs)
     except Exception as e:  # pyarrow/pandas parse errors surface as several exception types
+        failed = write_failure(e)  # a cache that cannot be written is no fault of the file (the bundled ones are checked)
+        if failed is not None:
+            raise DataError(f"cannot write the datasets cache {cache} ({failure_reason(failed)}): set "
+                            "SAFETYHEADS_CACHE to a folder you can write, with free space") from None
         cause = e.__cause__ or e.__context__
-        if isinstance(e, PermissionError) or isinstance(cause, PermissionError):
-            raise DataError(f"cannot write the datasets cache {cache} (permission denied): set "
-                            "SAFETYHEADS_CACHE to a folder you can write") from None
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if cause is not None and str(cause):
             msg = str(cause).splitlines()[0]

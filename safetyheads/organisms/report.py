@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from ..files import write_durably
 from . import HERE, ORGANISMS, STAGED_DIR, get_recipe, organism_dir
 from .behaviour import BehaviourSpec
 from .recipe import HISTORY, STAGED_CHANGES
@@ -224,15 +225,15 @@ def model_card(name: str) -> str:
 def write_reports() -> list[Path]:
     written = []
     p = HERE / "BEHAVIOUR.md"
-    p.write_text(behaviour_markdown())
+    write_durably(p, behaviour_markdown())
     written.append(p)
     if any((organism_dir(n, staged=True) / "behaviour.json").is_file() for n in ORGANISMS):
         p = STAGED_DIR / "BEHAVIOUR.md"
-        p.write_text(behaviour_markdown(staged=True))
+        write_durably(p, behaviour_markdown(staged=True))
         written.append(p)
     for name in ORGANISMS:
         if (organism_dir(name) / "manifest.json").is_file():
             q = organism_dir(name) / "MODEL_CARD.md"
-            q.write_text(model_card(name))
+            write_durably(q, model_card(name))
             written.append(q)
     return written

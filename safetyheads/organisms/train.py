@@ -23,6 +23,7 @@ import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
 from ..errors import SafetyheadsError
+from ..files import replacing
 from ..generation import eos_token_ids
 from ..prompts import encode_for_generation
 from .dataset import Example
@@ -171,10 +172,9 @@ def train_adapter(model, tok, recipe: OrganismRecipe, examples: list[Example], a
             print(f"safetyheads: step {done}/{recipe.steps} loss {recent:.3f} "
                   f"({rate:.1f} s/step, {rate * (recipe.steps - done) / 60:.1f} min left)", file=sys.stderr)
         if done % CHECKPOINT_EVERY == 0 and done < recipe.steps:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"recipe": recipe.to_json(), "step": done, "log": json.dumps(log),
-                        "adapter": get_peft_model_state_dict(peft_model), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict()}, tmp)
-            tmp.replace(ckpt)
+            with replacing(ckpt) as f:
+                torch.save({"recipe": recipe.to_json(), "step": done, "log": json.dumps(log),
+                            "adapter": get_peft_model_state_dict(peft_model), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict()}, f)
     peft_model.eval()
     return peft_model, log
