@@ -196,12 +196,10 @@ def child_cli_run(*argv: str) -> int:
     return main(list(argv))
 
 
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama-gqa").save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
+@pytest.fixture
+def model_folder(folder):
+    """conftest's saved tiny GQA Llama (a user's local model folder)."""
+    return folder
 
 
 def cli_argv(command: str, model: Path, prompts: Path, out: Path) -> list[str]:
