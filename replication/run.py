@@ -12,7 +12,6 @@ import time
 import zlib
 from pathlib import Path
 
-import torch
 
 from safetyheads.errors import SafetyheadsError
 from safetyheads.files import replacing, write_durably
@@ -247,11 +246,7 @@ def check_device(device: str) -> None:
     # safetyheads.models imports transformers: deferred so that `list` and a dry run stay light
     from safetyheads.models import _resolve_device
 
-    resolved = _resolve_device(device)
-    try:
-        torch.device(resolved)
-    except (RuntimeError, ValueError):
-        raise SafetyheadsError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    _resolve_device(device)  # raises ModelLoadError (a SafetyheadsError) naming what to use instead
 
 
 def preflight(profile: str, names: list[str], store_root: Path, *, dry_run: bool = False, device: str = "auto",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
@@ -49,6 +49,3 @@ def run_chunks(n: int, size: int, fn: Callable[[int, int], None], what: str = "b
         print(msg, file=sys.stderr)
     return size
 
-
-def chunked(items: Sequence, size: int) -> list[Sequence]:
-    return [items[s : s + size] for s in range(0, len(items), size)]

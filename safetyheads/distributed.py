@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import torch
 
@@ -115,10 +115,3 @@ def sharded_map(fn: Callable[[T], R], units: Sequence[T], on_round: Callable[[li
             on_round(got)
     return results
 
-
-def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    return [items[s : s + size] for s in range(0, len(items), size)]
-
-
-def flatten(parts: Iterable[Sequence[T]]) -> list[T]:
-    return [x for p in parts for x in p]

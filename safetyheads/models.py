@@ -37,7 +37,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 CACHE_RECORD = "COMPLETE"
 
 
-def _resolve_dtype(dtype, device: str) -> torch.dtype:
+def _resolve_dtype(dtype) -> torch.dtype:
     if dtype is None:
         return torch.float32  # the authors ran fp32; half precision is opt-in
     if isinstance(dtype, torch.dtype):
@@ -205,7 +205,7 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: `import safetyheads` stays fast
 
     device = _resolve_device(device)
-    torch_dtype = _resolve_dtype(dtype, device)
+    torch_dtype = _resolve_dtype(dtype)
     path = Path(name).expanduser()
     if _is_organism(name):
         return _load_organism(name, organism_dir(name) if name in ORGANISMS else path, torch_dtype, device,

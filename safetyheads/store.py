@@ -36,7 +36,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -170,9 +169,6 @@ class Entry:
         write_durably(self._hash_file, hashlib.sha256(data).hexdigest() + "\n")
         write_durably(self._result_file, data)
         return result
-
-    def reset(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 class Store:
