@@ -147,3 +147,10 @@ def test_build_commit_stamp_carries_the_dirty_flag():
     finally:
         stamp.unlink()
         prov.git_info.cache_clear()
+
+
+def test_the_readme_stays_a_first_read():
+    """At most 250 lines; what it leaves out lives in docs/ (docs/README.md is the index)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 250
+    assert "docs/README.md" in readme
