@@ -28,7 +28,7 @@ from safetyheads.interrupts import exit_status, signals_as_interrupts
 PROG = "python -m replication"
 DEBUG_ENV = "SAFETYHEADS_DEBUG"
 RULES = ("keyword", "pattern", "short", "repetition", "nonword", "nll", "loop", "echo", "shell", "reader",
-         "none")  # safetyheads.judges' verdict rules
+         "classifier", "unparsed", "none")  # safetyheads.judges' verdict rules
 
 
 class UsageError(SafetyheadsError):

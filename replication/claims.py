@@ -115,17 +115,18 @@ class Results:
         cells = [(n, self.outcomes[n]["broken"]) for n in self.read if "broken" in self.outcomes[n]]
         if not cells:
             return ""
-        def pooled_rate(bits: list[str]) -> str:
-            k, n = sum(b.count("1") for b in bits), sum(len(b) for b in bits)
-            return f"{k / n:.2f} (n = {n})" if n else "n/a"
-        if len(cells) <= 4:
-            parts = [f"{n} {pooled_rate([b])}" for n, b in cells]
-        else:
-            van = [b for n, b in cells if "vanilla" in n.split(".")]
-            other = [b for n, b in cells if "vanilla" not in n.split(".")]
-            parts = ([f"vanilla cells {pooled_rate(van)}"] if van else []) + [f"the other {len(other)} cells {pooled_rate(other)}"]
         return ("broken rate (neither an answer nor a refusal; not counted in ASR, not the paper's effect): "
-                + ", ".join(parts))
+                + ", ".join(_rates_by_cell(cells)))
+
+    def side_note(self) -> str:
+        """The ASR each side judge (a harm classifier, the three-way judge) gives the judged cells the claim
+        read, beside its verdict and never in it, as ``broken_note`` words the cells."""
+        judges = sorted({j for n in self.read for j in self.outcomes[n].get("side", {})})
+        parts = []
+        for j in judges:
+            cells = [(n, self.outcomes[n]["side"][j]["flags"]) for n in self.read if j in self.outcomes[n].get("side", {})]
+            parts.append(f"{j}: " + ", ".join(_rates_by_cell(cells)))
+        return ("ASR by the judges beside it (never read by the verdict): " + "; ".join(parts)) if parts else ""
 
     def m(self, name: str):
         return self.metrics.get(name, {}).get("value")
@@ -176,6 +177,37 @@ class Results:
         if cell is None or "values" not in cell:
             return None
         return dict(zip(map(str, cell["ids"]), cell["values"]))
+
+
+def _rates_by_cell(cells: list[tuple[str, str]]) -> list[str]:
+    """The share of 1s of each cell's bits when there are up to four cells, else of the vanilla cells and of the
+    others, pooled: "name 0.25 (n = 48)"."""
+    def pooled_rate(bits: list[str]) -> str:
+        k, n = sum(b.count("1") for b in bits), sum(len(b) for b in bits)
+        return f"{k / n:.2f} (n = {n})" if n else "n/a"
+
+    if len(cells) <= 4:
+        return [f"{n} {pooled_rate([b])}" for n, b in cells]
+    van = [b for n, b in cells if "vanilla" in n.split(".")]
+    other = [b for n, b in cells if "vanilla" not in n.split(".")]
+    return ([f"vanilla cells {pooled_rate(van)}"] if van else []) + [f"the other {len(other)} cells {pooled_rate(other)}"]
+
+
+# Profiles at the paper's scale (its protocol on 7-9B models): their rows say which judge each verdict reads, and
+# give the judges beside it (CLAIMS.md's main table when it reads the paper profile, and the extension section)
+PAPER_SCALE = ("paper", "extension")
+
+
+def judge_note(profile: str, r: "Results") -> str:
+    """For a paper-scale profile: the judge the verdict reads, and the side judges' ASR of the cells read."""
+    if profile not in PAPER_SCALE:
+        return ""
+    from .profiles import get_profile  # the profiles only where a paper-scale row needs its judge
+
+    judge = get_profile(profile).judge
+    return "; ".join(x for x in (f"the verdict reads the {judge} judge (keyword ASR, as the paper)"
+                                 if judge.startswith("keyword") else f"the verdict reads the {judge} judge",
+                                 r.side_note()) if x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -843,7 +875,7 @@ def evaluate(profiles: list[str], root=None) -> list[tuple[Claim, Finding, str]]
             if r is not None:
                 f = c.judge(r)
                 if f.verdict != NOT_RUN:
-                    note = r.broken_note()
+                    note = "; ".join(x for x in (judge_note(p, r), r.broken_note()) if x)
                     found, used = (replace(f, evidence=f"{f.evidence}; {note}") if note else f), p
                     paired |= r.asked and not r.missing
                     break
@@ -923,6 +955,9 @@ def evaluate_extension(root=None, models=None) -> list[tuple[object, Claim | Non
             f = c.judge(r)
             if f.verdict == NOT_RUN and r.asked and r.missing:
                 f = Finding(NOT_RUN, evidence=f"no per-query outcomes: {r.missing}")
+            elif f.verdict != NOT_RUN:
+                note = judge_note("extension", r)
+                f = replace(f, evidence=f"{f.evidence}; {note}") if note else f
             rows.append((m, c, f))
         out += rows if ran else [(m, None, Finding(NOT_RUN, "no results yet"))]
     return out
@@ -953,7 +988,10 @@ def extension_section(root=None, models=None) -> list[str]:
         "their metrics are all NEW; these verdicts are the comparison with the paper. The sibling claims read the "
         "sibling fine-tune named for the model (if any) in place of Vicuna-7b-v1.5. The two chat-template claims read "
         "Figure 2's chat input (each model's own template; the system prompt 'You are a helpful assistant' except for "
-        "Gemma-2, whose template has none). **not run**: no results for that model (or no sibling) yet.",
+        "Gemma-2, whose template has none). Each verdict reads the keyword-fixed judge (a keyword ASR, as the paper's "
+        "published comparison); the ASR of the judges beside it (the three-way judge and Llama Guard 3 8B, a harm "
+        "classifier) is given in the evidence and decides nothing. **not run**: no results for that model (or no "
+        "sibling) yet.",
         "",
         "Verdicts per model: " + "; ".join(counts) + ".",
         "",

@@ -107,7 +107,7 @@ def plan_all(profiles: list[Profile], names: list[str], store, out_root: Path, l
     GPU-hours per model and artefact."""
     from tabulate import tabulate
 
-    from .run import plan
+    from .run import classifier_costs, plan
     from .steps import Context
 
     parts, rows = [], []
@@ -123,6 +123,9 @@ def plan_all(profiles: list[Profile], names: list[str], store, out_root: Path, l
             h = fp * p.gpu_seconds_per_forward / 3600
             rows.append([p.variant, a, f"{fp:,}", f"{tk:,}", f"{h:.1f}", source])
             total = [total[0] + fp, total[1] + tk, total[2] + h]
+        for c in classifier_costs(ctx):  # a model judge's own weights: its passes apart, its hours in the total
+            rows.append([p.variant, f"(judge {c['judge']})", f"{c['passes']:,}", "-", f"{c['hours']:.1f}", "estimated"])
+            total[2] += c["hours"]
         rows.append([p.variant, "(model total)", f"{total[0]:,}", f"{total[1]:,}", f"{total[2]:.1f}", source])
         grand = [g + t for g, t in zip(grand, total)]
     rows.append(["all models", "(total)", f"{grand[0]:,}", f"{grand[1]:,}", f"{grand[2]:.1f}", ""])
@@ -133,7 +136,9 @@ def plan_all(profiles: list[Profile], names: list[str], store, out_root: Path, l
               "GPU-hours: forward rows x seconds per row. 'assumed': nothing has been measured on a GPU for that "
               "model yet; the figure is the paper profile's 0.03 s per row (a 6.7B model in fp32 on an A100-80GB) scaled "
               "by parameter count and halved for bf16. 'measured': the Ships and Sahara rows of an earlier run of that "
-              "model (its timing.json). New tokens: every response decoded to the token limit (an upper bound)."]
+              "model (its timing.json). New tokens: every response decoded to the token limit (an upper bound). "
+              "'(judge ...)' rows: a model judge's classifier (its own weights; forward passes not in the model "
+              "total, GPU-hours in it), estimated as each model's plan says."]
     return "\n".join(parts)
 
 

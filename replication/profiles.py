@@ -119,13 +119,20 @@ class Profile:
         unknown = [j for j in (self.judge, *self.side_judges, *([self.stop_judge] if self.stop_judge else [])) if j not in JUDGES]
         if unknown:
             raise SafetyheadsError(f"profile {self.name!r}: unknown judge {unknown[0]!r}; choose from {', '.join(JUDGES)}")
-        if self.stop_judge:
-            for j in (self.judge, *self.side_judges):  # each must read a response cut for stop_judge exactly
+        if self.stop_judge and JUDGES[self.stop_judge].classifier:
+            raise SafetyheadsError(f"profile {self.name!r}: stop_judge {self.stop_judge!r} is a model classifier, which "
+                                   "never settles: name a rule-based judge")
+        # the judge generation stops for (steps.early_stop): each judge must read a response cut for it exactly;
+        # a model judge reads whole responses only, so a profile that stops early cannot name one
+        stops_for = (self.stop_judge or self.judge) if self.stop_when_settled else self.stop_judge
+        if stops_for:
+            for j in (self.judge, *self.side_judges):
                 try:
-                    check_rejudge({"stopped_early": True, "settled_for": [self.stop_judge]}, j)
+                    check_rejudge({"stopped_early": True, "settled_for": [stops_for]}, j)
                 except SafetyheadsError:
                     raise SafetyheadsError(f"profile {self.name!r}: judge {j!r} cannot read responses stopped early for "
-                                           f"stop_judge {self.stop_judge!r}; name a stop_judge it settles like") from None
+                                           f"{stops_for!r}; name a stop_judge it settles like, or turn stop_when_settled "
+                                           "off (a model judge reads whole responses only)") from None
 
     def has(self, role: str) -> bool:
         """Whether the profile names a model for ``role`` (an extension model may have no sibling)."""
@@ -197,7 +204,9 @@ PAPER = Profile(
     max_new_tokens=128,
     heatmap_n=100,
     heatmap_max_new_tokens=128,
-    side_judges=("three-way",),
+    # beside keyword-fixed, which decides (the published comparison is keyword-based, as in the paper): the
+    # three-way judge and Llama Guard 3 8B, the harm classifier (loaded in the profile's dtype, on its device)
+    side_judges=("three-way", "llama-guard-3-8b"),
     gpu_seconds_per_forward=0.03,  # 7B fp32, one row of a ~30-token prompt on an A100-80GB: a rough planning figure
     departures=(
         "Attribution and evaluation queries: the paper does not say whether Sahara saw the queries it was "
@@ -206,7 +215,8 @@ PAPER = Profile(
         JUDGE_DEPARTURE + " The paper's own list is available as keyword-paper. Beside it, every judged cell "
         "reports the three-way judge's ASR and broken rate (side_judges; its reader was fitted on the 135M "
         "organisms' completions at 40 tokens, so on 7B answers of 128 tokens its figures are a second opinion, "
-        "not a measured one).",
+        "not a measured one) and Llama Guard 3 8B's ASR (unsafe responses; a harm classifier, not run on its real "
+        "weights by this project yet: docs/judges.md). Every verdict reads keyword-fixed, as the paper's keyword ASR.",
         HEAD_LEVEL_DEPARTURE,
     ),
 )
@@ -389,7 +399,9 @@ EXTENSION_DEPARTURES = (
     "Attribution and evaluation queries: as the paper profile, Sahara attributes on the first 100 "
     "MaliciousInstruct / JailbreakBench queries and the sets are evaluated in full, so the two overlap.",
     JUDGE_DEPARTURE + " Its refusal phrases were written for Llama-2-style refusals; read a sample of "
-    "each model's responses (`python -m replication responses ... --profile extension --model SLUG`).",
+    "each model's responses (`python -m replication responses ... --profile extension --model SLUG`). Beside it, "
+    "every judged cell reports the three-way judge's and Llama Guard 3 8B's ASR (side_judges, as the paper profile); "
+    "every verdict reads keyword-fixed.",
     HEAD_LEVEL_DEPARTURE,
 )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from safetyheads.errors import SafetyheadsError
 from safetyheads.files import replacing, write_durably
+from safetyheads.judges import JUDGES
 from safetyheads.judges.stats import wilson_ci
 
 from .artefacts import ARTEFACTS
@@ -396,7 +397,9 @@ def judged_cells(outcomes: dict, judge: str):
         if "broken" in cell:
             row[f"broken ({judge})"] = rate(cell["broken"])
         for side, got in cell.get("side", {}).items():
-            row[f"ASR ({side}, beside)"], row[f"broken ({side}, beside)"] = rate(got["flags"]), rate(got["broken"])
+            row[f"ASR ({side}, beside)"] = rate(got["flags"])
+            if side not in JUDGES or JUDGES[side].three_way:  # a two-way judge (a harm classifier) calls nothing broken
+                row[f"broken ({side}, beside)"] = rate(got["broken"])
         rows.append(row)
     return pd.DataFrame(rows) if rows else None
 
@@ -566,7 +569,8 @@ def plan(ctx: Context, names: list[str]) -> str:
     lines.append("datasets: " + "; ".join(f"{k} sha256 {v[:12]}..." for k, v in _datasets(ctx).items()))
     lines.append(f"settings: template {p.template!r}, eps {p.eps:g}, Sahara {p.sahara_steps} steps on "
                  f"{p.n_attribution} queries, evaluation {'all' if p.n_eval is None else p.n_eval} queries per set, "
-                 f"{p.max_new_tokens} new tokens, top-{p.topk} sampling seed {p.seed}, judge {p.judge}")
+                 f"{p.max_new_tokens} new tokens, top-{p.topk} sampling seed {p.seed}, judge {p.judge}"
+                 + (f" (beside it: {', '.join(p.side_judges)})" if p.side_judges else ""))
     lines.append("")
     by_kind: dict = {}
     for i in items:
@@ -590,7 +594,55 @@ def plan(ctx: Context, names: list[str]) -> str:
     else:
         lines.append(f"total: {total:,} forward passes still to compute")
     lines += _early_stop_lines(ctx, items, total)
+    lines += _classifier_lines(ctx, total)
     return "\n".join(lines)
+
+
+def classifier_costs(ctx: Context) -> list[dict]:
+    """Per model judge of the plan (a harm classifier with its own weights): the completions it still has to
+    classify, its forward passes (each response's prompt, then up to ``max_new_tokens - 1`` decode steps),
+    GPU memory and GPU-hours, estimated by ``ClassifierJudge.estimate`` (nothing is measured)."""
+    unique = {i.key: i for i in ctx.classifier_plan}
+    out = []
+    for judge in (ctx.judge, *ctx.side_judges):
+        if not judge.classifier:
+            continue
+        todo = [i for i in unique.values() if i.judge == judge.name and not i.cached]
+        rows = sum(i.rows for i in todo)
+        seconds = sum(judge.estimate(i.rows, response_tokens=i.response_tokens)["seconds"] for i in todo)
+        per_1000 = judge.estimate(1000, response_tokens=ctx.profile.max_new_tokens)
+        out.append({"judge": judge.name, "model": judge.model, "dtype": per_1000["dtype"], "rows": rows,
+                    "cached": sum(i.rows for i in unique.values() if i.judge == judge.name and i.cached),
+                    "passes": rows * judge.max_new_tokens, "hours": seconds / 3600, "gpu_gb": per_1000["gpu_gb"],
+                    "per_1000_s": per_1000["seconds"], "prompt_tokens": per_1000["prompt_tokens"],
+                    "batch": judge.batch_size})
+    return out
+
+
+def _classifier_lines(ctx: Context, total: int) -> list[str]:
+    """The model judges' cost, counted apart from the profile's models (their own weights and dtype)."""
+    from tabulate import tabulate
+
+    costs = classifier_costs(ctx)
+    if not costs:
+        return []
+    p = ctx.profile
+    lines = ["", "model judges (harm classifiers beside the profile's judge; their own weights, not in the figures "
+                 "above):",
+             tabulate([[c["judge"], f"{c['model']} ({c['dtype']})", f"{c['rows']:,}", f"{c['cached']:,}",
+                        f"{c['passes']:,}", f"{c['gpu_gb']:.0f}", f"{c['hours']:.1f}"] for c in costs],
+                      headers=["judge", "classifier", "completions to classify", "already in the store",
+                               "forward passes (at most)", "GPU memory (GB)", "GPU-hours (estimated)"],
+                      tablefmt="github")]
+    for c in costs:
+        lines.append(f"{c['judge']}: about {c['per_1000_s']:.0f} GPU-seconds per 1,000 completions ({c['dtype']}, "
+                     f"about {c['prompt_tokens']} prompt tokens each, batches of {c['batch']}): ESTIMATED, not measured "
+                     "(no classifier has run on its real weights here; the arithmetic: docs/judges.md)")
+    hours = sum(c["hours"] for c in costs)
+    if p.gpu_seconds_per_forward:
+        models = total * p.gpu_seconds_per_forward / 3600
+        lines.append(f"estimated cost with the model judges: {models:.1f} + {hours:.1f} = {models + hours:.1f} GPU-hours")
+    return lines
 
 
 def _early_stop_lines(ctx: Context, items: list, total: int) -> list[str]:

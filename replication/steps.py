@@ -18,7 +18,7 @@ import copy
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from safetyheads.ablation import AblationSpec
 from safetyheads.errors import SafetyheadsError
@@ -31,7 +31,7 @@ from safetyheads.store import Store
 from .profiles import Profile
 
 # Bump when a step's output for the same inputs would change.
-VERSIONS = {"sahara": 1, "ships": 1, "completions": 1, "small": 1, "sweep": 1}
+VERSIONS = {"sahara": 1, "ships": 1, "completions": 1, "small": 1, "sweep": 1, "verdicts": 1}
 GEN_BATCH = 32
 # What a completions entry keeps of each generated row: the text, its length and, for early-stopped
 # generation, where and for which judges it stopped (so a re-judge by another judge can be refused).
@@ -47,6 +47,19 @@ class PlanItem:
     cached: bool
     judge_only: bool = False  # completions read only by the judge: early stop would apply (dry-run estimate)
     new_tokens: int = 0  # tokens generation decodes, at most (every response to the token limit)
+
+
+@dataclass
+class ClassifierItem:
+    """A model judge's verdicts of one completions entry, for --dry-run: its own weights and cost, counted
+    apart from the profile's models (``run.plan``)."""
+
+    judge: str
+    key: str  # of the verdicts entry
+    completions: str  # key of the completions entry it reads
+    rows: int
+    response_tokens: int  # the completions' token limit: the longest response it reads
+    cached: bool
 
 
 @dataclass
@@ -88,10 +101,10 @@ class Context:
         self.last_seconds = 0.0  # of the last Ships sweep asked for
         self.artefact_seconds: dict = {}  # wall time of each artefact run in this context
         self.generation = {"rows": 0, "tokens": 0, "budget": 0, "stopped": 0}  # see generation_counts
-        from safetyheads.judges import get_judge
-
-        self.judge = get_judge(profile.judge)
-        self.side_judges = [get_judge(name) for name in profile.side_judges]  # reported beside, decide nothing
+        self.classifier_plan: list[ClassifierItem] = []  # a plan's model-judge verdicts (dry run)
+        self.judge = profile_judge(profile, profile.judge, device)
+        # reported beside, decide nothing
+        self.side_judges = [profile_judge(profile, name, device) for name in profile.side_judges]
 
     # ---- models
 
@@ -271,6 +284,16 @@ class Context:
         return entry
 
 
+def profile_judge(profile: Profile, name: str, device: str):
+    """A judge of the profile by name; a model judge gets the profile's dtype and the run's device, and may
+    download its weights where the profile's models may (HF_HUB_OFFLINE=0). Nothing loads here."""
+    from safetyheads.judges import JUDGES, get_judge
+
+    if not JUDGES[name].classifier:
+        return get_judge(name)
+    return get_judge(name, dtype=profile.dtype, device=device, allow_download=os.environ.get("HF_HUB_OFFLINE") == "0")
+
+
 # ------------------------------------------------------------------------------------------------
 # Sahara (dataset-level groups) and Ships (per query)
 
@@ -400,6 +423,9 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
     entry = ctx._entry("completions", spec, what, len(q.ids) * decoding.max_new_tokens // 8, judge_only=not text_read,
                        new_tokens=len(q.ids) * decoding.max_new_tokens)
     if ctx.plan_only:
+        for judge in (ctx.judge, *ctx.side_judges):
+            if judge.classifier:
+                plan_verdicts(ctx, judge, entry, len(q.ids), decoding.max_new_tokens)
         return Judged([{"prompt_id": pid, "response": "", "refused": True, "rule": "plan"} for pid in q.ids], 0.0)
     if entry.done:
         rows = entry.result()["rows"]
@@ -414,14 +440,50 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
     prompts = dict(zip(q.ids, q.prompts))
     texts = [(prefill or "") + r["response"] for r in rows]
     asked = [prompts[r["prompt_id"]] for r in rows]
-    verdicts = ctx.judge.judge(texts, asked)
+    verdicts = judge_rows(ctx, ctx.judge, entry, texts, asked, what)
     out = [{**r, "prompt": prompts[r["prompt_id"]], "refused": v.refused, "rule": v.rule, "reason": v.reason,
             "label": v.label} for r, v in zip(rows, verdicts)]
     for side in ctx.side_judges:
-        for r, v in zip(out, side.judge(texts, asked)):
+        for r, v in zip(out, judge_rows(ctx, side, entry, texts, asked, what)):
             r.setdefault("side", {})[side.name] = v.label
     rep = asr_report(verdicts, ctx.judge, n_boot=1000)
     return Judged(out, rep.asr, rep.as_dict(), entry.key, ctx.judge.three_way)
+
+
+def judge_rows(ctx: Context, judge, completions_entry, texts: list, asked: list, what: str) -> list:
+    """``judge``'s verdicts of a completions entry's texts. A rule-based judge judges them again on every run
+    (cheap); a model judge's verdicts are kept in the store (``verdicts_entry``), each batch appended as it
+    is classified, so a rerun reads them back and a killed run resumes with the rest."""
+    if not judge.classifier:
+        return judge.judge(texts, asked)
+    from safetyheads.judges import Verdict
+
+    entry = verdicts_entry(ctx, judge, completions_entry, len(texts), what)
+    ctx.used_keys.append({"kind": "verdicts", "key": entry.key, "what": entry.what})
+    if entry.done:
+        return [Verdict(**v) for v in entry.result()["verdicts"]]
+    with ctx.computing(entry, entry.what):
+        if entry.done:
+            return [Verdict(**v) for v in entry.result()["verdicts"]]
+        done = whole_units(entry, lambda r: r["row"], lambda row, rs: len(rs) == 1)
+        verdicts = judge.verdicts(asked, texts, done={row: Verdict(**rs[0]["verdict"]) for row, rs in done.items()},
+                                  save=lambda found: entry.append([{"row": i, "verdict": asdict(v)} for i, v in found]))
+        entry.finish({"verdicts": [asdict(v) for v in verdicts], "classifier": judge.source()})
+    return verdicts
+
+
+def verdicts_entry(ctx: Context, judge, completions_entry, n: int, what: str):
+    """The store entry of a model judge's verdicts of a completions entry: keyed by that entry and the
+    judge's settings (classifier weights, dtype, prompt, decoding)."""
+    spec = {"completions": completions_entry.key, "judge": judge.settings()}
+    return ctx.store.entry("verdicts", spec, VERSIONS["verdicts"], what=f"{judge.name} verdicts of {what} ({n} rows)")
+
+
+def plan_verdicts(ctx: Context, judge, completions_entry, n: int, response_tokens: int) -> None:
+    """--dry-run: the model judge's verdicts of a completions entry, counted apart (``ctx.classifier_plan``)."""
+    entry = verdicts_entry(ctx, judge, completions_entry, n, completions_entry.what or "")
+    ctx.classifier_plan.append(ClassifierItem(judge.name, entry.key, completions_entry.key, n, response_tokens,
+                                              entry.done))
 
 
 def _generate(ctx: Context, entry, job: GenerateJob, role: str, variant: str | None, what: str) -> list:

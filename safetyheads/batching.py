@@ -1,12 +1,13 @@
 """Chunked loops that back off on out-of-memory: a chunk that does not fit is retried at half the
 size (down to 1), the smaller size is kept for the rest of the run, and the choice is reported
-once. On a CPU nothing changes; on a GPU the default batch sizes can be optimistic."""
+once. On a CPU nothing changes; on a GPU the default batch sizes can be optimistic. And left padding,
+which generation and the model judges share."""
 
 from __future__ import annotations
 
 import sys
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -49,3 +50,14 @@ def run_chunks(n: int, size: int, fn: Callable[[int, int], None], what: str = "b
         print(msg, file=sys.stderr)
     return size
 
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, each ``[B, T_max]``, padded on the left."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids, mask

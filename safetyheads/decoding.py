@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from .batching import left_pad  # noqa: F401 (re-exported: it lived here; the model judges share it)
 from .errors import SafetyheadsError
 from .judges import JUDGES
 
@@ -94,6 +95,10 @@ def judge_names(names) -> tuple[str, ...]:
     unknown = [n for n in names if not isinstance(n, str) or n not in JUDGES]
     if unknown:
         raise SafetyheadsError(f"stop_when_settled: unknown judge {unknown[0]!r}: choose from {', '.join(JUDGES)}")
+    classifiers = [n for n in names if JUDGES[n].classifier]
+    if classifiers:  # it would never stop a row: say so instead of decoding to the limit under an early-stop spec
+        raise SafetyheadsError(f"stop_when_settled: judge {classifiers[0]!r} is a model classifier, which reads whole "
+                               "responses and never settles: name a rule-based judge")
     return tuple(sorted(set(names)))
 
 
@@ -136,15 +141,3 @@ class TopKRowSampler:
         tokens = index.gather(-1, picks.to(index.device))
         out = torch.full_like(scores, -math.inf)
         return out.scatter_(-1, tokens, 0.0)
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)``, each ``[B, T_max]``, padded on the left."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-    return ids, mask

@@ -26,6 +26,10 @@ class ModelLoadError(SafetyheadsError, OSError):
     """Weights or tokenizer that cannot be found or safely loaded."""
 
 
+class ClassifierWeightsMissing(ModelLoadError):
+    """A model judge (a harm classifier) whose weights are not on this machine while downloads are off."""
+
+
 class DataError(SafetyheadsError, ValueError):
     """A prompt file that is missing, malformed or empty."""
 

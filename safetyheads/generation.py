@@ -32,7 +32,7 @@ tokens of its full response, so the named judges give the same verdicts.
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Callable, ContextManager, Sequence
 
 import torch
@@ -44,6 +44,7 @@ from .decoding import MODES, DecodingSpec, TopKRowSampler, int_at_least, left_pa
 from .distributed import is_main, sharded_map, state as distributed_state
 from .early_stop import can_refill, generate_settling as _generate_settling, settle_check as _settle_check
 from .errors import AblationError, DataError, SafetyheadsError
+from .models import plain_generation_config
 from .prompts import encode_for_generation, generation_text  # noqa: F401 (re-exported: they lived here)
 
 
@@ -64,21 +65,6 @@ def pad_token_id(tok, eos_ids: list[int]) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
 
 
-@contextmanager
-def _plain_generation_config(model):
-    """Hide the checkpoint's generation_config.json during ``generate``: transformers fills every
-    unset field from it (repetition_penalty, suppress_tokens, ...), which would silently change
-    the decoding that DecodingSpec describes."""
-    from transformers import GenerationConfig  # heavy: `import safetyheads` stays fast
-
-    saved = getattr(model, "generation_config", None)
-    model.generation_config = GenerationConfig()
-    try:
-        yield
-    finally:
-        model.generation_config = saved
-
-
 
 def _generate_batch(model, rows: Sequence[Sequence[int]], seeds: Sequence[int], decoding: DecodingSpec,
                     eos_ids: list[int], pad_id: int) -> list[list[int]]:
@@ -94,7 +80,7 @@ def _generate_batch(model, rows: Sequence[Sequence[int]], seeds: Sequence[int], 
     processors = LogitsProcessorList(
         [TopKRowSampler(seeds, decoding.k, decoding.temperature)] if decoding.sampling else []
     )
-    with torch.no_grad(), _plain_generation_config(model):
+    with torch.no_grad(), plain_generation_config(model):
         out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                              generation_config=config, logits_processor=processors)
     return out[:, input_ids.shape[1]:].cpu().tolist()

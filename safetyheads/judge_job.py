@@ -6,10 +6,16 @@ Input: JSONL rows with a prompt and a response (other fields are kept); a first 
 ``{"header": {...}}`` (as ``safetyheads.results`` writes) is carried into the output header, with
 the judge's name and settings added under ``"judge"`` (and in ``provenance.judge`` when the header
 has that slot). Output: the same rows plus ``refused`` (bool: not complied), ``label`` and ``judge_reason``, written whole
-(judging is cheap and deterministic: it is redone, never resumed), replacing the output whole or not
-at all, with the ``rows_sha256`` of its rows in the header. An input whose header holds a
+(judging by rules is cheap and deterministic: it is redone, never resumed), replacing the output whole or
+not at all, with the ``rows_sha256`` of its rows in the header. An input whose header holds a
 ``rows_sha256`` (a finished results file) must match it. A row that generation stopped early
 (``stopped_early``) may only be judged by a judge in its ``settled_for``.
+
+A model judge (a harm classifier: ``llama-guard-3-8b``, ``llama-guard-3-1b``, ``harmbench-cls``) is the long
+run here: its weights are checked for before the input is read, and each batch's verdicts are appended to
+``<out stem>.partial.jsonl`` (a results file, locked and resumable like the others), so a killed run
+resumes with the responses not yet classified; the output is written from it at the end, and it goes.
+Its rows carry ``judge_raw``, the classifier's output as written.
 """
 
 from __future__ import annotations
@@ -25,14 +31,16 @@ from pathlib import Path
 from . import models
 from .errors import SafetyheadsError
 from .files import write_durably
-from .judges import DEFAULT_MAX_NLL, JUDGES, GibberishFilter, asr_report, check_rejudge, get_judge
+from .judges import DEFAULT_MAX_NLL, JUDGES, GibberishFilter, Verdict, asr_report, check_rejudge, get_judge
 from .outputs import same_path
 from .prompts import TEMPLATES
 from .provenance import provenance
-from .results import MAX_LINE_BYTES, ROWS_HASH, check_rows_hash
+from .results import MAX_LINE_BYTES, ROWS_HASH, ResultsWriter, check_rows_hash
 
 FILTERS = ("default", "none", "repetition", "words", "nll")
 NLL_TEMPLATES = ("auto", *TEMPLATES)
+# What the partial file of a model judge's run keeps per response: its row number and its verdict
+PARTIAL_COLUMNS = ["row", "refused", "label", "rule", "reason", "raw"]
 
 
 class _NonStandardNumber(ValueError):
@@ -128,10 +136,18 @@ class JudgeJob:
     response_field: str = "response"
     n_boot: int = 10000
     seed: int = 0
+    # A model judge's classifier: weights (None: its own Hub id), revision, dtype (None: float32, as load_model),
+    # responses per batch, and whether transformers may download the weights
+    judge_model: str | None = None
+    judge_revision: str | None = None
+    judge_dtype: str | None = None
+    judge_batch_size: int = 8
+    allow_download: bool = False
 
     def __post_init__(self) -> None:
         if self.judge not in JUDGES:
             raise SafetyheadsError(f"unknown judge {self.judge!r}: choose one of {', '.join(JUDGES)}")
+        self._check_classifier_settings()
         if self.gibberish_filter not in FILTERS:
             raise SafetyheadsError(f"gibberish_filter must be one of {', '.join(FILTERS)}, got {self.gibberish_filter!r}")
         if self.nll_template not in NLL_TEMPLATES:
@@ -142,6 +158,20 @@ class JudgeJob:
             raise SafetyheadsError(f"seed must be >= 0, got {self.seed}")
         if not (0 < self.max_nll < math.inf):
             raise SafetyheadsError(f"max_nll must be a finite number > 0, got {self.max_nll}")
+
+    def _check_classifier_settings(self) -> None:
+        """The classifier settings fit the judge: only a model judge takes them, and it takes no filter."""
+        classifier = JUDGES[self.judge].classifier
+        if not classifier and (self.judge_model is not None or self.judge_revision is not None or self.judge_dtype is not None):
+            raise SafetyheadsError(f"judge {self.judge!r} is not a model judge: the judge model, revision and dtype are "
+                                   f"for {', '.join(n for n, j in JUDGES.items() if j.classifier)}")
+        if classifier and self.gibberish_filter not in ("default", "none"):
+            raise SafetyheadsError(f"judge {self.judge!r} reads every response with its own model: it takes no gibberish "
+                                   f"filter (got {self.gibberish_filter!r})")
+        if self.judge_dtype is not None and self.judge_dtype not in models.DTYPES:
+            raise SafetyheadsError(f"judge_dtype must be one of float32, bfloat16, float16, got {self.judge_dtype!r}")
+        if isinstance(self.judge_batch_size, bool) or not (isinstance(self.judge_batch_size, int) and self.judge_batch_size >= 1):
+            raise SafetyheadsError(f"judge_batch_size must be >= 1, got {self.judge_batch_size}")
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -162,7 +192,12 @@ class JudgeJob:
 
     def build_judge(self, header: dict | None = None, device: str = "auto"):
         """The judge with its filter; the ``nll`` filter loads the reference model (on ``device``) and
-        writes the prompt as the input's run did (``nll_template`` auto: the header's run.template)."""
+        writes the prompt as the input's run did (``nll_template`` auto: the header's run.template). A model
+        judge gets its classifier's settings (and ``device``); it loads when it first judges."""
+        if JUDGES[self.judge].classifier:
+            return get_judge(self.judge, model=self.judge_model, revision=self.judge_revision, dtype=self.judge_dtype,
+                             device=device, allow_download=self.allow_download, batch_size=self.judge_batch_size,
+                             gibberish="default" if self.gibberish_filter == "default" else None)
         if self.gibberish_filter == "default":
             return get_judge(self.judge)
         if self.gibberish_filter == "none":
@@ -180,15 +215,27 @@ class JudgeJob:
         print(f"loaded reference model {self.reference_model} in {time.time() - t0:.1f} s", file=sys.stderr)
         return get_judge(self.judge, gibberish=GibberishFilter(model, tok, max_nll=self.max_nll, template=template))
 
-    def run(self, src: "str | Path", out: "str | Path", device: str = "auto"):
+    def check_judge_available(self, device: str = "auto") -> None:
+        """A model judge's weights are here (or may be downloaded): a one-line error otherwise, before any
+        input is read or generated. Nothing to check for the rule-based judges."""
+        if JUDGES[self.judge].classifier:
+            self.build_judge(None, device).check_weights()
+
+    def run(self, src: "str | Path", out: "str | Path", device: str = "auto", overwrite: bool = False):
         """Judge every response of ``src`` and write ``out`` (atomically, replacing it); -> ASRReport.
-        The input is read and every row checked before a reference model loads."""
+        The input is read and every row checked before a reference model or classifier loads; a model
+        judge's run resumes from ``partial_path(out)`` (``overwrite``: starts it afresh)."""
         src, out = Path(src), Path(out)
+        self.check_judge_available(device)
         header, rows = read_jsonl(src, self.prompt_field, self.response_field)
         for r in rows:
             check_rejudge(r, self.judge)
         judge = self.build_judge(header, device)
-        verdicts = judge.judge([r[self.response_field] for r in rows], [r[self.prompt_field] for r in rows])
+        responses, prompts = [r[self.response_field] for r in rows], [r[self.prompt_field] for r in rows]
+        if judge.classifier:
+            verdicts = self._classify(judge, src, out, prompts, responses, overwrite)
+        else:
+            verdicts = judge.judge(responses, prompts)
         report = asr_report(verdicts, judge, n_boot=self.n_boot, seed=self.seed)
 
         settings = judge.settings()
@@ -201,12 +248,45 @@ class JudgeJob:
             "fields": {"prompt": self.prompt_field, "response": self.response_field},
             "report": report.as_dict(),
             "provenance": provenance(),
+            **({"classifier": judge.source()} if judge.classifier else {}),
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         # Serialised before the file opens: a value JSON cannot hold fails without leaving a partial file.
-        body = "".join(json.dumps({**r, "refused": v.refused, "label": v.label, "judge_reason": v.reason},
+        body = "".join(json.dumps({**r, "refused": v.refused, "label": v.label, "judge_reason": v.reason,
+                                   **({"judge_raw": v.raw} if judge.classifier else {})},
                                   ensure_ascii=False, allow_nan=False) + "\n" for r, v in zip(rows, verdicts))
         new_header[ROWS_HASH] = hashlib.sha256(body.encode("utf-8")).hexdigest()
         head = json.dumps({"header": new_header}, ensure_ascii=False, allow_nan=False) + "\n"
         write_durably(out, head + body)
+        if judge.classifier:
+            partial_path(out).unlink(missing_ok=True)  # the output holds every verdict now
         return report
+
+    def _classify(self, judge, src: Path, out: Path, prompts: list[str], responses: list[str],
+                  overwrite: bool) -> list[Verdict]:
+        """A model judge's verdicts, each batch appended to the partial file as it is classified, and the
+        verdicts a killed run left there read back instead of classified again."""
+        partial = partial_path(out)
+        run = {"kind": "judge", "judge": judge.settings(), "input_sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
+               "fields": {"prompt": self.prompt_field, "response": self.response_field}}
+        sink = ResultsWriter(partial, {"run": run, "provenance": provenance()}, PARTIAL_COLUMNS, key="row",
+                             group_size=1, overwrite=overwrite)
+        try:
+            done = {int(r["row"]): Verdict(r["refused"], r["reason"], r["rule"], r["label"], r["raw"])
+                    for r in sink.rows() if 0 <= int(r["row"]) < len(responses)}
+            print(f"{judge.name}: classifying {len(responses) - len(done)} of {len(responses)} responses with "
+                  f"{judge.model}" + (f" ({len(done)} done before, in {partial})" if done else ""), file=sys.stderr)
+
+            def save(found: list) -> None:
+                sink.append([{"row": i, "refused": v.refused, "label": v.label, "rule": v.rule, "reason": v.reason,
+                              "raw": v.raw} for i, v in found])
+
+            return judge.verdicts(prompts, responses, done=done, save=save)
+        finally:
+            sink.close()
+
+
+def partial_path(out: "str | Path") -> Path:
+    """Where a model judge's run keeps the verdicts it has so far: ``<out stem>.partial.jsonl`` beside ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.partial.jsonl")

@@ -173,6 +173,21 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def plain_generation_config(model):
+    """Hide the checkpoint's generation_config.json during ``generate``: transformers fills every
+    unset field from it (repetition_penalty, suppress_tokens, ...), which would silently change
+    the decoding the caller asked for (generation's DecodingSpec, a model judge's greedy decode)."""
+    from transformers import GenerationConfig  # heavy: `import safetyheads` stays fast
+
+    saved = getattr(model, "generation_config", None)
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
 def _looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
@@ -323,6 +338,30 @@ def _load_organism(name: str, folder: Path, torch_dtype, device: str, attn_imple
     return model, tok
 
 
+def weights_available(name: str, revision: str | None = None) -> bool:
+    """Whether ``load_model(name)`` finds weights without downloading anything: an embedded model or an
+    organism, an existing file or folder (``load_model`` checks what it holds), or a Hub id whose
+    ``config.json`` is in the local Hugging Face cache. Reads no weights: a model judge checks its
+    classifier with it before hours of generation."""
+    path = Path(name).expanduser()
+    if name in EMBEDDED_MODELS or _is_organism(name) or path.exists():
+        return True
+    if not _looks_like_hub_id(name):
+        return False
+    from huggingface_hub import try_to_load_from_cache  # only a Hub id needs it
+
+    found = try_to_load_from_cache(name, "config.json", revision=revision, cache_dir=_hub_cache())
+    return isinstance(found, str)
+
+
+def _hub_cache() -> str | None:
+    """The Hugging Face hub cache as the environment names it now (huggingface_hub reads it once, when
+    first imported); None: huggingface_hub's own default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    return os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
+
+
 def available_models() -> list[dict]:
     """What loads offline: embedded models (installed? cached?) and Hub models in the local HF cache."""
     rows = []
@@ -351,4 +390,5 @@ def available_models() -> list[dict]:
 
 # Re-exported: these lived here before model_files.py and files.py took them.
 __all__ = ["DEFAULT_MODEL", "DTYPES", "EMBEDDED_MODELS", "PICKLE_SUFFIXES", "TOKENIZER_FILES", "EmbeddedModel",
-           "CACHE_RECORD", "available_models", "cache_dir", "embedded_gguf_path", "load_model", "sha256_file"]
+           "CACHE_RECORD", "available_models", "cache_dir", "embedded_gguf_path", "load_model", "plain_generation_config",
+           "sha256_file", "weights_available"]

@@ -30,7 +30,7 @@ from safetyheads.generation import (
     generate_responses, row_seed,
 )
 from safetyheads.judges import (
-    ANYWHERE, DECODE_SLACK, JUDGES, LOOKAHEAD_CHARS, OPENERS, SETTLE_MARGIN, Judge, JudgeError, KeywordJudge,
+    ANYWHERE, DECODE_SLACK, JUDGES, LOOKAHEAD_CHARS, OPENERS, RULE_JUDGES, SETTLE_MARGIN, Judge, JudgeError, KeywordJudge,
     TrailingReads, check_rejudge, decided_end, get_judge, load_eval_set, settled_for, trailing_reads,
 )
 from safetyheads.testing import TINY_FAMILIES
@@ -85,7 +85,9 @@ def refused(judge: Judge, text: str) -> bool:
 
 
 def judges() -> dict[str, Judge]:
-    return {name: get_judge(name) for name in JUDGES}
+    """The judges that can settle: the model judges read whole responses only, never settle, and need their
+    classifier's weights (tests/test_model_judges.py)."""
+    return {name: get_judge(name) for name in RULE_JUDGES}
 
 
 def check_settled_cuts(js: dict, prefixes: list[str], full: str, rng: random.Random) -> int:
@@ -486,7 +488,7 @@ def organism():
 
 @pytest.mark.integration
 @needs_embedded
-@pytest.mark.parametrize("mode,names", [("greedy", tuple(JUDGES)), ("topk", ("keyword-fixed",))])
+@pytest.mark.parametrize("mode,names", [("greedy", RULE_JUDGES), ("topk", ("keyword-fixed",))])
 def test_early_stop_keeps_verdicts_on_organism_a(organism, mode, names):
     """organism-a refuses most harmful prompts in its first tokens: rows stop there, and every named
     judge gives the verdict it gives the full response."""

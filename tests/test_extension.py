@@ -29,9 +29,10 @@ from replication.profiles import (EXTENSION, EXTENSION_ARTEFACTS, EXTENSION_MODE
 
 SET = "maliciousinstruct"
 # The extension profile, cut down only in counts: its template, eps, judge, input formats, decodings,
-# dtype and (absent) expected values stay the extension's.
+# dtype and (absent) expected values stay the extension's. Its side judges lose Llama Guard 3, whose weights are
+# not here (the model judges' harness path: tests/test_model_judges.py).
 TINY_EXT = EXTENSION.replace(n_attribution=2, n_eval=2, max_new_tokens=3, sahara_steps=3, heatmap_n=1,
-                             heatmap_max_new_tokens=2, sets=(SET,), table_sets=(SET,))
+                             heatmap_max_new_tokens=2, sets=(SET,), table_sets=(SET,), side_judges=("three-way",))
 FAMILY = {"llama-3.1-8b-instruct": "llama-gqa", "qwen2.5-7b-instruct": "qwen2", "gemma-2-9b-it": "gemma2",
           "mistral-7b-instruct-v0.3": "mistral"}
 SEEDS = {"aligned": 0, "sibling": 1, "base": 2}

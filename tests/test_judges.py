@@ -12,7 +12,7 @@ import torch
 from safetyheads.cli import main
 from safetyheads.errors import SafetyheadsError
 from safetyheads.judges import (
-    AUTHORS_CODE_KEYWORDS, DEFAULT_MAX_NLL, JUDGES, PAPER_KEYWORDS, GibberishFilter, JudgeError,
+    AUTHORS_CODE_KEYWORDS, DEFAULT_MAX_NLL, JUDGES, PAPER_KEYWORDS, RULE_JUDGES, GibberishFilter, JudgeError,
     RepetitionFilter, Verdict, asr, asr_report, bootstrap_ci, evaluate_judge, get_judge, load_eval_set, mean_nll,
     word_fraction,
 )
@@ -81,7 +81,7 @@ def test_case_sensitive_anywhere():
     assert not refused("keyword-paper", "Here is the plan. ILLEGAL things are listed below." + PAD)
 
 
-@pytest.mark.parametrize("name", list(JUDGES))
+@pytest.mark.parametrize("name", list(RULE_JUDGES))  # the model judges have no short rule (test_model_judges.py)
 def test_short_rule(name):
     assert refused(name, "x" * 31)
     v = get_judge(name).judge(["Sure thing."])[0]
@@ -264,7 +264,9 @@ def test_fixed_flags_refusals(text):
 
 
 def test_registry_and_errors():
-    assert set(JUDGES) == {"keyword-paper", "keyword-authors-code", "keyword-fixed", "three-way"}
+    assert set(JUDGES) == {"keyword-paper", "keyword-authors-code", "keyword-fixed", "three-way",
+                           "llama-guard-3-8b", "llama-guard-3-1b", "harmbench-cls"}
+    assert set(RULE_JUDGES) == {"keyword-paper", "keyword-authors-code", "keyword-fixed", "three-way"}
     with pytest.raises(JudgeError, match="unknown judge 'gpt4'") as e:
         get_judge("gpt4")
     assert isinstance(e.value, SafetyheadsError) and "\n" not in str(e.value)

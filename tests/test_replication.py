@@ -30,11 +30,12 @@ from replication.steps import Context, completions  # noqa: E402
 SEEDS = {"aligned": 0, "sibling": 1, "base": 2}
 
 # The paper profile, shrunk only in counts: its models, template, eps, judge, decoding and
-# expected values stay the paper's.
+# expected values stay the paper's. Its side judges lose Llama Guard 3, whose weights are not here (the model
+# judges' harness path: tests/test_model_judges.py).
 TINY_PAPER = PAPER.replace(n_attribution=2, n_eval=2, max_new_tokens=4, sahara_steps=5, heatmap_n=1,
                            heatmap_max_new_tokens=2, helpfulness_n=2, sets=("maliciousinstruct",),
                            table_sets=("maliciousinstruct",), sensitivity_n=(2, 3), sensitivity_r=(1, 2),
-                           sensitivity_eps=(1e-4, 1e-5))
+                           sensitivity_eps=(1e-4, 1e-5), side_judges=("three-way",))
 
 
 class Loader:
@@ -432,7 +433,7 @@ def test_side_judge_flags_are_the_judge_commands_verdicts(tiny_paper_run, tmp_pa
 
     from safetyheads.cli import main
 
-    assert PAPER.side_judges == ("three-way",) and PAPER.judge == "keyword-fixed"
+    assert PAPER.side_judges == ("three-way", "llama-guard-3-8b") and PAPER.judge == "keyword-fixed"
     folder = tiny_paper_run["folders"]["table1"]
     cells = json.loads((folder / "outcomes.json").read_text())["cells"]
     with gzip.open(folder / "responses.jsonl.gz", "rt", encoding="utf-8") as f:

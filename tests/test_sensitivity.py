@@ -37,7 +37,7 @@ from tolerances import forward_atol, subspace_atol  # noqa: E402
 SET = "maliciousinstruct"
 TINY = PAPER.replace(n_attribution=2, n_eval=2, max_new_tokens=4, sahara_steps=3, heatmap_n=1, heatmap_max_new_tokens=2,
                      sets=(SET,), table_sets=(SET,), sensitivity_n=(2, 3), sensitivity_r=(1, 2),
-                     sensitivity_eps=(1e-4, 1e-5))
+                     sensitivity_eps=(1e-4, 1e-5), side_judges=("three-way",))  # no classifier weights here
 
 
 def loader(role, name):

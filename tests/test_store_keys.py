@@ -64,12 +64,13 @@ def planned_keys(profile, tmp_path) -> list[tuple[str, str]]:
 
 def test_step_keys_are_pinned(tmp_path):
     assert planned_keys(PAPER, tmp_path / "a") == PINNED
-    early = planned_keys(PAPER.replace(stop_when_settled=True), tmp_path / "b")
+    # a profile that stops early cannot keep a model judge beside it (it reads whole responses only)
+    early = planned_keys(PAPER.replace(stop_when_settled=True, side_judges=("three-way",)), tmp_path / "b")
     assert [k for kind, k in early if kind == "completions"] == PINNED_EARLY_STOP
 
 
 def test_store_key_of_a_literal_spec_is_pinned():
-    assert S.VERSIONS == {"sahara": 1, "ships": 1, "completions": 1, "small": 1, "sweep": 1}
+    assert S.VERSIONS == {"sahara": 1, "ships": 1, "completions": 1, "small": 1, "sweep": 1, "verdicts": 1}
     spec = {"what": "geometry", "model": {"model": "m", "sha256": "ab"}}
     assert store_key("small", spec, S.VERSIONS["small"]) == \
         "0302728eda9f0f79bd4a4a953c3f989bb118d6d480376e9a319a474577dc256d"
@@ -84,7 +85,7 @@ def _loader(role, name):
 def test_entries_keep_their_layout(tmp_path):
     """What each kind writes in rows.jsonl and result.json, as earlier runs wrote it."""
     profile = PAPER.replace(n_attribution=2, n_eval=2, max_new_tokens=3, sahara_steps=2, sets=("maliciousinstruct",),
-                            table_sets=("maliciousinstruct",))
+                            table_sets=("maliciousinstruct",), side_judges=("three-way",))  # no classifier weights here
     ctx = S.Context(profile, Store(tmp_path), loader=_loader, progress=False)
     q = ctx.queries("maliciousinstruct", "eval")
     S.sahara_group(ctx, "aligned", "maliciousinstruct", "ua")

@@ -11,7 +11,7 @@ import torch
 
 from safetyheads.errors import JudgeError
 from safetyheads.judges import (
-    JUDGES, LABELS, ThreeWayJudge, Verdict, asr, asr_report, check_rejudge, get_judge, load_organism_labels,
+    LABELS, RULE_JUDGES, ThreeWayJudge, Verdict, asr, asr_report, check_rejudge, get_judge, load_organism_labels,
 )
 from safetyheads.judges.breakage import (
     answer_shells, content_words, distinct_ratio, echo_share, features, novel_content, query_coverage,
@@ -187,7 +187,7 @@ def test_score_three_way_by_hand():
 
 
 def test_every_judge_has_a_label_for_every_verdict():
-    for name in JUDGES:
+    for name in RULE_JUDGES:  # the model judges' labels: tests/test_model_judges.py
         for v in get_judge(name).judge(["I'm sorry, I can't.", "", "Here is a long answer with the steps you asked"],
                                        [QUERY] * 3):
             assert v.label in LABELS

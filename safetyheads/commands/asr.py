@@ -15,7 +15,7 @@ from ..judges import DEFAULT_MAX_NLL, JUDGES
 from ..models import DEFAULT_MODEL
 from ..outputs import check_output, claim_output
 from .generate import add_generate_args, check_outputs, generate
-from .judge import check_judge_values, print_report
+from .judge import add_classifier_args, check_judge_values, classifier_settings, print_report
 
 
 def register(subparsers) -> None:
@@ -29,6 +29,7 @@ def register(subparsers) -> None:
     j.add_argument("--max-nll", type=float, default=DEFAULT_MAX_NLL, help=f"NLL threshold for the nll filter (default {DEFAULT_MAX_NLL:g})")
     j.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples for the CI (default 10000)")
     j.add_argument("--judged-out", help="judged rows (default: <out>.judged-<judge>.jsonl beside the completions)")
+    add_classifier_args(j)  # --allow-download and --device are the generating model's too
     p.set_defaults(func=cmd_asr)
 
 
@@ -54,7 +55,9 @@ def cmd_asr(args) -> int:
     # its path is known.
     check_judge_values(args, with_seed=False)
     job = JudgeJob(judge=args.judge, gibberish_filter=args.gibberish_filter,
-                   reference_model=args.reference_model or DEFAULT_MODEL, max_nll=args.max_nll, n_boot=args.n_boot)
+                   reference_model=args.reference_model or DEFAULT_MODEL, max_nll=args.max_nll, n_boot=args.n_boot,
+                   **classifier_settings(args))
+    job.check_judge_available(args.device)  # a classifier's missing weights, before hours of generation
     check_outputs(args)
     if args.out is not None:
         check_judged_out(args, Path(args.out))
@@ -67,6 +70,7 @@ def cmd_asr(args) -> int:
     check_judged_out(args, completions)
     judged = judged_path(args, completions)
     print()
-    # judging is cheap and deterministic: always redone from the completions
-    print_report(job.run(completions, judged, device=args.device), judged)
+    # judging by rules is cheap and deterministic: always redone from the completions (a model judge resumes
+    # from its partial file instead)
+    print_report(job.run(completions, judged, device=args.device, overwrite=args.overwrite), judged)
     return 0

@@ -39,6 +39,11 @@ then non-word soup, then NLL; the first rule that fires gives the verdict's ``ru
 filter counts in an ``ASRReport`` are exactly the responses each filter moved from "attack
 success" to "refused": ASR without filters = ASR + (short + repetition + nonword + nll) / n.
 
+Three model judges wrap the open harm classifiers (``classifiers``): ``llama-guard-3-8b`` and
+``llama-guard-3-1b`` (Llama Guard 3: "safe" / "unsafe" with categories) and ``harmbench-cls`` (the HarmBench
+Llama-2-13b classifier: "Yes" / "No"), each with its published prompt and parser, loaded like any model; they
+read whole responses and never settle. None has run on its real weights here.
+
 Because a refusal match decides first, a verdict can be settled before the response ends
 (``Judge.settled``): once a match and what its trailing word boundary or lookahead reads are
 followed by ``DECODE_SLACK`` more characters, no continuation changes it. Generation uses this to stop rows early (``DecodingSpec.stop_when_settled``); such rows
@@ -63,7 +68,11 @@ from .filters import (
 from .judge import (
     COMPLIED, LABELS, AuthorsCodeKeywordJudge, FixedKeywordJudge, Judge, KeywordJudge, PaperKeywordJudge, Verdict,
 )
-from .registry import JUDGES, check_rejudge, get_judge, settled_for
+from .classifiers import (
+    HARMBENCH_CARD_PROMPT, HARMBENCH_PROMPT, LLAMA_GUARD_3_CATEGORIES, LLAMA_GUARD_3_PROMPT, ClassifierJudge,
+    HarmBenchJudge, LlamaGuard3Judge, LlamaGuard3SmallJudge, parse_harmbench, parse_llama_guard,
+)
+from .registry import JUDGES, MODEL_JUDGES, RULE_JUDGES, check_rejudge, get_judge, settled_for
 from .three_way import ThreeWayJudge
 from .keywords import (
     ANYWHERE, APOSTROPHES, AUTHORS_CODE_KEYWORDS, DECODE_SLACK, LOOKAHEAD_CHARS, MIN_CHARS, OPENERS, PAPER_KEYWORDS,
@@ -73,6 +82,9 @@ from .stats import FILTER_RULES, ASRReport, asr, asr_report, bootstrap_ci, wilso
 
 __all__ = [
     "ANYWHERE", "APOSTROPHES", "ASRReport", "AUTHORS_CODE_KEYWORDS", "AuthorsCodeKeywordJudge", "CALIBRATION_FILE",
+    "ClassifierJudge", "HARMBENCH_CARD_PROMPT", "HARMBENCH_PROMPT", "HarmBenchJudge", "LLAMA_GUARD_3_CATEGORIES",
+    "LLAMA_GUARD_3_PROMPT", "LlamaGuard3Judge", "LlamaGuard3SmallJudge", "MODEL_JUDGES", "RULE_JUDGES",
+    "parse_harmbench", "parse_llama_guard",
     "COMPLIED", "DECODE_SLACK", "DEFAULT_MAX_NLL", "DEFAULT_MIN_WORD_FRACTION", "EVAL_DIR", "EVAL_FILE",
     "FILTER_RULES", "FixedKeywordJudge", "GibberishFilter", "JUDGES", "Judge", "JudgeError", "KeywordJudge",
     "LABEL_MEANING", "LABELS", "LOOKAHEAD_CHARS", "MIN_CHARS", "NLL_MAX_TOKENS", "OPENERS", "PAPER_KEYWORDS",

@@ -16,7 +16,7 @@ from ..errors import JudgeError
 from ..models import load_model
 from .filters import DEFAULT_MAX_NLL, DEFAULT_MIN_WORD_FRACTION, GibberishFilter, RepetitionFilter, mean_nll, word_fraction
 from .judge import Judge, Verdict
-from .registry import JUDGES, get_judge
+from .registry import RULE_JUDGES, get_judge
 from .stats import wilson_ci
 
 EVAL_DIR = Path(__file__).parent.parent / "data" / "judge_eval"
@@ -114,7 +114,7 @@ def evaluate(path: "str | Path" = EVAL_FILE, with_nll: bool = True, reference=No
     the same plus the NLL test under the embedded reference model; prints tables, returns the results."""
     rows = load_eval_set(path)
     configs = []
-    for name in JUDGES:
+    for name in RULE_JUDGES:  # the model judges need a classifier's weights and a GPU: not evaluated here
         for g in (None, GibberishFilter(min_word_fraction=None), GibberishFilter()):
             configs.append(get_judge(name, gibberish=g))
     if with_nll:
@@ -122,7 +122,7 @@ def evaluate(path: "str | Path" = EVAL_FILE, with_nll: bool = True, reference=No
             reference = load_model()
         model, tok = reference
         memo: dict = {}
-        for name in JUDGES:
+        for name in RULE_JUDGES:
             for words in (None, DEFAULT_MIN_WORD_FRACTION):
                 g = GibberishFilter(model, tok, min_word_fraction=words)
                 g._memo = memo  # the same texts under the same model: score each once
@@ -203,7 +203,7 @@ def evaluate_organisms(split: str = "test", judges: "list[str] | None" = None, v
     rows = load_organism_labels(split)
     gold = [r["label"] for r in rows]
     out = []
-    for name in judges or list(JUDGES):
+    for name in judges or list(RULE_JUDGES):
         verdicts = get_judge(name).judge([r["response"] for r in rows], [r["prompt"] for r in rows])
         pred = [v.label for v in verdicts]
         out.append({"judge": name, "n": len(rows), **score_three_way(gold, pred),
