@@ -44,21 +44,8 @@ from .decoding import MODES, DecodingSpec, TopKRowSampler, int_at_least, left_pa
 from .distributed import is_main, sharded_map, state as distributed_state
 from .early_stop import can_refill, generate_settling as _generate_settling, settle_check as _settle_check
 from .errors import AblationError, DataError, SafetyheadsError
-from .models import plain_generation_config
+from .models import eos_token_ids, plain_generation_config  # noqa: F401 (eos_token_ids re-exported: it lived here)
 from .prompts import encode_for_generation, generation_text  # noqa: F401 (re-exported: they lived here)
-
-
-def eos_token_ids(model, tok) -> list[int]:
-    """Every id that ends a response: the tokenizer's EOS and the model's generation-config EOS
-    (chat models often stop on an end-of-turn token listed only there)."""
-    ids: list[int] = []
-    for source in (tok.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        for i in source if isinstance(source, (list, tuple)) else [source]:
-            if i is not None and int(i) not in ids:
-                ids.append(int(i))
-    if not ids:
-        raise DataError("the tokenizer has no EOS token and the model's generation config names none: cannot stop at EOS")
-    return ids
 
 
 def pad_token_id(tok, eos_ids: list[int]) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
+from .errors import DataError, ModelLoadError
 from .files import PICKLE_SUFFIXES, cache_dir, sha256_file, weights_fingerprint
 from .model_files import (DEFAULT_MODEL, EMBEDDED_MODELS, TOKENIZER_FILES, EmbeddedModel, check_gguf,
                           check_gguf_magic, check_safetensors_folder, embedded_gguf_path, first_line)
@@ -171,6 +171,19 @@ def _quiet_transformers():
         hf_logging.set_verbosity(verbosity)
         if bars and not hf_logging.is_progress_bar_enabled():
             hf_logging.enable_progress_bar()
+
+
+def eos_token_ids(model, tok) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the model's generation-config EOS
+    (chat models often stop on an end-of-turn token listed only there, e.g. Llama 3's <|eot_id|>)."""
+    ids: list[int] = []
+    for source in (tok.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        for i in source if isinstance(source, (list, tuple)) else [source]:
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise DataError("the tokenizer has no EOS token and the model's generation config names none: cannot stop at EOS")
+    return ids
 
 
 @contextlib.contextmanager
