@@ -219,7 +219,7 @@ def build_organisms(session: nox.Session) -> None:
     """Retrain every model organism from scratch into build/organisms/, measure it, and check its
     behaviour against the committed organism's within the stated tolerances (per organism on 2 CPU
     cores: about 32 min where the committed ones were built, 22 building and 10 measuring; 62 min on an
-    AVX2-only AMD EPYC, 41 building and 21 measuring). `-- organism-a` builds one. `-- --staged`
+    AVX2-only AMD EPYC, 41 building and 21 measuring: docs/organisms.md says where each figure comes from). `-- organism-a` builds one. `-- --staged`
     rebuilds the next recipe's organisms and checks them against the committed staged builds.
     `-- --fresh` also ignores an interrupted build's checkpoint and the cached answers of the base
     (a finished build never leaves a checkpoint). `-- --smoke` wires the whole session through in
