@@ -195,6 +195,7 @@ def test_asr_per_query_keeps_the_heads_in_the_judged_rows(folder, tmp_path, monk
     (["--per-query-top-k", "0"], "--per-query-top-k must be >= 1"),
     (["--per-query-top-k", "-2"], "--per-query-top-k must be >= 1"),
     (["--per-query-top-k", "x"], "invalid int value"),
+    (["--per-query-top-k", "3", "--heads", "L0H1,L1H1"], "from --heads, which names 2"),
 ])
 def test_bad_per_query_top_k_is_one_line_before_the_model_loads(tmp_path, capsys, extra, match):
     out = tmp_path / "g.jsonl"

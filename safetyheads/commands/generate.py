@@ -104,6 +104,9 @@ def generate(args) -> Path:
         raise SafetyheadsError(f"--per-query-top-k must be >= 1 (heads ablated per prompt), got {args.per_query_top_k}")
     # An empty --heads is a mistake, not the vanilla model (that is no --heads at all).
     heads = parse_heads(args.heads) if args.heads is not None else None
+    if per_query and heads is not None and len(heads) < args.per_query_top_k:
+        raise SafetyheadsError(f"--per-query-top-k {args.per_query_top_k} picks {args.per_query_top_k} heads per prompt "
+                               f"from --heads, which names {len(heads)}: name more heads or pick fewer")
     spec = AblationSpec(heads, args.method, args.eps, args.target) if heads is not None and not per_query else None
     if args.out and Path(args.out).suffix != ".jsonl":
         raise ResultsError(f"{args.out}: generate writes .jsonl results (responses do not fit a CSV table)")
