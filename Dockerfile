@@ -1,6 +1,6 @@
 # The reviewer image: every nox session of the replication harness and the `safetyheads` CLI, offline.
 #
-#   docker build -t safetyheads .                                   # CPU image (torch 2.13.0+cpu)
+#   docker build --build-arg GIT_COMMIT="$(git rev-parse HEAD)" -t safetyheads .   # CPU image (torch 2.13.0+cpu)
 #   docker build --build-arg LOCK=requirements/cuda.lock -t safetyheads:cuda .   # GPU image
 #   docker run --rm -v "$PWD/out:/out" safetyheads nox -s reproduce_table3 -- --profile ci
 #
@@ -62,7 +62,8 @@ ARG GIT_COMMIT=""
 RUN set -eu; \
     pip install --no-deps --no-build-isolation /src; \
     if [ -n "$GIT_COMMIT" ]; then \
-      printf '%s\n' "$GIT_COMMIT" > "$(python -c 'import safetyheads, os; print(os.path.dirname(safetyheads.__file__))')/BUILD_COMMIT"; fi; \
+      printf '%s\n' "$GIT_COMMIT" > "$(python -c 'import safetyheads, os; print(os.path.dirname(safetyheads.__file__))')/BUILD_COMMIT"; \
+    else echo "warning: no --build-arg GIT_COMMIT=...: every result of this image will record git_commit null" >&2; fi; \
     SAFETYHEADS_CACHE=/opt/safetyheads/cache safetyheads models --prepare; \
     rm -rf /src/build /src/*.egg-info; \
     chmod -R go-w /src; \

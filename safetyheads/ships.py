@@ -193,3 +193,26 @@ def top_heads(table, k: int = 10):
     agg = table.groupby(["layer", "head", "head_name"], as_index=False)["ships"].agg(["mean", "std", "count"])
     agg = agg.rename(columns={"mean": "mean_ships", "std": "std_ships", "count": "n_prompts"})
     return agg.sort_values("mean_ships", ascending=False).head(k).reset_index(drop=True)
+
+
+def rank_heads(scores: Iterable[tuple[HeadRef, float]]) -> list[tuple[HeadRef, float]]:
+    """``(head, Ships)`` pairs best first; equal scores in head order (layer, then head), so a ranking
+    never depends on the order the scores came in."""
+    return sorted(((HeadRef.parse(h), float(s)) for h, s in scores), key=lambda t: (-t[1], t[0]))
+
+
+def own_top_heads(table, k: int) -> dict:
+    """Each prompt's own top-``k`` heads by its Ships (the paper's query-level use of Ships):
+    ``{prompt_id: [(HeadRef, ships), ...]}``, best first, from ``ships_scores``' table (or its rows as
+    dicts with ``prompt_id``, ``head_name`` and ``ships``), prompts in the order they first appear."""
+    if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise SafetyheadsError(f"k (heads per prompt) must be an integer >= 1, got {k!r}")
+    rows = table.to_dict("records") if hasattr(table, "to_dict") else list(table)
+    by_prompt: dict = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt_id"], []).append((r["head_name"], r["ships"]))
+    short = [pid for pid, scored in by_prompt.items() if len(scored) < k]
+    if short:
+        raise SafetyheadsError(f"prompt {short[0]!r} has Ships of {len(by_prompt[short[0]])} heads, fewer than the "
+                               f"{k} to pick: score more heads or ask for fewer")
+    return {pid: rank_heads(scored)[:k] for pid, scored in by_prompt.items()}

@@ -6,6 +6,7 @@ import hashlib
 import json
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 from ..ablation import AblationSpec, GQAGroupWarning
@@ -13,7 +14,7 @@ from ..distributed import is_main
 from ..errors import ResultsError, SafetyheadsError
 from ..generation import MODES, DecodingSpec
 from ..heads import parse_heads
-from ..jobs import GenerateJob
+from ..jobs import GenerateJob, QueryLevelJob
 from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder, claim_output
 from ..provenance import model_source, provenance
 from ..results import ResultsWriter, check_results_file, read_results
@@ -22,6 +23,7 @@ from .args import (add_ablation_args, add_model_args, add_output_args, add_promp
 
 COLUMNS = ["prompt_id", "prompt", "template", "prefill", "response", "n_new_tokens", "stopped_at_eos",
            "ablation", "decoding"]
+PER_QUERY_COLUMNS = [*COLUMNS, "ships_heads", "ships_scores"]  # --per-query-top-k: each prompt's own heads
 
 
 def register(subparsers) -> None:
@@ -37,6 +39,10 @@ def add_generate_args(p) -> None:
     src.add_argument("--prefill", help="text appended verbatim to the formatted prompt, which the model continues "
                                        "(e.g. 'Sure, here is'); recorded with each response")
     add_ablation_args(p, heads_required=False)  # no --heads: the vanilla model
+    p.add_argument("--per-query-top-k", type=int, metavar="K",
+                   help="the paper's query-level protocol: ablate each prompt's own top-K Ships heads, scored on that "
+                        "prompt (in --template, with --method/--eps/--target) among every head, or among --heads when "
+                        "given; each row names its heads (ships_heads, best first) and their Ships (ships_scores)")
     dec = p.add_argument_group("decoding (paper: 128 new tokens; greedy, or top-k with k=5 at T=1)")
     dec.add_argument("--decoding", default="greedy", help=f"{' or '.join(MODES)} (default greedy)")
     dec.add_argument("--k", type=int, default=5, help="top-k for --decoding topk (default 5)")
@@ -56,6 +62,8 @@ def default_out(run: dict) -> Path:
     abl = run["ablation"]
     if abl is None:
         tag = "vanilla"
+    elif "per_query_top_k" in abl:
+        tag = f"{abl['method']}-{abl['target']}-own-top{abl['per_query_top_k']}"
     else:
         heads = "+".join(abl["heads"]) if len(abl["heads"]) <= 3 else f"{len(abl['heads'])}heads"
         tag = f"{abl['method']}-{abl['target']}-{heads}"
@@ -91,24 +99,44 @@ def generate(args) -> Path:
     check_batch_size(args)
     decoding = DecodingSpec(mode=args.decoding, k=args.k, temperature=args.temperature,
                             max_new_tokens=args.max_new_tokens, seed=args.seed)
+    per_query = args.per_query_top_k is not None
+    if per_query and args.per_query_top_k < 1:
+        raise SafetyheadsError(f"--per-query-top-k must be >= 1 (heads ablated per prompt), got {args.per_query_top_k}")
     # An empty --heads is a mistake, not the vanilla model (that is no --heads at all).
-    spec = AblationSpec(parse_heads(args.heads), args.method, args.eps, args.target) if args.heads is not None else None
+    heads = parse_heads(args.heads) if args.heads is not None else None
+    if per_query and heads is not None and len(heads) < args.per_query_top_k:
+        raise SafetyheadsError(f"--per-query-top-k {args.per_query_top_k} picks {args.per_query_top_k} heads per prompt "
+                               f"from --heads, which names {len(heads)}: name more heads or pick fewer")
+    spec = AblationSpec(heads, args.method, args.eps, args.target) if heads is not None and not per_query else None
     if args.out and Path(args.out).suffix != ".jsonl":
         raise ResultsError(f"{args.out}: generate writes .jsonl results (responses do not fit a CSV table)")
     check_outputs(args)
     prompts = prompts_from_args(args)
-    job = GenerateJob(prompts.prompts, template=args.template, system_prompt=args.system_prompt, prefill=args.prefill,
-                      ablation=spec, decoding=decoding, batch_size=args.batch_size)
+    common = dict(template=args.template, system_prompt=args.system_prompt, prefill=args.prefill, decoding=decoding,
+                  batch_size=args.batch_size)
+    if per_query:  # --heads, when given, are the candidates each prompt's own top k are chosen from
+        job = QueryLevelJob(prompts.prompts, k=args.per_query_top_k, candidates=heads, method=args.method,
+                            eps=args.eps, target=args.target, **common)
+    else:
+        job = GenerateJob(prompts.prompts, ablation=spec, **common)
 
     model, tok = load_from_args(args)
-    job.check(model)
+    if per_query:
+        job = job.for_model(model)  # names every head of the model when --heads is not given
+    else:
+        job.check(model)
     job.check_fits(model, tok)  # template and length problems surface before any file is written
     src = model_source(model)
+    if per_query:
+        ablation = {"per_query_top_k": job.k, "method": job.method, "eps": job.eps, "target": job.target,
+                    "candidates": "all" if heads is None else [str(h) for h in job.candidates]}
+    else:
+        ablation = None if spec is None else spec.to_dict()
     run = {
         "kind": "generate", "model": src.get("model"), "model_sha256": src.get("sha256"),
         "revision": src.get("revision"), "dtype": src.get("dtype"), "dataset": prompts.provenance(),
         "template": args.template, "system_prompt": args.system_prompt, "prefill": args.prefill or None,
-        "ablation": None if spec is None else spec.to_dict(), "decoding": decoding.to_dict(),
+        "ablation": ablation, "decoding": decoding.to_dict(),
     }
     out = Path(args.out) if args.out else default_out(run)
     if not args.out:
@@ -119,13 +147,18 @@ def generate(args) -> Path:
     seeds = {"sampling": decoding.seed} if decoding.sampling else None
     header = {"run": run, "provenance": provenance(model, seeds=seeds, decoding=decoding.to_dict(), judge=None)}
     # Under `accelerate launch` only the main process touches the file; the others learn what is done.
-    sink = ResultsWriter(out, header, COLUMNS, key="prompt_id", group_size=1, overwrite=args.overwrite) if is_main() else None
+    sink = ResultsWriter(out, header, PER_QUERY_COLUMNS if per_query else COLUMNS, key="prompt_id", group_size=1,
+                         overwrite=args.overwrite) if is_main() else None
     finished = resume_on_main(job, sink)
     if finished and is_main():
         print(f"resuming {out}: {len(finished)} of {len(prompts.prompts)} prompts already done", file=sys.stderr)
 
-    what = "no ablation" if spec is None else (
-        f"{spec.method} on {spec.target} of {', '.join(map(str, spec.heads))}, eps {spec.eps:g}")
+    if per_query:
+        what = (f"{job.method} on {job.target} of each prompt's own top-{job.k} Ships heads among "
+                f"{len(job.candidates)}, eps {job.eps:g}")
+    else:
+        what = "no ablation" if spec is None else (
+            f"{spec.method} on {spec.target} of {', '.join(map(str, spec.heads))}, eps {spec.eps:g}")
     how = "greedy" if not decoding.sampling else f"top-{decoding.k} sampling, T={decoding.temperature:g}, seed {decoding.seed}"
     print(f"generating for {len(job.todo(finished))} prompts from {prompts.name} ({what}; {how}; up to "
           f"{decoding.max_new_tokens} new tokens; template {args.template!r}) -> {out}", file=sys.stderr)
@@ -138,4 +171,14 @@ def generate(args) -> Path:
     n_eos = int(table["stopped_at_eos"].sum()) if len(table) else 0
     mean_tokens = float(table["n_new_tokens"].mean()) if len(table) else 0.0
     print(f"{len(table)} responses ({n_eos} stopped at EOS, {mean_tokens:.1f} new tokens on average): {out}")
+    if per_query and len(table):
+        print(f"each prompt's own top head (ships_heads[0]), most frequent first: {most_frequent_heads(table)}")
     return out
+
+
+def most_frequent_heads(table, shown: int = 5) -> str:
+    """``L5H6 (33 of 48), L7H2 (9 of 48), ...``: how often each head is a prompt's own top head."""
+    counts = Counter(heads[0] for heads in table["ships_heads"])
+    n = len(table)
+    listed = ", ".join(f"{head} ({count} of {n})" for head, count in counts.most_common(shown))
+    return listed + (f", {len(counts) - shown} more" if len(counts) > shown else "")

@@ -12,7 +12,8 @@ def register(sub) -> None:
     p = sub.add_parser("organisms", help="list, build (train) and evaluate the safety-tuned model organisms")
     osub = p.add_subparsers(dest="organisms_command", required=True)
     osub.add_parser("list", help="the organisms, their recipes and whether their adapters are here")
-    b = osub.add_parser("build", help="train an organism from its recipe (about 25 min on 2 CPU cores)")
+    b = osub.add_parser("build", help="train an organism from its recipe (about 22 min on 2 CPU cores, twice "
+                                      "that on some: docs/organisms.md)")
     b.add_argument("name", help="organism name (organism-a, organism-b)")
     b.add_argument("--out", help=f"adapter folder to write: new, empty, or an earlier build of this organism "
                    f"(default {DEFAULT_BUILD_DIR}/NAME, or NAME-staged with --staged)")

@@ -1,0 +1,85 @@
+"""Numbers the docs quote from committed files, checked against those files, and tables whose totals
+must add up: a rerun that moves them, or an edit of one page, fails here instead of leaving two pages
+that disagree."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CI_DIFFS = sorted((ROOT / "paper_tables" / "generated" / "ci").glob("*/diff.md"))
+
+
+def verdict_totals(diffs: list[Path]) -> dict[str, int]:
+    """The sums of the verdict counts on the last line of each diff.md (``PASS 12, INFO 6``)."""
+    totals: dict[str, int] = {}
+    for path in diffs:
+        last = path.read_text(encoding="utf-8").strip().splitlines()[-1]
+        for verdict, count in re.findall(r"\b([A-Z/]+) (\d+)\b", last):
+            totals[verdict] = totals.get(verdict, 0) + int(count)
+    return totals
+
+
+def test_container_page_expects_the_committed_ci_verdicts():
+    totals = verdict_totals(CI_DIFFS)
+    assert len(CI_DIFFS) >= 10 and totals.get("PASS", 0) > 0
+    text = (ROOT / "docs" / "container.md").read_text(encoding="utf-8")
+    said = re.search(r"add up to (\d+) PASS and (\d+) INFO, no DRIFT, FAIL, NEW or N/A", text)
+    assert said, "container.md no longer says what a current ci run prints"
+    assert (int(said.group(1)), int(said.group(2))) == (totals.get("PASS", 0), totals.get("INFO", 0))
+    assert not {"DRIFT", "FAIL", "NEW", "N/A"} & set(totals)
+
+
+def _sessions_rows() -> dict[str, list[str]]:
+    text = (ROOT / "docs" / "harness.md").read_text(encoding="utf-8")
+    section = text[text.index("## Sessions"):text.index("## Run times")]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `reproduce_"):
+            rows[cells[0].strip("`")] = cells[2:]
+    return rows
+
+
+def _seconds(cell: str) -> int:
+    found = re.match(r"(\d+) s\b", cell)
+    assert found, cell
+    return int(found.group(1))
+
+
+def test_the_sessions_table_totals_are_the_sums_of_their_columns():
+    rows = _sessions_rows()
+    total = rows.pop("reproduce_all")
+    assert len(rows) >= 13
+    for column in (0, 1):  # ci, mini: each artefact's time rounded to the second, so 1 s per row at most
+        summed = sum(_seconds(r[column]) for r in rows.values())
+        assert abs(summed - _seconds(total[column])) <= len(rows), (column, summed, total[column])
+
+
+def test_the_readme_quotes_the_harness_pages_mini_total():
+    mini_total = _seconds(_sessions_rows()["reproduce_all"][1])
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    said = re.search(r"took ([\d.]+) min from an empty store .*?`total (\d+) s`", readme, re.S)
+    assert said and int(said.group(2)) == mini_total
+    assert abs(float(said.group(1)) - mini_total / 60) < 0.05
+
+
+def test_the_readmes_ranking_caveat_quotes_the_committed_correlation():
+    metrics = json.loads((ROOT / "paper_tables/generated/mini/sensitivity/metrics.json").read_text())
+    by_name = {m["name"]: m["value"] for m in (metrics["metrics"] if isinstance(metrics, dict) else metrics)}
+    rho = by_name["spearman.maliciousinstruct.rho"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    said = re.search(r"Spearman's rho ([\d.]+) over (\d+) heads on MaliciousInstruct", readme)
+    assert said and said.group(1) == f"{rho:.2f}"
+    undefined = str(by_name["spearman.jailbreakbench.rho"]).startswith("undefined")
+    assert undefined == ("undefined on JailbreakBench" in readme)
+
+
+def test_the_organism_build_times_are_the_manifests():
+    text = (ROOT / "docs" / "organisms.md").read_text(encoding="utf-8")
+    for name in ("organism-a", "organism-b"):
+        manifest = json.loads((ROOT / "safetyheads/organisms" / name / "manifest.json").read_text())
+        minutes = f"{manifest['build']['seconds_train'] / 60:.1f} min ({name})"
+        assert minutes in text, minutes
