@@ -157,6 +157,18 @@ def test_reader_file_loads_and_fits_together(tmp_path):
         Reader.load(bad)
 
 
+def test_a_refitted_reader_changes_the_settings_and_so_the_store_key(tmp_path):
+    """The harness keys stored verdicts by the judge's settings: a reader with other weights must not reuse
+    the verdicts of the committed one."""
+    d = json.loads(READER_FILE.read_text())
+    other = tmp_path / "reader.json"
+    other.write_text(json.dumps({**d, "bias": d["bias"] + 0.25}))
+    committed, refitted = ThreeWayJudge(), ThreeWayJudge(reader=Reader.load(other))
+    assert committed.settings()["reader"]["sha256"] == Reader.load().digest
+    assert committed.settings() != refitted.settings()
+    assert ThreeWayJudge(reader=Reader.load()).settings() == committed.settings()
+
+
 def test_labelled_set_is_whole_and_split_before_tuning():
     from safetyheads.judges.evaluation import ORGANISM_ITEM_FILES, ORGANISM_LABEL_FILES
 

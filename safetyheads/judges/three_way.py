@@ -26,9 +26,10 @@ keyword judges' precision there is 0.24.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
@@ -80,6 +81,12 @@ class Reader:
     weights: tuple[float, ...]
     bias: float
     threshold: float
+
+    @property
+    def digest(self) -> str:
+        """sha256 of every number the reader decides by: in the judge's settings, so a refitted reader changes
+        the harness's store keys for verdicts and stored verdicts of another reader are never reused."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -217,7 +224,7 @@ class ThreeWayJudge(FixedKeywordJudge):
         return {**super().settings(), "loop_share": LOOP_SHARE, "echo": [ECHO_SHARE, ECHO_NOVEL],
                 "shell": [SHELLS, SHELL_NOVEL],
                 "reader": {"inputs": list(r.names), "layer": r.layer, "max_tokens": r.max_tokens,
-                           "threshold": r.threshold, "file": READER_FILE.name,
+                           "threshold": r.threshold, "file": READER_FILE.name, "sha256": r.digest,
                            "reference_model": "smollm2-135m-instruct (float64)"}}
 
     def judge(self, responses: list[str], prompts: list[str] | None = None) -> list[Verdict]:
