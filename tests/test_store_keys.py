@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # replication/ lives beside the package; appended so the installed safetyheads wins
 
 from replication import steps as S  # noqa: E402
-from replication.profiles import PAPER  # noqa: E402
+from replication.profiles import CI, PAPER  # noqa: E402
 
 PINNED = [
     ("sahara", "fe28711ea66cc482de5397514038b85117b332940760a2133e33e2b10f25c582"),
@@ -67,6 +67,24 @@ def test_step_keys_are_pinned(tmp_path):
     # a profile that stops early cannot keep a model judge beside it (it reads whole responses only)
     early = planned_keys(PAPER.replace(stop_when_settled=True, side_judges=("three-way",)), tmp_path / "b")
     assert [k for kind, k in early if kind == "completions"] == PINNED_EARLY_STOP
+
+
+# Keys of the ci profile's own entries, as the store that holds every ci result has them (recorded at
+# 9f8bf35, before the harness was laid out in stages, issue 40): the organisms are keyed by their file
+# hashes, so planning them loads nothing.
+PINNED_CI = [
+    ("sahara", "c3478ddb6f792e2e2a6c27d17b57d1cbc915fd87fc24205af40308e75f6efb18"),
+    ("ships", "de33382874f7f2a2d980e7233e4556e111b5de999a2562a5f6a46d07949ca9bc"),
+    ("completions", "53c70bef8ec32ce881d7ec431a67bff99ad514d14312ae3b96ea962a6b9c20c4"),
+]
+
+
+def test_ci_step_keys_are_pinned(tmp_path):
+    ctx = S.Context(CI, Store(tmp_path), plan_only=True, progress=False, device="cpu")
+    S.sahara_group(ctx, "aligned", "maliciousinstruct", "ua")
+    S.ships_per_query(ctx, "aligned", ctx.ships_queries("maliciousinstruct"), "ua")
+    S.completions(ctx, "aligned", ctx.queries("maliciousinstruct", "eval"))
+    assert [(u["kind"], u["key"]) for u in ctx.used_keys] == PINNED_CI
 
 
 def test_store_key_of_a_literal_spec_is_pinned():
