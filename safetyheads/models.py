@@ -47,7 +47,7 @@ def _resolve_dtype(dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _resolve_device(device: str | None) -> str:
+def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -232,7 +232,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: `import safetyheads` stays fast
 
-    device = _resolve_device(device)
+    device = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype)
     path = Path(name).expanduser()
     if _is_organism(name):

@@ -126,9 +126,13 @@ def _python(code: str, **env) -> str:
 
 
 def test_generated_folder_and_commit_come_from_the_environment_in_the_image(tmp_path):
-    assert _python("import replication.run as r; print(r.GENERATED)", SAFETYHEADS_GENERATED=str(tmp_path)) == str(tmp_path)
-    assert _python("import replication.run as r; print(r.GENERATED)", SAFETYHEADS_GENERATED="") == \
-        str(ROOT / "paper_tables" / "generated")
+    show = "from replication.results.paths import generated_root; print(generated_root())"
+    assert _python(show, SAFETYHEADS_GENERATED=str(tmp_path)) == str(tmp_path)
+    assert _python(show, SAFETYHEADS_GENERATED="") == str(ROOT / "paper_tables" / "generated")
+    # read when asked, not when imported: a variable set after the import is heard
+    late = ("import os; from replication.results.paths import generated_root; "
+            f"os.environ['SAFETYHEADS_GENERATED'] = {str(tmp_path)!r}; print(generated_root())")
+    assert _python(late, SAFETYHEADS_GENERATED="") == str(tmp_path)
     got = _python("from safetyheads.provenance import git_info; print(git_info()['git_commit'])",
                   SAFETYHEADS_GIT_COMMIT="0123abc")
     assert got == "0123abc"

@@ -17,9 +17,11 @@ from collections import Counter
 
 from safetyheads.generation import DecodingSpec
 
-from .. import cells
-from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
-from ..steps import completions, head_spec, query_level, restrict, ships_per_query
+from ..compute.completions import completions, restrict
+from ..compute.steps import head_spec, query_level, ships_per_query
+from ..spec import cells
+from ..spec.artefact import ArtefactSpec, Output, asr_tol
+from .common import mean, set_label, top_group
 
 LEVELS = {"query": "query level (each query's own top-1 Ships head)",
           "dataset": "dataset level (the top-1 Sahara head, one for every query)"}

@@ -3,12 +3,16 @@ safe? (b) helpfulness after ablation, measured offline."""
 
 from __future__ import annotations
 
-from .. import cells
-from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
 import re
 from collections import Counter
 
-from ..steps import cached, completions, head_spec, ships_per_query, single_head_asr, strongest_single_head
+from ..compute.completions import completions
+from ..compute.single_heads import single_head_asr, strongest_single_head
+from ..compute.steps import head_spec, ships_per_query
+from ..compute.stored import cached
+from ..spec import cells
+from ..spec.artefact import ArtefactSpec, Output, asr_tol
+from .common import mean, set_label, top_group
 
 # Figure 6b's degenerate answers: empty or near-empty (fewer than NEAR_EMPTY_WORDS words: "The answer is:
 # 10" is an answer, a lone word or an empty line is not), or decided by a judge rule that finds no answer

@@ -12,10 +12,7 @@ import numpy as np
 from tabulate import tabulate
 
 from ..errors import JudgeError
-from .judge import Judge, Verdict
-
-FILTER_RULES = ("short", "repetition", "nonword", "nll")
-BREAKAGE_RULES = ("loop", "echo", "shell", "reader")  # the three-way judge's own "broken" rules
+from .judge import BREAKAGE_RULES, FILTER_RULES, KEYWORD_RULES, Judge, Verdict
 
 
 def _refused(verdicts) -> list[bool]:
@@ -122,7 +119,7 @@ def asr_report(verdicts: Sequence[Verdict], judge: "str | Judge | None" = None, 
     broken = sum(isinstance(v, Verdict) and v.label == "broken" for v in verdicts)
     return ASRReport(
         asr=ok / n, ci=bootstrap_ci(verdicts, n_boot, seed, alpha), n=n, n_refused=sum(refused),
-        by_keyword=sum(r in ("keyword", "pattern") for r in rules),
+        by_keyword=sum(r in KEYWORD_RULES for r in rules),
         removed={k: rules.count(k) for k in FILTER_RULES}, wilson=wilson_ci(ok, n, alpha),
         n_broken=broken, broken_wilson=wilson_ci(broken, n, alpha),
         broken_by={k: sum(v.rule == k and v.label == "broken" for v in verdicts if isinstance(v, Verdict))
