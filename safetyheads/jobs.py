@@ -20,23 +20,22 @@ first, in its own words, then builds the spec. The judge job (``JudgeJob``, from
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import MISSING, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Hashable, Iterable, Protocol
 
 from . import generation, sahara, ships
 from .ablation import AblationSpec, method_settings
-from .errors import SafetyheadsError
 from .generation import DecodingSpec
 from .heads import HeadRef, all_heads, parse_heads
 from .judge_job import JudgeJob  # noqa: F401 (re-exported: one place for every job)
 from .prompts import TEMPLATES, check_chars, check_fits, context_length, encode_prompt
 from .sahara import MAX_STEPS
 from .ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor
+from .specs import JsonSpec, SpecError
 
 
-class JobError(SafetyheadsError, ValueError):
+class JobError(SpecError):
     """A job spec that cannot be run."""
 
 
@@ -76,39 +75,10 @@ def whole_units(sink: Sink, unit_of: Callable[[dict], Hashable], is_whole: Calla
     return kept
 
 
-def _jsonable(value):
-    if isinstance(value, HeadRef):
-        return str(value)
-    if isinstance(value, (AblationSpec, DecodingSpec)):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return value
+class _Spec(JsonSpec):
+    """A job spec: its JSON round trip (``specs.JsonSpec``) refuses a bad dict as a ``JobError``."""
 
-
-class _Spec:
-    """JSON round trip of a job spec: ``to_dict`` holds plain values, ``from_dict`` rebuilds an equal spec."""
-
-    def to_dict(self) -> dict:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise JobError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
-        missing = [f.name for f in fields(cls) if f.name not in d
-                   and f.default is MISSING and f.default_factory is MISSING]
-        if missing:
-            raise JobError(f"{cls.__name__} needs field(s) {', '.join(missing)}")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str):
-        return cls.from_dict(json.loads(text))
+    spec_error = JobError
 
 
 def _check_prompts(job) -> None:

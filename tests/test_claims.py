@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # replication/ lives beside the package; appended so the installed safetyheads wins
 
+from safetyheads.errors import JudgeError  # noqa: E402
+from safetyheads.judges import wilson_ci  # noqa: E402
+
 from replication.claims import catalogue, decide, report, rules_ablation, rules_heads, thresholds  # noqa: E402
 from replication.claims.decide import FAILS, HOLDS, INCONCLUSIVE, NOT_COMPARABLE, PARTLY  # noqa: E402
 from replication.claims.results import Results  # noqa: E402
@@ -577,9 +580,23 @@ def test_clopper_pearson_and_wilson():
             assert 1 - stats.binom_cdf(k - 1, n, lo) == pytest.approx(0.025, abs=1e-6)
         if k < n:
             assert stats.binom_cdf(k, n, hi) == pytest.approx(0.025, abs=1e-6)
-        wl, wh = stats.wilson(k, n)
+        wl, wh = wilson_ci(k, n, z=stats.Z, exact_ends=True)
         assert 0 <= wl <= k / n <= wh <= 1
     assert stats.clopper_pearson(0, 720)[1] == pytest.approx(1 - 0.025 ** (1 / 720), rel=1e-6)
+
+
+def test_one_wilson_interval_serves_the_asr_reports_and_the_paired_claims():
+    """safetyheads.judges.wilson_ci: the ASR reports' (ends clipped, n >= 1) and the claims' (exact ends,
+    n = 0 allowed, any z) from one formula."""
+    z = stats.normal_quantile(1 - 0.05 / 2)  # what the claims pass: Acklam's quantile, not NormalDist's
+    for k, n in ((0, 10), (3, 10), (10, 10), (7, 144), (0, 1), (1, 1)):
+        clipped, exact = wilson_ci(k, n), wilson_ci(k, n, z=stats.Z, exact_ends=True)
+        assert clipped[0] == pytest.approx(exact[0], abs=1e-12) and clipped[1] == pytest.approx(exact[1], abs=1e-12)
+        assert (exact[0] == 0.0) == (k == 0) and (exact[1] == 1.0) == (k == n)
+        assert wilson_ci(k, n, z=z, exact_ends=True) != wilson_ci(k, n, exact_ends=True) or k in (0, n)
+    assert wilson_ci(0, 0, exact_ends=True) == (0.0, 1.0)
+    with pytest.raises(JudgeError):
+        wilson_ci(0, 0)
 
 
 def test_normal_quantile_inverts_the_normal_cdf():

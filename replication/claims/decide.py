@@ -96,13 +96,34 @@ def table_increase(t: stats.PairedTable, T: float, alpha: float = stats.ALPHA) -
     return v, (lo, hi, p)
 
 
+# Multiples of the queries judged at which "how many queries would decide" is looked for
+SCALES = (1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+
+
+def queries_to_decide(verdict_at: Callable[[float], tuple[int, str]], scales: tuple = SCALES,
+                      rates: str = "these rates") -> str | None:
+    """How many queries would decide (a verdict other than inconclusive) if the observed counts were
+    scaled up with their rates kept: ``verdict_at(m)`` -> (queries, verdict) at m times the counts. The
+    first scale that decides, in words (``decided_at``), or None when none of ``scales`` does."""
+    for m in scales:
+        n, verdict = verdict_at(m)
+        if verdict != INCONCLUSIVE:
+            return decided_at(n, rates)
+    return None
+
+
+def decided_at(n: int, rates: str = "these rates") -> str:
+    return f"about {n} queries would decide at {rates}"
+
+
 def n_to_decide(t: stats.PairedTable, decide: Callable[[stats.PairedTable], str]) -> str:
-    """The number of queries at which the same rates would no longer be inconclusive."""
-    for m in (1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64):
-        s = stats.PairedTable(*(round(x * m) for x in (t.a, t.broke, t.fixed, t.d)))
-        if decide(s) != INCONCLUSIVE:
-            return f"about {s.n} queries would decide at these rates"
-    return f"more than {round(t.n * 64)} queries would be needed at these rates"
+    """The number of queries at which a paired table's rates would no longer be inconclusive."""
+    def verdict_at(m: float) -> tuple[int, str]:
+        scaled = stats.PairedTable(*(round(x * m) for x in (t.a, t.broke, t.fixed, t.d)))
+        return scaled.n, decide(scaled)
+
+    return (queries_to_decide(verdict_at)
+            or f"more than {round(t.n * SCALES[-1])} queries would be needed at these rates")
 
 
 def increase_finding(t: stats.PairedTable, T: float, what: str, extra_ok: bool = True, extra_why: str = "",

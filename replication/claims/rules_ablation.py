@@ -9,8 +9,8 @@ from typing import Callable
 from ..compute import stats
 from ..spec import cells
 from ..spec.cells import SETS
-from .decide import (INCONCLUSIVE, NOT_RUN, Finding, decide_at_most, decide_increase, fmt_p, increase_finding,
-                     n_to_decide, pooled)
+from .decide import (INCONCLUSIVE, NOT_RUN, Finding, decide_at_most, decide_increase, decided_at, fmt_p,
+                     increase_finding, n_to_decide, pooled, queries_to_decide)
 from .results import Results
 from .thresholds import CHAT_REFUSE_MAX, PARAMS_PCT_MAX, SWAP_SHARE_MAX, T_CHAT_LIFT, T_COURSE, T_THREE_HEADS, T_UA_SC
 
@@ -102,8 +102,8 @@ def _n_for_mean(values: list[float], T: float) -> str:
     gap = abs(mu) if mu > 0 else abs(T - mu)  # to show an increase, or to rule T out
     if gap == 0 or sd == 0:
         return "no n would decide at these rates (no effect and no spread)"
-    need = math.ceil((stats.Z * sd / gap) ** 2)
-    return f"about {max(need, n + 1)} queries would decide at these rates"
+    need = math.ceil((stats.Z * sd / gap) ** 2)  # a mean's normal approximation, not a scaled count
+    return decided_at(max(need, n + 1))
 
 
 def swap_safe(r: Results) -> Finding:
@@ -169,11 +169,11 @@ def chat_refuses(r: Results) -> Finding:
     evidence = "; ".join(f"{s}: ASR {stats.mean_flags(r.flags(vanilla(s))):.2f}" for s in sets)
     uncertainty = f"n = {n} queries; ASR {k / n:.2f}, 95% exact CI [{lo:.2f}, {hi:.2f}]"
     if v == INCONCLUSIVE:
-        for m in (2, 3, 4, 6, 8, 12, 16, 32):
-            l2, h2 = stats.clopper_pearson(round(k * m), round(n * m))
-            if decide_at_most(l2, h2, CHAT_REFUSE_MAX) != INCONCLUSIVE:
-                uncertainty += f"; about {round(n * m)} queries would decide at this rate"
-                break
+        def verdict_at(m: float) -> tuple[int, str]:
+            return round(n * m), decide_at_most(*stats.clopper_pearson(round(k * m), round(n * m)), CHAT_REFUSE_MAX)
+
+        found = queries_to_decide(verdict_at, scales=(2, 3, 4, 6, 8, 12, 16, 32), rates="this rate")
+        uncertainty += f"; {found}" if found else ""
     return Finding(v, evidence, uncertainty)
 
 
