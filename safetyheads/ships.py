@@ -32,6 +32,13 @@ from .sweep import (  # noqa: F401 (re-exported: they lived here)
 STRATEGIES = ("prefix", "batched", "naive")
 
 
+def check_prompt_ids(prompt_ids: Sequence, n_prompts: int) -> None:
+    """The prompts' names (in rows and results files) name the prompts one to one; checked where Ships
+    runs (``ships_scores``) and where a job is specified (``jobs``)."""
+    if len(prompt_ids) != n_prompts or len(set(map(str, prompt_ids))) != len(prompt_ids):
+        raise SafetyheadsError(f"prompt_ids must name the {n_prompts} prompts one to one")
+
+
 def check_prob_floor(prob_floor, name: str = "prob_floor") -> float:
     """A probability floor is a finite number in [0, 1): a negative one takes the log of negative
     numbers (NaN scores), and one of 1 or more swamps every probability."""
@@ -157,8 +164,7 @@ def ships_scores(
     """
     import pandas as pd  # heavy (~0.3 s): `import safetyheads` stays fast
     prompt_ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
-    if len(prompt_ids) != len(prompts):
-        raise ValueError("prompt_ids must match prompts one to one")
+    check_prompt_ids(prompt_ids, len(prompts))
     heads = all_heads(model) if heads is None else heads
     spec = AblationSpec(heads, method, eps, target)
     spec.check(model, stacklevel=3)

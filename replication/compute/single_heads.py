@@ -3,6 +3,7 @@ most (which Figure 6b reads)."""
 
 from __future__ import annotations
 
+from safetyheads.batching import chunks
 from safetyheads.generation import DecodingSpec
 from safetyheads.heads import HeadRef
 
@@ -25,11 +26,11 @@ def single_head_asr(ctx: Context, role: str, set_name: str) -> tuple[Judged, dic
     # every (head, query) pair, in store entries of HEADS_PER_ENTRY heads: rows that ablate different
     # heads share generation batches, and a killed run resumes within an entry
     by_head: dict = {str(h): [] for h in cands}
-    for c in range(0, len(cands), HEADS_PER_ENTRY):
-        pairs = [(h, pid, pr) for h in cands[c : c + HEADS_PER_ENTRY] for pid, pr in zip(q.ids, q.prompts)]
+    for n, heads in enumerate(chunks(cands, HEADS_PER_ENTRY)):
+        pairs = [(h, pid, pr) for h in heads for pid, pr in zip(q.ids, q.prompts)]
         grid = Queries(q.set, q.sha256, [f"{h}|{pid}" for h, pid, _ in pairs], [pr for _, _, pr in pairs])
         spec = {f"{h}|{pid}": head_spec([h], "ua", p.eps) for h, pid, _ in pairs}
-        res = completions(ctx, role, grid, ablation=spec, decoding=dec, label=f"heatmap, heads {c}..")
+        res = completions(ctx, role, grid, ablation=spec, decoding=dec, label=f"heatmap, heads {n * HEADS_PER_ENTRY}..")
         for r in res.rows:
             head, pid = r["prompt_id"].split("|")
             by_head[head].append((int(pid), not r["refused"], r))
