@@ -706,7 +706,7 @@ def test_cell_builders_check_their_arguments_and_invert_their_parsers():
 
 
 def test_the_artefacts_name_their_cells_with_the_builders():
-    """No artefact spells an outcome cell's name itself (the claims read them through replication/cells.py)."""
+    """No artefact spells an outcome cell's name itself (the claims read them through replication/spec/cells.py)."""
     for path in (ROOT / "replication" / "artefacts").glob("*.py"):
         text = path.read_text()
         assert 'outcome(f"' not in text and "outcome(\"" not in text, path.name

@@ -277,7 +277,7 @@ def test_outcomes_are_the_judged_rows_and_every_claim_reads_them(tiny_paper_run)
 
 def test_a_cell_a_claim_reads_that_is_gone_is_an_error_naming_it(tiny_paper_run, tmp_path):
     """Every claim that reads per-query outcomes, on a copy of the real run with the first cell it read renamed:
-    an error naming that cell, never "not run" (the names come from replication/cells.py on both sides)."""
+    an error naming that cell, never "not run" (the names come from replication/spec/cells.py on both sides)."""
     import shutil
 
     from replication.spec.cells import MissingCell

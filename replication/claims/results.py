@@ -88,7 +88,7 @@ class Results:
         if cell is None:
             where = f"{shown(self.folder / 'outcomes.json')}" if self.folder is not None else "these results"
             raise MissingCell(f"{where} has no outcome cell {name!r}, which a claim reads (names come from "
-                              "replication/cells.py): regenerate the artefact with the current code")
+                              "replication/spec/cells.py): regenerate the artefact with the current code")
         return cell
 
     def flags(self, name: str) -> dict | None:
