@@ -158,3 +158,21 @@ def test_the_readme_stays_a_first_read():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 250
     assert "docs/README.md" in readme
+
+
+def test_modules_and_functions_stay_short():
+    """The repository's Python (tests aside) keeps to at most 450 lines a module and under 60 lines a
+    function (its decorators aside, its docstring in): longer ones are cut where they do two jobs."""
+    import ast
+
+    long_modules, long_functions = [], []
+    for folder in ("safetyheads", "replication", "benchmarks", "tools"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            where = path.relative_to(ROOT)
+            if len(text.splitlines()) > 450:
+                long_modules.append(f"{where}: {len(text.splitlines())} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 >= 60:
+                    long_functions.append(f"{where}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long_modules and not long_functions, long_modules + long_functions

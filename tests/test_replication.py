@@ -37,6 +37,7 @@ from replication.diff import baselines as diff_baselines  # noqa: E402
 from replication.diff import expected as diff_expected  # noqa: E402
 from replication.diff import verdicts as diff_verdicts  # noqa: E402
 from replication.results import read as results_read  # noqa: E402
+from replication.results.write import OUTPUT_FILES  # noqa: E402
 from replication.spec.profiles import CI, MINI, PAPER, PROFILES  # noqa: E402
 
 SEEDS = {"aligned": 0, "sibling": 1, "base": 2}
@@ -247,6 +248,9 @@ def test_paper_profile_runs_every_artefact(tiny_paper_run):
         assert header["datasets"]["maliciousinstruct"] == _sha("safetyheads/data/eval/maliciousinstruct.csv")
         assert header["provenance"]["library"] == "safetyheads" and "git_commit" in header["provenance"]
         assert header["store"]["entries"] or name == "figure7"
+        # every file of the folder is one OUTPUT_FILES names (which the preflight checks), or a figure
+        written = {f.name for f in folder.iterdir() if f.suffix not in (".png", ".pdf")}
+        assert written <= set(OUTPUT_FILES) and {"results.jsonl", "metrics.json", "diff.md"} <= written, name
     for name in ("figure2", "figure4", "figure5", "figure6", "figure7", "figure13"):
         assert (tiny_paper_run["folders"][name] / f"{name}.png").stat().st_size > 1000
         assert (tiny_paper_run["folders"][name] / f"{name}.pdf").is_file()
