@@ -44,14 +44,13 @@ class Claim:
     judge: Callable  # Results -> Finding
 
 
-# Decisions
-
-
 def fmt(x, d=2) -> str:
+    """A number with ``d`` decimals, "n/a" for none or NaN."""
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
 
 
 def fmt_p(p: float) -> str:
+    """A p-value as the rows print it: "1", three decimals, or in scientific notation below 0.001."""
     return "1" if p >= 0.9995 else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
 
 

@@ -91,9 +91,9 @@ def extension_section(root=None, models=None) -> list[str]:
         counts.append(f"{slug}: " + ", ".join(f"{v} {n}" for v in VERDICT_ORDER if (n := sum(f.verdict == v for f in mine))))
     rows = []
     for m, c, f in found:
-        cells = [f"{m.slug} ({m.aligned.id}" + (f"; sibling {m.sibling.id}" if m.sibling else "") + ")",
+        columns = [f"{m.slug} ({m.aligned.id}" + (f"; sibling {m.sibling.id}" if m.sibling else "") + ")",
                  f"{c.id}: {c.text}" if c else "every claim", c.source if c else "", f.evidence, f.uncertainty, f.verdict]
-        rows.append([x.replace("|", "\\|") for x in cells])
+        rows.append([x.replace("|", "\\|") for x in columns])
     return [
         "## Extension: the claims on GQA chat models of 2024",
         "",

@@ -85,8 +85,8 @@ def write_claims(profiles: list[str]) -> str:
     found = evaluate(profiles)
     rows = []
     for c, f, used in found:
-        cells = [c.text, c.source, f.evidence + (f" ({used} profile)" if used else ""), f.uncertainty, f.verdict, c.rule]
-        rows.append([x.replace("|", "\\|") for x in cells])  # a bare | would split the Markdown cell
+        columns = [c.text, c.source, f.evidence + (f" ({used} profile)" if used else ""), f.uncertainty, f.verdict, c.rule]
+        rows.append([x.replace("|", "\\|") for x in columns])  # a bare | would split the Markdown cell
     lines = [
         "# The paper's claims at small scale",
         "",

@@ -48,11 +48,11 @@ class Results:
     def broken_note(self) -> str:
         """The broken rate of the judged cells the claim read (a three-way judge's), beside its verdict and
         never in it: each cell's when it read up to four, else the vanilla cells' and the others' pooled."""
-        cells = [(n, self.outcomes[n]["broken"]) for n in self.read if "broken" in self.outcomes[n]]
-        if not cells:
+        broken = [(n, self.outcomes[n]["broken"]) for n in self.read if "broken" in self.outcomes[n]]
+        if not broken:
             return ""
         return ("broken rate (neither an answer nor a refusal; not counted in ASR, not the paper's effect): "
-                + ", ".join(_rates_by_cell(cells)))
+                + ", ".join(_rates_by_cell(broken)))
 
     def side_note(self) -> str:
         """The ASR each side judge (a harm classifier, the three-way judge) gives the judged cells the claim
