@@ -49,6 +49,38 @@ def timed_generation(model, tok, prompts, ablation, decoding, batch_size) -> tup
     return time.perf_counter() - t0, rows
 
 
+def measure_cell(model, tok, judge, prompts: list, name: str, ablation, n_tokens: int, batch_size: int) -> dict:
+    """One condition, token limit and batch size: full generation against early stop (time, tokens,
+    verdicts, text), and the floor early stop could reach (the unsettled rows alone plus the prefill)."""
+    full_dec = DecodingSpec(max_new_tokens=n_tokens)
+    stop_dec = DecodingSpec(max_new_tokens=n_tokens, stop_when_settled=(JUDGE,))
+    t_full, full = timed_generation(model, tok, prompts, ablation, full_dec, batch_size)
+    t_stop, stop = timed_generation(model, tok, prompts, ablation, stop_dec, batch_size)
+    v_full = [v.refused for v in judge([r["response"] for r in full], prompts)]
+    v_stop = [v.refused for v in judge([r["response"] for r in stop], prompts)]
+    agree = sum(a == b for a, b in zip(v_full, v_stop))
+    # the stopped text must be where the full one began (same tokens up to the stop); spaces are
+    # ignored because decoding a cut token list may tidy spaces before punctuation differently
+    prefix = sum(squeeze(f["response"]).startswith(squeeze(s["response"].rstrip("\ufffd")))
+                 for f, s in zip(full, stop))
+    tok_full, tok_stop = (sum(r["n_new_tokens"] for r in rs) for rs in (full, stop))
+    unsettled = [p for p, r in zip(prompts, stop) if not r["stopped_early"]]
+    settled = [p for p, r in zip(prompts, stop) if r["stopped_early"]]
+    t_unsettled, _ = timed_generation(model, tok, unsettled, ablation, stop_dec, batch_size)
+    t_prefill, _ = timed_generation(model, tok, settled, ablation, DecodingSpec(max_new_tokens=1),
+                                    batch_size)
+    t_floor = t_unsettled + t_prefill
+    cell = {"condition": name, "max_new_tokens": n_tokens, "batch_size": batch_size,
+            "seconds_full": t_full, "seconds_early_stop": t_stop, "tokens_full": tok_full,
+            "tokens_early_stop": tok_stop,
+            "unsettled_rows": len(unsettled), "seconds_unsettled_alone": t_unsettled,
+            "seconds_prefill_settled": t_prefill, "seconds_floor": t_floor,
+            "stopped_early": sum(bool(r["stopped_early"]) for r in stop),
+            "asr": 1 - sum(v_full) / len(v_full), "verdicts_agree": agree, "prefix_agree": prefix,
+            "n": len(prompts)}
+    return cell
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="organism-a")
@@ -70,37 +102,14 @@ def main() -> int:
     for name, ablation in conditions:
         for n_tokens in args.tokens:
             for batch_size in args.batch_sizes:
-                full_dec = DecodingSpec(max_new_tokens=n_tokens)
-                stop_dec = DecodingSpec(max_new_tokens=n_tokens, stop_when_settled=(JUDGE,))
-                t_full, full = timed_generation(model, tok, prompts, ablation, full_dec, batch_size)
-                t_stop, stop = timed_generation(model, tok, prompts, ablation, stop_dec, batch_size)
-                v_full = [v.refused for v in judge([r["response"] for r in full], prompts)]
-                v_stop = [v.refused for v in judge([r["response"] for r in stop], prompts)]
-                agree = sum(a == b for a, b in zip(v_full, v_stop))
-                # the stopped text must be where the full one began (same tokens up to the stop); spaces are
-                # ignored because decoding a cut token list may tidy spaces before punctuation differently
-                prefix = sum(squeeze(f["response"]).startswith(squeeze(s["response"].rstrip("\ufffd")))
-                             for f, s in zip(full, stop))
-                tok_full, tok_stop = (sum(r["n_new_tokens"] for r in rs) for rs in (full, stop))
-                unsettled = [p for p, r in zip(prompts, stop) if not r["stopped_early"]]
-                settled = [p for p, r in zip(prompts, stop) if r["stopped_early"]]
-                t_unsettled, _ = timed_generation(model, tok, unsettled, ablation, stop_dec, batch_size)
-                t_prefill, _ = timed_generation(model, tok, settled, ablation, DecodingSpec(max_new_tokens=1),
-                                                batch_size)
-                t_floor = t_unsettled + t_prefill
-                cell = {"condition": name, "max_new_tokens": n_tokens, "batch_size": batch_size,
-                        "seconds_full": t_full, "seconds_early_stop": t_stop, "tokens_full": tok_full,
-                        "tokens_early_stop": tok_stop,
-                        "unsettled_rows": len(unsettled), "seconds_unsettled_alone": t_unsettled,
-                        "seconds_prefill_settled": t_prefill, "seconds_floor": t_floor,
-                        "stopped_early": sum(bool(r["stopped_early"]) for r in stop),
-                        "asr": 1 - sum(v_full) / len(v_full), "verdicts_agree": agree, "prefix_agree": prefix,
-                        "n": len(prompts)}
+                cell = measure_cell(model, tok, judge, prompts, name, ablation, n_tokens, batch_size)
                 cells.append(cell)
+                t_full, t_stop, t_floor = cell["seconds_full"], cell["seconds_early_stop"], cell["seconds_floor"]
                 table.append([name, n_tokens, batch_size, f"{t_full:.1f}", f"{t_stop:.1f}", f"{t_full / t_stop:.1f}x",
                               f"{t_floor:.1f}", f"{t_full / t_floor:.1f}x",
-                              f"{tok_full:,}", f"{tok_stop:,}", f"{cell['stopped_early']}/{len(prompts)}",
-                              f"{cell['asr']:.2f}", f"{agree / len(prompts):.0%}"])
+                              f"{cell['tokens_full']:,}", f"{cell['tokens_early_stop']:,}",
+                              f"{cell['stopped_early']}/{len(prompts)}", f"{cell['asr']:.2f}",
+                              f"{cell['verdicts_agree'] / len(prompts):.0%}"])
                 print(f"  {name}, {n_tokens} tokens, batch {batch_size}: {t_full:.1f} s -> {t_stop:.1f} s",
                       file=sys.stderr, flush=True)
     hw = f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, fp32, {model.config._attn_implementation}"

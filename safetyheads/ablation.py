@@ -16,7 +16,6 @@ Methods (the paper's names, see ``docs/paper.md``):
 
 from __future__ import annotations
 
-import json
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import torch
 from .arch import Geometry, Site, geometry, get_arch, site_module
 from .errors import AblationError
 from .heads import HeadRef, parse_heads
+from .specs import JsonSpec
 
 METHODS = ("ua", "sc", "mean", "zero")
 TARGETS = ("q", "k", "v", "out")
@@ -68,7 +68,7 @@ def method_settings(method: str, eps, target: "str | None" = None) -> tuple[floa
 
 
 @dataclass(frozen=True)
-class AblationSpec:
+class AblationSpec(JsonSpec):
     """What to ablate: serialisable, hashable, and the same for hooks and weight surgery."""
 
     heads: tuple[HeadRef, ...]
@@ -113,16 +113,6 @@ class AblationSpec:
             kv = g.kv_head_of(h.head)
             out.update(HeadRef(h.layer, q) for q in range(kv * g.group_size, (kv + 1) * g.group_size))
         return tuple(sorted(out))
-
-    def to_dict(self) -> dict:
-        return {"heads": [str(h) for h in self.heads], "method": self.method, "eps": self.eps, "target": self.target}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AblationSpec":
-        return cls(heads=parse_heads(d["heads"]), method=d["method"], eps=d["eps"], target=d.get("target"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Chunked loops that back off on out-of-memory: a chunk that does not fit is retried at half the
 size (down to 1), the smaller size is kept for the rest of the run, and the choice is reported
-once. On a CPU nothing changes; on a GPU the default batch sizes can be optimistic. And left padding,
-which generation and the model judges share."""
+once. On a CPU nothing changes; on a GPU the default batch sizes can be optimistic. And plain chunks
+of a list, and left padding, which generation and the model judges share."""
 
 from __future__ import annotations
 
@@ -49,6 +49,14 @@ def run_chunks(n: int, size: int, fn: Callable[[int, int], None], what: str = "b
         warnings.warn(msg, BatchSizeWarning, stacklevel=2)
         print(msg, file=sys.stderr)
     return size
+
+
+def chunks(items: Sequence, size: int) -> list[list]:
+    """``items`` in consecutive lists of ``size`` (the last one may be shorter): the batches of a loop that
+    does not back off (``run_chunks`` does)."""
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    return [list(items[start : start + size]) for start in range(0, len(items), size)]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,60 +48,72 @@ def generate_settling(model, rows: Sequence[Sequence[int]], seeds: Sequence[int]
     model family, with and without refill.
     """
     batch_size = len(rows) if batch_size is None else max(1, batch_size)
-    takes = inspect.signature(model.forward).parameters
-    # transformers 5.24 renamed forward's past_key_values to cache; an unknown name would vanish into
-    # **kwargs and every step would decode without its context, so pass the one this version takes.
-    cache_arg = "cache" if "cache" in takes else "past_key_values"
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in takes else {}
-    sampler = TopKRowSampler(seeds, decoding.k, decoding.temperature) if decoding.sampling else None
-    generators = sampler.generators if sampler else []
-    new: list[list[int]] = [[] for _ in rows]
-    stopped: list[int | None] = [None] * len(rows)
+    decoder = _Decoder(model, len(rows), seeds, decoding, eos_ids, settled, context, on_row)
     waiting = list(range(len(rows)))
     batch: _Batch | None = None  # the rows decoding, in batch order, and their state
-    ablated: list[int] = []  # the rows the ablation context was entered for, in batch order
-
-    def step(b: _Batch, ablation: ExitStack) -> "_Batch | None":
-        """One forward of ``b``; appends each row's token; -> the rows that go on (None: none)."""
-        if b.rows != ablated:  # per-row ablations are laid out by batch position
-            ablation.close()
-            ablation.enter_context(context(b.rows))
-            ablated[:] = b.rows
-        if sampler:
-            sampler.generators = [generators[r] for r in b.rows]
-        mask = None if bool((b.mask == 1).all()) else b.mask  # generate drops an all-ones mask: so do we
-        out = model(input_ids=b.ids, position_ids=b.positions if "position_ids" in takes else None,
-                    attention_mask=mask, use_cache=True, return_dict=True, **{cache_arg: b.cache}, **extra)
-        scores = out.logits[:, -1].to(copy=True, dtype=torch.float32)
-        del out  # the prefill logits are [B, T, vocab]: do not keep them through the next step
-        tokens = (sampler(b.ids, scores) if sampler else scores).argmax(dim=-1)
-        keep = []
-        for pos, (r, t) in enumerate(zip(b.rows, tokens.tolist())):
-            new[r].append(t)
-            last = len(new[r]) == decoding.max_new_tokens  # the row ends here anyway: not "stopped early"
-            if t not in eos_ids and not last:
-                if settled(new[r]):
-                    stopped[r] = len(new[r])
-                else:
-                    keep.append(pos)
-                    continue
-            if on_row:
-                on_row(r, new[r], stopped[r])
-        if not keep:
-            return None
-        return b.select(keep, tokens)
-
     with torch.no_grad(), ExitStack() as ablation:
         while waiting or batch is not None:
             if waiting and (batch is None or len(batch.rows) <= batch_size // 2):
                 free = batch_size - (len(batch.rows) if batch else 0)
                 joining, waiting = waiting[:free], waiting[free:]
-                prefilled = step(_Batch.prefill(model, [rows[r] for r in joining], joining, pad_id), ablation)
+                prefilled = decoder.step(_Batch.prefill(model, [rows[r] for r in joining], joining, pad_id), ablation)
                 if prefilled is not None:
                     batch = prefilled if batch is None else batch.join(prefilled)
                 continue
-            batch = step(batch, ablation)
-    return new, stopped
+            batch = decoder.step(batch, ablation)
+    return decoder.new, decoder.stopped
+
+
+class _Decoder:
+    """``generate_settling``'s decoding state: each row's new ids and early-stop token count, the sampler,
+    the forward call's arguments, and the rows the ablation context was entered for."""
+
+    def __init__(self, model, n_rows: int, seeds: Sequence[int], decoding: DecodingSpec, eos_ids: list[int],
+                 settled: Callable[[list[int]], bool], context: Callable[[list[int]], ContextManager],
+                 on_row: Callable[[int, list[int], int | None], None] | None):
+        self.model, self.decoding, self.eos_ids = model, decoding, eos_ids
+        self.settled, self.context, self.on_row = settled, context, on_row
+        self.takes = inspect.signature(model.forward).parameters
+        # transformers 5.24 renamed forward's past_key_values to cache; an unknown name would vanish into
+        # **kwargs and every step would decode without its context, so pass the one this version takes.
+        self.cache_arg = "cache" if "cache" in self.takes else "past_key_values"
+        self.extra = {"logits_to_keep": 1} if "logits_to_keep" in self.takes else {}
+        self.sampler = TopKRowSampler(seeds, decoding.k, decoding.temperature) if decoding.sampling else None
+        self.generators = self.sampler.generators if self.sampler else []
+        self.new: list[list[int]] = [[] for _ in range(n_rows)]
+        self.stopped: list[int | None] = [None] * n_rows
+        self.ablated: list[int] = []  # the rows the ablation context was entered for, in batch order
+
+    def step(self, b: _Batch, ablation: ExitStack) -> "_Batch | None":
+        """One forward of ``b``; appends each row's token; -> the rows that go on (None: none)."""
+        if b.rows != self.ablated:  # per-row ablations are laid out by batch position
+            ablation.close()
+            ablation.enter_context(self.context(b.rows))
+            self.ablated[:] = b.rows
+        if self.sampler:
+            self.sampler.generators = [self.generators[r] for r in b.rows]
+        mask = None if bool((b.mask == 1).all()) else b.mask  # generate drops an all-ones mask: so do we
+        out = self.model(input_ids=b.ids, position_ids=b.positions if "position_ids" in self.takes else None,
+                         attention_mask=mask, use_cache=True, return_dict=True, **{self.cache_arg: b.cache},
+                         **self.extra)
+        scores = out.logits[:, -1].to(copy=True, dtype=torch.float32)
+        del out  # the prefill logits are [B, T, vocab]: do not keep them through the next step
+        tokens = (self.sampler(b.ids, scores) if self.sampler else scores).argmax(dim=-1)
+        keep = [pos for pos, (r, t) in enumerate(zip(b.rows, tokens.tolist())) if self._goes_on(r, t)]
+        return b.select(keep, tokens) if keep else None
+
+    def _goes_on(self, r: int, token: int) -> bool:
+        """Append ``token`` to row r; False (and ``on_row`` called) when the row ends here."""
+        new = self.new[r]
+        new.append(token)
+        last = len(new) == self.decoding.max_new_tokens  # the row ends here anyway: not "stopped early"
+        if token not in self.eos_ids and not last:
+            if not self.settled(new):
+                return True
+            self.stopped[r] = len(new)
+        if self.on_row:
+            self.on_row(r, new, self.stopped[r])
+        return False
 
 
 class _Batch:

@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .ablation import AblationSpec, GQAGroupWarning, ablate, ablate_rows, row_family
-from .batching import BatchSizeWarning, is_oom
+from .batching import BatchSizeWarning, chunks, is_oom
 from .decoding import MODES, DecodingSpec, TopKRowSampler, int_at_least, left_pad, row_seed  # noqa: F401 (re-exported)
 from .distributed import is_main, sharded_map, state as distributed_state
 from .early_stop import can_refill, generate_settling as _generate_settling, settle_check as _settle_check
@@ -81,13 +81,16 @@ def _finish(new_ids: list[int], eos_ids: list[int]) -> tuple[list[int], int, boo
     return new_ids, len(new_ids), False
 
 
-def _per_prompt_ablation(ablation, n: int) -> list[AblationSpec | None]:
+def per_prompt_ablation(ablation, n: int) -> list[AblationSpec | None]:
+    """Each of ``n`` prompts' ablation (None: none) from None, one AblationSpec for every prompt, or a
+    list with one per prompt; checked where generation runs and where a job is specified (``jobs``)."""
     if ablation is None or isinstance(ablation, AblationSpec):
         return [ablation] * n
     if isinstance(ablation, (list, tuple)):
         specs = list(ablation)
         if len(specs) != n:
-            raise AblationError(f"got {len(specs)} ablations for {n} prompts: give one per prompt (None = no ablation)")
+            raise AblationError(f"got {len(specs)} ablations for {n} prompts: a per-prompt ablation needs one entry "
+                                "per prompt (None = no ablation)")
         for s in specs:
             if s is not None and not isinstance(s, AblationSpec):
                 raise AblationError(f"per-prompt ablations must be AblationSpec or None, got {type(s).__name__}")
@@ -119,7 +122,7 @@ def _batches(specs: list, batch_size: int) -> list[list[int]]:
     groups: dict = {}
     for i, spec in enumerate(specs):
         groups.setdefault(row_family(spec), []).append(i)
-    return [(members[s:s + batch_size]) for members in groups.values() for s in range(0, len(members), batch_size)]
+    return [batch for members in groups.values() for batch in chunks(members, batch_size)]
 
 
 class _BatchRun:
@@ -220,7 +223,7 @@ def generate_responses(
     with those judges (``safetyheads.judges.check_rejudge``).
     """
     prompts, batch_size, prefill, prompt_ids = _checked_arguments(prompts, decoding, batch_size, prefill, prompt_ids)
-    specs = _per_prompt_ablation(ablation, len(prompts))
+    specs = per_prompt_ablation(ablation, len(prompts))
     for spec in dict.fromkeys(s for s in specs if s is not None):
         spec.check(model, stacklevel=3)  # fail (or warn about GQA) before any compute
     encoded = [encode_for_generation(tok, p, template, system_prompt, prefill) for p in prompts]
@@ -228,6 +231,43 @@ def generate_responses(
     run = _BatchRun(model, encoded, specs, [row_seed(decoding.seed, i) for i in prompt_ids], decoding, eos_ids,
                     pad_token_id(tok, eos_ids),
                     _settle_check(tok, prefill, decoding.stop_when_settled) if decoding.stop_when_settled else None)
+    result = _row_maker(tok, prompts, prompt_ids, template, prefill, specs, decoding, eos_ids, run.settled is not None)
+    return _generate_all(model, run, specs, batch_size, result, len(prompts), on_batch, progress)
+
+
+def _generate_all(model, run: _BatchRun, specs: list, batch_size: int, result: Callable, n: int,
+                  on_batch: Callable | None, progress: bool) -> list[dict]:
+    """Every prompt's result dict, in prompt order, ``on_batch`` called with each finished batch."""
+    def run_batch(members):
+        return [result(i, new_ids, stop_token) for i, (new_ids, stop_token) in zip(members, run.generate(members))]
+
+    # Under `accelerate launch` the batches are dealt over the processes (a batch = a unit computed as
+    # alone); on_batch runs on the main process, in batch order, as each round is gathered.
+    results: list[dict | None] = [None] * n
+    bar = tqdm(total=n, unit="prompt", desc="generate", disable=not (progress and is_main()))
+
+    def finished(rounds):
+        for _, done in rounds:
+            if on_batch:
+                on_batch(done)
+            bar.update(len(done))
+
+    try:
+        if run.settled is not None and distributed_state() is None and can_refill(model):
+            _generate_refilling(run, specs, batch_size, result, results, finished)
+        else:
+            batches = _batches(specs, batch_size)
+            for members, done in zip(batches, sharded_map(run_batch, batches, on_round=finished)):
+                for i, row in zip(members, done):
+                    results[i] = row
+    finally:
+        bar.close()
+    return results
+
+
+def _row_maker(tok, prompts: list, prompt_ids: list, template: str, prefill: str | None, specs: list,
+               decoding: DecodingSpec, eos_ids: list[int], early_stop: bool) -> Callable[[int, list[int], int | None], dict]:
+    """``generate_responses``' result dict of prompt i from its new ids and early-stop token count."""
     dec_dict = decoding.to_dict()
 
     def result(i, new_ids, stop_token) -> dict:
@@ -243,49 +283,30 @@ def generate_responses(
             "ablation": None if specs[i] is None else specs[i].to_dict(),
             "decoding": dec_dict,
         }
-        if run.settled is not None:  # rows of runs without early stop keep their fields
+        if early_stop:  # rows of runs without early stop keep their fields
             row.update(stopped_early=stop_token is not None, stop_token=stop_token,
                        settled_for=list(decoding.stop_when_settled))
         return row
 
-    def run_batch(members):
-        return [result(i, new_ids, stop_token) for i, (new_ids, stop_token) in zip(members, run.generate(members))]
+    return result
 
-    # Under `accelerate launch` the batches are dealt over the processes (a batch = a unit computed as
-    # alone); on_batch runs on the main process, in batch order, as each round is gathered.
-    results: list[dict | None] = [None] * len(prompts)
-    bar = tqdm(total=len(prompts), unit="prompt", desc="generate", disable=not (progress and is_main()))
 
-    def finished(rounds):
-        for _, done in rounds:
-            if on_batch:
-                on_batch(done)
-            bar.update(len(done))
+def _generate_refilling(run: _BatchRun, specs: list, batch_size: int, result: Callable, results: list,
+                        finished: Callable) -> None:
+    """One process with early stop: each group of prompts that can share a batch decodes with refill, and
+    finished rows are handed to ``finished`` batch_size at a time, in the order they finish."""
+    ready: list[dict] = []
+
+    def on_row(i, new_ids, stop_token):
+        results[i] = result(i, new_ids, stop_token)
+        ready.append(results[i])
+        if len(ready) >= batch_size:
+            finished([(0, ready[:])])
+            ready.clear()
 
     try:
-        if run.settled is not None and distributed_state() is None and can_refill(model):
-            # One process: each group of prompts that can share a batch decodes with refill, and
-            # finished rows are handed to on_batch batch_size at a time, in the order they finish.
-            ready: list[dict] = []
-
-            def on_row(i, new_ids, stop_token):
-                results[i] = result(i, new_ids, stop_token)
-                ready.append(results[i])
-                if len(ready) >= batch_size:
-                    finished([(0, ready[:])])
-                    ready.clear()
-
-            try:
-                for members in _batches(specs, max(1, len(prompts))):
-                    run.generate_refilling(members, batch_size, on_row)
-            finally:  # hand over what is finished, even when a later row fails
-                if ready:
-                    finished([(0, ready)])
-        else:
-            batches = _batches(specs, batch_size)
-            for members, done in zip(batches, sharded_map(run_batch, batches, on_round=finished)):
-                for i, row in zip(members, done):
-                    results[i] = row
-    finally:
-        bar.close()
-    return results
+        for members in _batches(specs, max(1, len(results))):
+            run.generate_refilling(members, batch_size, on_row)
+    finally:  # hand over what is finished, even when a later row fails
+        if ready:
+            finished([(0, ready)])

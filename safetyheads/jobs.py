@@ -23,9 +23,8 @@ first, in its own words, then builds the spec. The judge job (``JudgeJob``, from
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import MISSING, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Hashable, Iterable, Protocol
 
 from tqdm.auto import tqdm
@@ -40,9 +39,10 @@ from .judge_job import JudgeJob  # noqa: F401 (re-exported: one place for every 
 from .prompts import TEMPLATES, check_chars, check_fits, context_length, encode_prompt
 from .sahara import MAX_STEPS
 from .ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor
+from .specs import JsonSpec, SpecError
 
 
-class JobError(SafetyheadsError, ValueError):
+class JobError(SpecError):
     """A job spec that cannot be run."""
 
 
@@ -82,39 +82,10 @@ def whole_units(sink: Sink, unit_of: Callable[[dict], Hashable], is_whole: Calla
     return kept
 
 
-def _jsonable(value):
-    if isinstance(value, HeadRef):
-        return str(value)
-    if isinstance(value, (AblationSpec, DecodingSpec)):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return value
+class _Spec(JsonSpec):
+    """A job spec: its JSON round trip (``specs.JsonSpec``) refuses a bad dict as a ``JobError``."""
 
-
-class _Spec:
-    """JSON round trip of a job spec: ``to_dict`` holds plain values, ``from_dict`` rebuilds an equal spec."""
-
-    def to_dict(self) -> dict:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise JobError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
-        missing = [f.name for f in fields(cls) if f.name not in d
-                   and f.default is MISSING and f.default_factory is MISSING]
-        if missing:
-            raise JobError(f"{cls.__name__} needs field(s) {', '.join(missing)}")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str):
-        return cls.from_dict(json.loads(text))
+    spec_error = JobError
 
 
 def _check_prompts(job) -> None:
@@ -129,11 +100,18 @@ def _check_prompts(job) -> None:
     ids = getattr(job, "prompt_ids", None)
     if ids is not None:
         ids = tuple(ids)
-        if len(ids) != len(job.prompts) or len(set(map(str, ids))) != len(ids):
-            raise JobError(f"prompt_ids must name the {len(job.prompts)} prompts one to one")
+        _as_job_error(ships.check_prompt_ids, ids, len(job.prompts))
         object.__setattr__(job, "prompt_ids", ids)
     if job.template not in TEMPLATES:
         raise JobError(f"unknown prompt template {job.template!r}: choose one of {', '.join(TEMPLATES)}")
+
+
+def _as_job_error(check: Callable, *args) -> None:
+    """A check the library runs where it computes, run on a spec: its complaint as a ``JobError``."""
+    try:
+        check(*args)
+    except SafetyheadsError as e:
+        raise JobError(str(e)) from None
 
 
 def _is_int(value) -> bool:
@@ -287,12 +265,7 @@ class SaharaJob(_Spec):
 
     def __post_init__(self) -> None:
         _check_prompts(self)
-        if not self.prompts:
-            raise JobError("Sahara needs at least one query")
-        if not (_is_int(self.steps) and 1 <= self.steps <= MAX_STEPS):
-            raise JobError(f"steps must be between 1 and {MAX_STEPS} (the paper's range), got {self.steps!r}")
-        if not (_is_int(self.r) and 1 <= self.r <= len(self.prompts)):
-            raise JobError(f"r must be between 1 and the number of queries ({len(self.prompts)}), got {self.r!r}")
+        _as_job_error(sahara.check_search, self.steps, len(self.prompts), self.r)
         if self.candidates is not None:
             object.__setattr__(self, "candidates", parse_heads(self.candidates))
             self._enough_candidates()
@@ -300,8 +273,7 @@ class SaharaJob(_Spec):
         _at_least(self, "batch_size", 1)
 
     def _enough_candidates(self) -> None:
-        if len(self.candidates) < self.steps:
-            raise JobError(f"{self.steps} steps need at least {self.steps} candidate heads, got {len(self.candidates)}")
+        _as_job_error(sahara.check_candidates, self.steps, len(self.candidates))
 
     @property
     def ids(self) -> tuple:
@@ -438,7 +410,7 @@ class GenerateJob(_Spec):
 
 def _ablation_of(value, n_prompts: int):
     """None, an AblationSpec, or a tuple of one AblationSpec or None per prompt (dicts, as JSON
-    holds them, are read back)."""
+    holds them, are read back); the per-prompt form checked as generation checks it."""
     def one(v):
         if v is None or isinstance(v, AblationSpec):
             return v
@@ -447,9 +419,9 @@ def _ablation_of(value, n_prompts: int):
         raise JobError(f"an ablation must be an AblationSpec or None, got {type(v).__name__}")
 
     if isinstance(value, (list, tuple)):
-        if len(value) != n_prompts:
-            raise JobError(f"a per-prompt ablation needs one entry per prompt ({n_prompts}), got {len(value)}")
-        return tuple(one(v) for v in value)
+        specs = [one(v) for v in value]
+        _as_job_error(generation.per_prompt_ablation, specs, n_prompts)
+        return tuple(specs)
     return one(value)
 
 

@@ -25,7 +25,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import models
@@ -36,6 +36,7 @@ from .outputs import same_path
 from .prompts import TEMPLATES
 from .provenance import provenance
 from .results import MAX_LINE_BYTES, ROWS_HASH, ResultsWriter, check_rows_hash
+from .specs import JsonSpec
 
 FILTERS = ("default", "none", "repetition", "words", "nll")
 NLL_TEMPLATES = ("auto", *TEMPLATES)
@@ -122,7 +123,7 @@ def is_judged_file(path: Path, input_path: "str | Path | None" = None) -> bool:
 
 
 @dataclass(frozen=True)
-class JudgeJob:
+class JudgeJob(JsonSpec):
     """How to judge: the judge, its gibberish filter (``default``: the judge's own; ``nll`` scores
     the response under ``reference_model`` and calls it gibberish above ``max_nll``), which fields
     hold the prompt and the response, and the bootstrap of the ASR's CI."""
@@ -172,23 +173,6 @@ class JudgeJob:
             raise SafetyheadsError(f"judge_dtype must be one of float32, bfloat16, float16, got {self.judge_dtype!r}")
         if isinstance(self.judge_batch_size, bool) or not (isinstance(self.judge_batch_size, int) and self.judge_batch_size >= 1):
             raise SafetyheadsError(f"judge_batch_size must be >= 1, got {self.judge_batch_size}")
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "JudgeJob":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise SafetyheadsError(f"JudgeJob has no field(s) {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str) -> "JudgeJob":
-        return cls.from_dict(json.loads(text))
 
     def build_judge(self, header: dict | None = None, device: str = "auto"):
         """The judge with its filter; the ``nll`` filter loads the reference model (on ``device``) and

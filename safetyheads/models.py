@@ -47,7 +47,7 @@ def _resolve_dtype(dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _resolve_device(device: str | None) -> str:
+def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -232,14 +232,44 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: `import safetyheads` stays fast
 
-    device = _resolve_device(device)
+    device = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype)
     path = Path(name).expanduser()
     if _is_organism(name):
         return _load_organism(name, organism_dir(name) if name in ORGANISMS else path, torch_dtype, device,
                               attn_implementation)
-    kwargs = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+    source, load_from, local_only = _where_from(name, path, revision, allow_download, trust_remote_code)
+    with _quiet_transformers():
+        try:
+            tok = AutoTokenizer.from_pretrained(
+                load_from, revision=revision, local_files_only=local_only, trust_remote_code=trust_remote_code
+            )
+        except Exception as e:  # tokenizer loading fails in many ways (JSON, tokenizers, sentencepiece errors)
+            raise _load_error(name, source, e, "tokenizer") from None
+        try:
+            # Mismatched shapes are let through here so that they are reported below with the missing weights.
+            model, info = AutoModelForCausalLM.from_pretrained(
+                load_from, revision=revision, local_files_only=local_only, use_safetensors=True,
+                output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch_dtype,
+                trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
+            )
+        except Exception as e:  # transformers raises OSError, ValueError, RuntimeError, SafetensorError ...
+            raise _load_error(name, source, e, "weights") from None
+    _check_loading_info(name, info)
+    if source["kind"] == "hub":
+        source["revision"] = getattr(model.config, "_commit_hash", None) or revision
+    model.to(device).eval()
+    model.safetyheads_source = {**source, "dtype": str(torch_dtype).replace("torch.", ""), "device": device,
+                                "attn_implementation": model.config._attn_implementation}
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
 
+
+def _where_from(name: str, path: Path, revision: str | None, allow_download: bool,
+                trust_remote_code: bool) -> tuple[dict, str, bool]:
+    """Where ``load_model`` loads ``name`` from: (its source, for provenance; the folder or Hub id
+    transformers reads; whether only local files may be read). Checks the files before transformers does."""
     if name in EMBEDDED_MODELS or (path.suffix == ".gguf" and path.is_file()):
         gguf = embedded_gguf_path(name) if name in EMBEDDED_MODELS else path
         check_gguf_magic(gguf)
@@ -269,31 +299,7 @@ def load_model(
             f"unknown model {name!r}: use an embedded model ({', '.join(EMBEDDED_MODELS)}), "
             "a .gguf file, a local model folder, or a Hub id like meta-llama/Llama-2-7b-chat-hf"
         )
-
-    with _quiet_transformers():
-        try:
-            tok = AutoTokenizer.from_pretrained(
-                load_from, revision=revision, local_files_only=local_only, trust_remote_code=trust_remote_code
-            )
-        except Exception as e:  # tokenizer loading fails in many ways (JSON, tokenizers, sentencepiece errors)
-            raise _load_error(name, source, e, "tokenizer") from None
-        try:
-            # Mismatched shapes are let through here so that they are reported below with the missing weights.
-            model, info = AutoModelForCausalLM.from_pretrained(
-                load_from, revision=revision, local_files_only=local_only, use_safetensors=True,
-                output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-            )
-        except Exception as e:  # transformers raises OSError, ValueError, RuntimeError, SafetensorError ...
-            raise _load_error(name, source, e, "weights") from None
-    _check_loading_info(name, info)
-    if source["kind"] == "hub":
-        source["revision"] = getattr(model.config, "_commit_hash", None) or revision
-    model.to(device).eval()
-    model.safetyheads_source = {**source, "dtype": str(torch_dtype).replace("torch.", ""), "device": device,
-                                "attn_implementation": model.config._attn_implementation}
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return model, tok
+    return source, load_from, local_only
 
 
 def _load_error(name: str, source: dict, e: Exception, what: str) -> ModelLoadError:

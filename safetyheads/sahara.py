@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .ablation import AblationSpec, RowEditor, ablate, unit_of
 from .arch import final_norm, geometry
-from .batching import run_chunks
+from .batching import chunks, run_chunks
 from .distributed import is_main, sharded_map, state
 from .errors import SafetyheadsError
 from .heads import HeadRef, all_heads, parse_heads
@@ -79,6 +79,27 @@ def candidate_states(
     return result
 
 
+def _whole(value) -> bool:
+    """An int that is not a bool (``True`` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_search(steps, n_queries: int, r) -> None:
+    """The search's settings, checked where it is run (``sahara``) and where it is specified
+    (``jobs.SaharaJob``): 1..MAX_STEPS steps, at least one query, 1 <= r <= the number of queries."""
+    if not (_whole(steps) and 1 <= steps <= MAX_STEPS):
+        raise SafetyheadsError(f"steps must be between 1 and {MAX_STEPS} (the paper's range), got {steps!r}")
+    if not n_queries:
+        raise SafetyheadsError("Sahara needs at least one query")
+    if not (_whole(r) and 1 <= r <= n_queries):
+        raise SafetyheadsError(f"r must be between 1 and the number of queries ({n_queries}), got {r!r}")
+
+
+def check_candidates(steps: int, n_candidates: int) -> None:
+    if n_candidates < steps:
+        raise SafetyheadsError(f"{steps} steps need at least {steps} candidate heads, got {n_candidates}")
+
+
 def sahara(
     model,
     tok,
@@ -104,25 +125,14 @@ def sahara(
     """
     import pandas as pd  # heavy (~0.3 s): `import safetyheads` stays fast
 
-    if not 1 <= steps <= MAX_STEPS:
-        raise SafetyheadsError(f"steps must be between 1 and {MAX_STEPS} (the paper's range), got {steps}")
-    if not prompts:
-        raise SafetyheadsError("Sahara needs at least one query")
-    if not 1 <= r <= len(prompts):
-        raise SafetyheadsError(f"r must be between 1 and the number of queries ({len(prompts)}), got {r}")
+    check_search(steps, len(prompts), r)
     pool = all_heads(model) if candidates is None else parse_heads(candidates)
     spec = AblationSpec(pool, method, eps, target).check(model, stacklevel=3)
     pool = spec.heads
-    if len(pool) < steps:
-        raise SafetyheadsError(f"{steps} steps need at least {steps} candidate heads, got {len(pool)}")
+    check_candidates(steps, len(pool))
     encoded = [encode_prompt(tok, p, template, system_prompt) for p in prompts]
 
-    records: list[dict] = []
-    group: list[HeadRef] = []
-    for step_rows in done_steps:
-        best = min(step_rows, key=lambda row: int(row["rank"]))
-        group.append(HeadRef(int(best["layer"]), int(best["head"])))
-        records.extend(step_rows)
+    group, records = _seeded(done_steps)
     if len(group) >= steps:
         return SaharaResult(tuple(group[:steps]), pd.DataFrame.from_records(records, columns=SCOREBOARD_COLUMNS))
 
@@ -130,30 +140,8 @@ def sahara(
     with RowEditor(model, spec.target).install() as editor:
         for step in range(len(group) + 1, steps + 1):
             cands = [h for h in pool if h not in group]
-            states = torch.empty(len(cands), len(encoded), clean.shape[1], dtype=torch.float64)
-            if state() is None:
-                bar = tqdm(total=len(encoded), unit="query", disable=not progress, desc=f"Sahara step {step}/{steps}")
-                for q, ids in enumerate(encoded):
-                    states[:, q] = candidate_states(model, ids, cands, group, spec, editor, batch_size)
-                    bar.update(1)
-                bar.close()
-            else:
-                # Under `accelerate launch`: each process takes whole chunks of the layer-sorted
-                # candidates, the same chunks one process would run, so every state is bit-identical.
-                order = sorted(range(len(cands)), key=lambda i: cands[i])
-                chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-                bar = tqdm(total=len(chunks), unit="chunk", disable=not (progress and is_main()),
-                           desc=f"Sahara step {step}/{steps}")
-
-                def chunk_states(idx, _cands=cands, _bar=bar):
-                    out = torch.stack([candidate_states(model, ids, [_cands[i] for i in idx], group, spec, editor,
-                                                        batch_size) for ids in encoded], dim=1)
-                    _bar.update(1)
-                    return out
-
-                for idx, st in zip(chunks, sharded_map(chunk_states, chunks)):
-                    states[torch.tensor(idx)] = st
-                bar.close()
+            states = _step_states(model, encoded, cands, group, spec, editor, batch_size, clean.shape[1],
+                                  f"Sahara step {step}/{steps}", progress)
             scores = generalized_ships_batch(clean, states, r=r)
             order = torch.argsort(scores, descending=True, stable=True).tolist()
             rank = {i: n + 1 for n, i in enumerate(order)}
@@ -167,3 +155,42 @@ def sahara(
                 on_step(step, step_rows)
             group.append(cands[order[0]])
     return SaharaResult(tuple(group), pd.DataFrame.from_records(records, columns=SCOREBOARD_COLUMNS))
+
+
+def _seeded(done_steps: Sequence[Sequence[dict]]) -> tuple[list[HeadRef], list[dict]]:
+    """The group the finished steps chose (each step's rank-1 head) and their scoreboard rows."""
+    group: list[HeadRef] = []
+    records: list[dict] = []
+    for step_rows in done_steps:
+        best = min(step_rows, key=lambda row: int(row["rank"]))
+        group.append(HeadRef(int(best["layer"]), int(best["head"])))
+        records.extend(step_rows)
+    return group, records
+
+
+def _step_states(model, encoded: list, cands: list, group: list, spec: AblationSpec, editor, batch_size: int,
+                 hidden: int, desc: str, progress: bool) -> torch.Tensor:
+    """[candidates, queries, hidden] last-token states of one step, each candidate ablated on top of ``group``."""
+    states = torch.empty(len(cands), len(encoded), hidden, dtype=torch.float64)
+    if state() is None:
+        bar = tqdm(total=len(encoded), unit="query", disable=not progress, desc=desc)
+        for q, ids in enumerate(encoded):
+            states[:, q] = candidate_states(model, ids, cands, group, spec, editor, batch_size)
+            bar.update(1)
+        bar.close()
+        return states
+    # Under `accelerate launch`: each process takes whole chunks of the layer-sorted candidates, the
+    # same chunks one process would run, so every state is bit-identical.
+    parts = chunks(sorted(range(len(cands)), key=lambda i: cands[i]), batch_size)
+    bar = tqdm(total=len(parts), unit="chunk", disable=not (progress and is_main()), desc=desc)
+
+    def chunk_states(idx):
+        out = torch.stack([candidate_states(model, ids, [cands[i] for i in idx], group, spec, editor, batch_size)
+                           for ids in encoded], dim=1)
+        bar.update(1)
+        return out
+
+    for idx, st in zip(parts, sharded_map(chunk_states, parts)):
+        states[torch.tensor(idx)] = st
+    bar.close()
+    return states

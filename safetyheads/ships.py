@@ -22,7 +22,7 @@ from .ablation import AblationSpec, RowEditor, ablate, layer_edit_for, n_units, 
 from .arch import final_norm, lm_logits  # noqa: F401 (re-exported: they lived here)
 from .batching import run_chunks
 from .distributed import is_main, sharded_map
-from .errors import SafetyheadsError
+from .errors import DataError, SafetyheadsError
 from .heads import HeadRef, all_heads
 from .prompts import encode_prompt
 from .sweep import (  # noqa: F401 (re-exported: they lived here)
@@ -30,6 +30,13 @@ from .sweep import (  # noqa: F401 (re-exported: they lived here)
 )
 
 STRATEGIES = ("prefix", "batched", "naive")
+
+
+def check_prompt_ids(prompt_ids: Sequence, n_prompts: int) -> None:
+    """The prompts' names (in rows and results files) name the prompts one to one; checked where Ships
+    runs (``ships_scores``) and where a job is specified (``jobs``)."""
+    if len(prompt_ids) != n_prompts or len(set(map(str, prompt_ids))) != len(prompt_ids):
+        raise DataError(f"prompt_ids must name the {n_prompts} prompts one to one")
 
 
 def check_prob_floor(prob_floor, name: str = "prob_floor") -> float:
@@ -157,8 +164,7 @@ def ships_scores(
     """
     import pandas as pd  # heavy (~0.3 s): `import safetyheads` stays fast
     prompt_ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
-    if len(prompt_ids) != len(prompts):
-        raise ValueError("prompt_ids must match prompts one to one")
+    check_prompt_ids(prompt_ids, len(prompts))
     heads = all_heads(model) if heads is None else heads
     spec = AblationSpec(heads, method, eps, target)
     spec.check(model, stacklevel=3)

@@ -23,10 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # replication/ lives beside the package; appended so the installed safetyheads wins
 
-from replication import cells as cell_names  # noqa: E402
-from replication import claims, stats  # noqa: E402
-from replication.cells import MissingCell  # noqa: E402
-from replication.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_COMPARABLE, PARTLY, Results  # noqa: E402
+from safetyheads.errors import JudgeError  # noqa: E402
+from safetyheads.judges import wilson_ci  # noqa: E402
+
+from replication.claims import catalogue, decide, report, rules_ablation, rules_heads, thresholds  # noqa: E402
+from replication.claims.decide import FAILS, HOLDS, INCONCLUSIVE, NOT_COMPARABLE, PARTLY  # noqa: E402
+from replication.claims.results import Results  # noqa: E402
+from replication.compute import stats  # noqa: E402
+from replication.results import paths  # noqa: E402
+from replication.spec import cells as cell_names  # noqa: E402
+from replication.spec.cells import MissingCell  # noqa: E402
 
 PAPER = ROOT / "paper_tables" / "expected" / "paper"
 SIZES = {"advbench": 520, "jailbreakbench": 100, "maliciousinstruct": 100}  # the paper's sets
@@ -58,7 +64,7 @@ def results(metrics: dict | None = None, outcomes: dict | None = None) -> Result
 
 
 def verdict(claim_id: str, r: Results) -> str:
-    claim = next(c for c in claims.CLAIMS if c.id == claim_id)
+    claim = next(c for c in catalogue.CLAIMS if c.id == claim_id)
     return claim.judge(r).verdict
 
 
@@ -68,21 +74,21 @@ def verdict(claim_id: str, r: Results) -> str:
 
 def test_thresholds_are_half_the_papers_effects():
     f2 = paper("figure2")
-    assert claims.T_HEADLINE == pytest.approx((f2["headline.aligned.ablated"] - f2["headline.aligned.vanilla"]) / 2, abs=0.005)
-    assert claims.T_HEADLINE_SIBLING == pytest.approx((f2["headline.sibling.ablated"] - f2["headline.sibling.vanilla"]) / 2, abs=0.005)
-    assert claims.T_THREE_HEADS == pytest.approx((paper("table1")["asr_mean"] - f2["headline.aligned.vanilla"]) / 2, abs=0.005)
+    assert thresholds.T_HEADLINE == pytest.approx((f2["headline.aligned.ablated"] - f2["headline.aligned.vanilla"]) / 2, abs=0.005)
+    assert thresholds.T_HEADLINE_SIBLING == pytest.approx((f2["headline.sibling.ablated"] - f2["headline.sibling.vanilla"]) / 2, abs=0.005)
+    assert thresholds.T_THREE_HEADS == pytest.approx((paper("table1")["asr_mean"] - f2["headline.aligned.vanilla"]) / 2, abs=0.005)
     for role, art in (("aligned", "table3"), ("sibling", "table5")):
         m = paper(art)
         for level in ("sahara", "ships"):
             gap = [m[k] - m[k.replace(".ua.", ".sc.")] for k in m if k.startswith(f"{level}.ua.")]
-            assert claims.T_UA_SC[(role, level)] == pytest.approx(sum(gap) / len(gap) / 2, abs=0.006), (role, level)
+            assert thresholds.T_UA_SC[(role, level)] == pytest.approx(sum(gap) / len(gap) / 2, abs=0.006), (role, level)
     t7 = paper("table7")
     sets = ("advbench", "jailbreakbench", "maliciousinstruct")
     gain = sum(t7[f"{s}.UA+Sure"] - t7[f"{s}.Sure"] for s in sets) / 3
-    assert claims.T_COURSE == pytest.approx(gain / 2, abs=0.005)
+    assert thresholds.T_COURSE == pytest.approx(gain / 2, abs=0.005)
     ct = paper("chat_template")
-    assert claims.T_CHAT_LIFT == pytest.approx((ct["advbench.ua_top1"] - ct["advbench.vanilla"]) / 2)
-    assert claims.T_BEST_HEAD <= min(paper("table3")["sahara.ua.maliciousinstruct.k1"],
+    assert thresholds.T_CHAT_LIFT == pytest.approx((ct["advbench.ua_top1"] - ct["advbench.vanilla"]) / 2)
+    assert thresholds.T_BEST_HEAD <= min(paper("table3")["sahara.ua.maliciousinstruct.k1"],
                                      paper("table3")["sahara.ua.jailbreakbench.k1"]) / 2 + 0.01
 
 
@@ -109,7 +115,7 @@ def test_headline_paper_numbers_hold_and_null_does_not(noise):
 
 def test_headline_null_at_scale_does_not_hold_and_small_n_is_inconclusive():
     assert verdict("one-head", figure2_results("aligned", 0.04, 0.04, noise=20)) == FAILS
-    f = claims.CLAIMS[0].judge(figure2_results("aligned", 0.0, 0.375, sizes={"maliciousinstruct": 8}))
+    f = catalogue.CLAIMS[0].judge(figure2_results("aligned", 0.0, 0.375, sizes={"maliciousinstruct": 8}))
     assert f.verdict == INCONCLUSIVE and "queries would decide" in f.uncertainty
     assert "n = 8 paired" in f.uncertainty and "McNemar p = 0.250" in f.uncertainty
 
@@ -117,9 +123,9 @@ def test_headline_null_at_scale_does_not_hold_and_small_n_is_inconclusive():
 def test_sibling_rule_is_its_own_the_aligned_rule_would_not_pass_the_papers_vicuna_numbers():
     r = figure2_results("sibling", 0.27, 0.55)
     assert verdict("one-head-sibling", r) == HOLDS
-    t = claims.pooled([(r.flags(f"sibling.ua.greedy.paper.{s}.vanilla"), r.flags(f"sibling.ua.greedy.paper.{s}.ablated"))
+    t = decide.pooled([(r.flags(f"sibling.ua.greedy.paper.{s}.vanilla"), r.flags(f"sibling.ua.greedy.paper.{s}.ablated"))
                        for s in SIZES])
-    assert claims.table_increase(t, claims.T_HEADLINE)[0] == PARTLY  # why the sibling has its own threshold
+    assert decide.table_increase(t, thresholds.T_HEADLINE)[0] == PARTLY  # why the sibling has its own threshold
 
 
 def test_headline_reads_the_query_level_cells_never_the_dataset_level_ones():
@@ -128,10 +134,10 @@ def test_headline_reads_the_query_level_cells_never_the_dataset_level_ones():
     query_null = figure2_results("aligned", 0.04, 0.04, noise=20)
     dataset_paper = figure2_results("aligned", 0.04, 0.64)
     mixed = {**query_null.outcomes, **{f"dataset.{k}": v for k, v in dataset_paper.outcomes.items()}}
-    f = claims.CLAIMS[0].judge(results({}, mixed))
+    f = catalogue.CLAIMS[0].judge(results({}, mixed))
     assert f.verdict == FAILS and "dataset level, not the verdict" in f.evidence and "0.04 -> 0.64" in f.evidence
     flipped = {**dataset_paper.outcomes, **{f"dataset.{k}": v for k, v in query_null.outcomes.items()}}
-    assert claims.CLAIMS[0].judge(results({}, flipped)).verdict == HOLDS
+    assert catalogue.CLAIMS[0].judge(results({}, flipped)).verdict == HOLDS
 
 
 def test_headline_ratio_short_of_4x_is_partly():
@@ -213,13 +219,13 @@ def test_group_size_compares_3_heads_never_the_best_size():
     fixed at 3 heads before the data is read."""
     curve = {s: {0: 0.0, 1: 0.2, 2: 0.6, 3: 0.2, 4: 0.6, 5: 0.2} for s in ("maliciousinstruct", "jailbreakbench")}
     assert verdict("group-size", curve_results(curve)) == FAILS
-    rule = next(c for c in claims.CLAIMS if c.id == "group-size").rule
+    rule = next(c for c in catalogue.CLAIMS if c.id == "group-size").rule
     assert "3 heads vs 1 head" in rule and "largest group vs 3" in rule
 
 
 def test_group_size_with_no_group_beyond_3_judges_3_vs_1_alone():
     rising = {s: {0: 0.0, 1: 0.2, 2: 0.4, 3: 0.6} for s in ("maliciousinstruct", "jailbreakbench")}
-    f = next(c for c in claims.CLAIMS if c.id == "group-size").judge(curve_results(rising))
+    f = next(c for c in catalogue.CLAIMS if c.id == "group-size").judge(curve_results(rising))
     assert f.verdict == HOLDS and "no group larger than 3" in f.uncertainty
     flat = {s: {0: 0.0, 1: 0.3, 2: 0.3, 3: 0.3} for s in rising}
     assert verdict("group-size", curve_results(flat)) == FAILS
@@ -285,18 +291,18 @@ def test_few_heads_says_when_its_standout_head_only_breaks_the_model(tmp_path):
     with gzip.open(tmp_path / "responses.jsonl.gz", "wt", encoding="utf-8") as f:
         f.write("".join(json.dumps(x) + "\n" for x in rows))
     r.folder = tmp_path
-    f = next(c for c in claims.CLAIMS if c.id == "few-heads").judge(r)
+    f = next(c for c in catalogue.CLAIMS if c.id == "few-heads").judge(r)
     assert f.verdict == HOLDS and "8 of its 8 complied answers are loop output" in f.evidence
 
 
 def test_few_heads_verdict_follows_its_printed_rule():
-    T, M = claims.T_BEST_HEAD, claims.MEDIAN_HEAD_MAX
-    assert claims.few_heads_verdict(T, 0.0, 0.01) == HOLDS
-    assert claims.few_heads_verdict(T - 0.01, 0.0, 0.01) == PARTLY
-    assert claims.few_heads_verdict(1.0, M + 0.01, 0.0001) == FAILS  # most heads matter: not "a few"
-    assert claims.few_heads_verdict(T - 0.01, 0.0, 0.5) == FAILS
-    assert claims.few_heads_verdict(T, 0.0, 0.5) == INCONCLUSIVE
-    rule = next(c for c in claims.CLAIMS if c.id == "few-heads").rule
+    T, M = thresholds.T_BEST_HEAD, thresholds.MEDIAN_HEAD_MAX
+    assert rules_heads.few_heads_verdict(T, 0.0, 0.01) == HOLDS
+    assert rules_heads.few_heads_verdict(T - 0.01, 0.0, 0.01) == PARTLY
+    assert rules_heads.few_heads_verdict(1.0, M + 0.01, 0.0001) == FAILS  # most heads matter: not "a few"
+    assert rules_heads.few_heads_verdict(T - 0.01, 0.0, 0.5) == FAILS
+    assert rules_heads.few_heads_verdict(T, 0.0, 0.5) == INCONCLUSIVE
+    rule = next(c for c in catalogue.CLAIMS if c.id == "few-heads").rule
     assert f"{T:.2f}" in rule and f"{M:.2f}" in rule and "permutation p < 0.05" in rule and "sets combined" in rule
 
 
@@ -341,7 +347,7 @@ def test_ua_sc_overlap_paper_like_holds_random_and_same_do_not():
     same = lists_results(**{"aligned.ua": ua, "aligned.sc": ua, "aligned.ua.control_set": shared(ua, 8, 0),
                             "aligned.sc.control_set": shared(ua, 8, 40)})
     assert verdict("ua-sc-overlap", same) == FAILS
-    f = next(c for c in claims.CLAIMS if c.id == "ua-sc-overlap").judge(ok)
+    f = next(c for c in catalogue.CLAIMS if c.id == "ua-sc-overlap").judge(ok)
     assert "power against chance-level lists" in f.uncertainty
 
 
@@ -358,12 +364,12 @@ def test_finetune_overlap_paper_like_holds_chance_and_base_explained_do_not():
 
 
 def test_overlap_power_is_the_hypergeometric_mass_of_rejections():
-    p, power = claims.overlap_below_control(0, 8, 270)
+    p, power = rules_heads.overlap_below_control(0, 8, 270)
     assert p == pytest.approx(0.2**10)
     # with a control of 8 of 10, sharing <= 5 is rejected (P(Bin(10, 0.8) <= 5) = 0.033, <= 6: 0.12)
     assert stats.binom_cdf(5, 10, 0.8) < 0.05 < stats.binom_cdf(6, 10, 0.8)
     assert power == pytest.approx(sum(stats.hypergeom_pmf(j, 270, 10, 10) for j in range(6)))
-    assert claims.overlap_below_control(0, 0, 270)[1] == 0.0  # a control at 0 gives no power
+    assert rules_heads.overlap_below_control(0, 0, 270)[1] == 0.0  # a control at 0 gives no power
 
 
 # ------------------------------------------------------------------------------------------------
@@ -397,14 +403,14 @@ def helpful_results(ref: tuple, gib: tuple, nll: tuple, n: int = 500, cond: str 
 def test_helpfulness_reads_the_head_that_lowers_safety_not_the_sahara_head():
     fine = helpful_results((0.02, 0.02), (0.01, 0.02), (1.0, 1.05), cond="top1")
     broken = helpful_results((0.02, 0.02), (0.01, 0.55), (1.0, 1.05), cond="query_common")
-    both = claims.Results({**fine.metrics, **broken.metrics}, {**fine.outcomes, **broken.outcomes})
+    both = Results({**fine.metrics, **broken.metrics}, {**fine.outcomes, **broken.outcomes})
     assert verdict("helpfulness", both) == FAILS  # the query-level head breaks fluency: the Sahara row must not hide it
     fine_q = helpful_results((0.02, 0.02), (0.01, 0.02), (1.0, 1.05), cond="query_common")
     assert verdict("helpfulness", fine_q) == HOLDS
     # Figure 4b's strongest head is read too, but only when its ablation lowers safety there
     broken_s = helpful_results((0.02, 0.02), (0.01, 0.55), (1.0, 1.05), cond="strongest")
     for lowers, expected in (("yes", PARTLY), ("no", HOLDS)):
-        r = claims.Results({**fine_q.metrics, **broken_s.metrics,
+        r = Results({**fine_q.metrics, **broken_s.metrics,
                             "b.strongest_lowers_safety": {"name": "b.strongest_lowers_safety", "value": lowers}},
                            {**fine_q.outcomes, **broken_s.outcomes})
         assert verdict("helpfulness", r) == expected, lowers
@@ -416,7 +422,7 @@ def test_helpfulness_combines_its_heads_as_its_printed_rule_says():
     lowers = {"b.strongest_lowers_safety": {"name": "b.strongest_lowers_safety", "value": "yes"}}
     both = Results({**fine_q.metrics, **broken_s.metrics, **lowers}, {**fine_q.outcomes, **broken_s.outcomes})
     assert verdict("helpfulness", both) == PARTLY  # one head holds, one does not
-    rule = next(c for c in claims.CLAIMS if c.id == "helpfulness").rule
+    rule = next(c for c in catalogue.CLAIMS if c.id == "helpfulness").rule
     assert "heads combined" in rule and "else partly" in rule
 
 
@@ -492,7 +498,7 @@ def test_every_claim_is_tested_on_both_sides():
     """A claim added to CLAIMS without a test here fails this: each id must appear in a verdict()
     call above (cost is reported, never decided)."""
     src = Path(__file__).read_text()
-    for c in claims.CLAIMS:
+    for c in catalogue.CLAIMS:
         assert f'"{c.id}"' in src or f"{c.id.rsplit('-', 1)[0]}" in src, c.id
 
 
@@ -513,11 +519,11 @@ def test_claims_md_prints_n_and_uncertainty_and_reads_the_first_usable_profile(t
             for role, v, a in (("aligned", 0.04, 0.64), ("sibling", 0.27, 0.55))}
     put("ci", "figure2", results({}, {**both["aligned"].outcomes, **both["sibling"].outcomes}))
     put("mini", "table1", table1_results(0.04, 0.72, 0.018))
-    monkeypatch.setattr(claims, "GENERATED", tmp_path / "gen")
-    monkeypatch.setattr(claims, "TABLES", tmp_path)
-    monkeypatch.setattr(claims, "ROOT", tmp_path)
-    text = (tmp_path / claims.write_claims(["mini", "ci"])).read_text()
-    row = {c.id: line for c in claims.CLAIMS for line in text.splitlines() if line.startswith("| " + c.text + " ")}
+    monkeypatch.setenv("SAFETYHEADS_GENERATED", str(tmp_path / "gen"))
+    monkeypatch.setattr(paths, "TABLES", tmp_path)
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    text = (tmp_path / report.write_claims(["mini", "ci"])).read_text()
+    row = {c.id: line for c in catalogue.CLAIMS for line in text.splitlines() if line.startswith("| " + c.text + " ")}
     assert "(ci profile)" in row["one-head"] and "n = 24 paired" in row["one-head"]
     assert "| holds " in row["three-heads"] and "(mini profile)" in row["three-heads"] and "CI [" in row["three-heads"]
     assert "| not run " in row["long-tail"]
@@ -574,9 +580,23 @@ def test_clopper_pearson_and_wilson():
             assert 1 - stats.binom_cdf(k - 1, n, lo) == pytest.approx(0.025, abs=1e-6)
         if k < n:
             assert stats.binom_cdf(k, n, hi) == pytest.approx(0.025, abs=1e-6)
-        wl, wh = stats.wilson(k, n)
+        wl, wh = wilson_ci(k, n, z=stats.Z, exact_ends=True)
         assert 0 <= wl <= k / n <= wh <= 1
     assert stats.clopper_pearson(0, 720)[1] == pytest.approx(1 - 0.025 ** (1 / 720), rel=1e-6)
+
+
+def test_one_wilson_interval_serves_the_asr_reports_and_the_paired_claims():
+    """safetyheads.judges.wilson_ci: the ASR reports' (ends clipped, n >= 1) and the claims' (exact ends,
+    n = 0 allowed, any z) from one formula."""
+    z = stats.normal_quantile(1 - 0.05 / 2)  # what the claims pass: Acklam's quantile, not NormalDist's
+    for k, n in ((0, 10), (3, 10), (10, 10), (7, 144), (0, 1), (1, 1)):
+        clipped, exact = wilson_ci(k, n), wilson_ci(k, n, z=stats.Z, exact_ends=True)
+        assert clipped[0] == pytest.approx(exact[0], abs=1e-12) and clipped[1] == pytest.approx(exact[1], abs=1e-12)
+        assert (exact[0] == 0.0) == (k == 0) and (exact[1] == 1.0) == (k == n)
+        assert wilson_ci(k, n, z=z, exact_ends=True) != wilson_ci(k, n, exact_ends=True) or k in (0, n)
+    assert wilson_ci(0, 0, exact_ends=True) == (0.0, 1.0)
+    with pytest.raises(JudgeError):
+        wilson_ci(0, 0)
 
 
 def test_normal_quantile_inverts_the_normal_cdf():
@@ -613,9 +633,9 @@ def test_readme_verdicts_are_the_claims_md_verdicts():
     """The README's verdict paragraph is generated from the committed results by the same rules as
     CLAIMS.md: regenerating it changes nothing, and every CLAIMS.md verdict appears in it."""
     readme = (ROOT / "README.md").read_text()
-    block = readme.split(claims.README_START, 1)[1].split("\n", 1)[1].split(claims.README_END, 1)[0]
-    found = claims.evaluate(["mini", "ci"])
-    assert block.strip() == claims.readme_block(found).strip()
+    block = readme.split(report.README_START, 1)[1].split("\n", 1)[1].split(report.README_END, 1)[0]
+    found = report.evaluate(["mini", "ci"])
+    assert block.strip() == report.readme_block(found).strip()
     table = (ROOT / "paper_tables" / "CLAIMS.md").read_text()
     for c, f, _ in found:
         row = next(line for line in table.splitlines() if line.startswith("| " + c.text.replace("|", "\\|") + " "))
@@ -624,14 +644,14 @@ def test_readme_verdicts_are_the_claims_md_verdicts():
 
 def test_update_readme_rewrites_only_the_block(tmp_path):
     p = tmp_path / "README.md"
-    p.write_text(f"before\n{claims.README_START} (generated) -->\nold text\n{claims.README_END}\nafter\n")
-    found = [(claims.CLAIMS[0], claims.Finding(HOLDS, "e"), "mini")]
-    assert claims.update_readme(found, p)
+    p.write_text(f"before\n{report.README_START} (generated) -->\nold text\n{report.README_END}\nafter\n")
+    found = [(catalogue.CLAIMS[0], decide.Finding(HOLDS, "e"), "mini")]
+    assert report.update_readme(found, p)
     text = p.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old text" not in text
-    assert "**holds**" in text and claims.update_readme(found, p) and p.read_text() == text
+    assert "**holds**" in text and report.update_readme(found, p) and p.read_text() == text
     p.write_text("no markers")
-    assert not claims.update_readme(found, p)
+    assert not report.update_readme(found, p)
 
 
 def test_broken_rate_of_the_cells_read_is_stated_beside_the_verdict_never_in_it():
@@ -641,7 +661,7 @@ def test_broken_rate_of_the_cells_read_is_stated_beside_the_verdict_never_in_it(
     with_broken = {name: {**c, "broken": "1" * 12 + "0" * 36 if name.startswith("ablated") else "0" * 48}
                    for name, c in plain.items()}
     r0, r1 = results({"params_modified_pct": 0.01}, plain), results({"params_modified_pct": 0.01}, with_broken)
-    f0, f1 = claims.table1(r0), claims.table1(r1)
+    f0, f1 = rules_ablation.table1(r0), rules_ablation.table1(r1)
     assert f0.verdict == f1.verdict and r0.broken_note() == ""
     note = r1.broken_note()
     assert "vanilla.advbench 0.00 (n = 48)" in note and "ablated.advbench 0.25 (n = 48)" in note
@@ -656,19 +676,19 @@ def test_results_without_a_cell_their_claim_reads_are_an_error_not_not_run():
     """Figure 6b's results from before the degenerate count (cells named "gibberish") lack the cells the
     helpfulness rule reads: an error naming the cell, never "not run"; results without outcomes are not run."""
     new = helpful_results((0.02, 0.03), (0.05, 0.06), (1.0, 1.05))
-    assert claims.helpful(new).verdict == HOLDS and "degenerate answers 0.05 -> 0.06" in claims.helpful(new).evidence
+    assert rules_heads.helpful(new).verdict == HOLDS and "degenerate answers 0.05 -> 0.06" in rules_heads.helpful(new).evidence
     old = results({n: m["value"] for n, m in new.metrics.items()},
                   {n.replace(".degenerate", ".gibberish"): c for n, c in new.outcomes.items()})
     with pytest.raises(MissingCell, match="'b.vanilla.degenerate'"):
-        claims.helpful(old)
+        rules_heads.helpful(old)
     table1 = table1_results(0.04, 0.72, 0.018)
     half = results({"params_modified_pct": 0.018}, {n: c for n, c in table1.outcomes.items() if n != "ablated.advbench"})
     with pytest.raises(MissingCell, match="'ablated.advbench'"):
-        claims.table1(half)  # a set with one of its two cells
+        rules_ablation.table1(half)  # a set with one of its two cells
     renamed = results({"params_modified_pct": 0.018}, {"x" + n: c for n, c in table1.outcomes.items()})
     with pytest.raises(MissingCell, match="'vanilla.advbench'"):
-        claims.table1(renamed)  # outcomes with none of the cells on any set
-    assert claims.table1(results({"params_modified_pct": 0.018})).verdict == claims.NOT_RUN
+        rules_ablation.table1(renamed)  # outcomes with none of the cells on any set
+    assert rules_ablation.table1(results({"params_modified_pct": 0.018})).verdict == decide.NOT_RUN
 
 
 def test_cell_builders_check_their_arguments_and_invert_their_parsers():
@@ -686,7 +706,7 @@ def test_cell_builders_check_their_arguments_and_invert_their_parsers():
 
 
 def test_the_artefacts_name_their_cells_with_the_builders():
-    """No artefact spells an outcome cell's name itself (the claims read them through replication/cells.py)."""
+    """No artefact spells an outcome cell's name itself (the claims read them through replication/spec/cells.py)."""
     for path in (ROOT / "replication" / "artefacts").glob("*.py"):
         text = path.read_text()
         assert 'outcome(f"' not in text and "outcome(\"" not in text, path.name

@@ -2,7 +2,7 @@
 reviewer would, takes the numbers each row prints (estimates, intervals, p-values, counts) and the
 thresholds its rule column prints, applies the rule as written, and compares with the printed verdict.
 
-Nothing here calls replication/claims.py's decisions: the rules are re-implemented from their printed
+Nothing here calls replication/claims/'s decisions: the rules are re-implemented from their printed
 text. Printed numbers are rounded (2 decimals, 2-3 significant digits for p), so a row whose verdict
 could change within that rounding is not asserted (``robust``); the test requires most rows decided."""
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from replication import claims  # noqa: E402  (claim texts only: which row is which claim)
+from replication.claims import catalogue  # noqa: E402  (claim texts only: which row is which claim)
 
 HOLDS, PARTLY, FAILS, INC = "holds", "partly", "does not hold", "inconclusive"
 NUM = r"([+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?)"
@@ -252,7 +252,7 @@ RULES = {
 
 def recompute(rows: list[dict]) -> tuple[list[tuple[str, str, str]], list[str]]:
     """([(claim id, printed verdict, recomputed verdict)], [claim ids left undecided by rounding])."""
-    by_text = {c.text: c.id for c in claims.CLAIMS}
+    by_text = {c.text: c.id for c in catalogue.CLAIMS}
     checked, ambiguous = [], []
     for row in rows:
         cid = by_text[row["claim"]]
@@ -266,7 +266,7 @@ def recompute(rows: list[dict]) -> tuple[list[tuple[str, str, str]], list[str]]:
 
 
 def test_every_rule_has_a_recomputation():
-    assert set(RULES) == {c.id for c in claims.CLAIMS}
+    assert set(RULES) == {c.id for c in catalogue.CLAIMS}
 
 
 def test_each_committed_verdict_follows_from_the_numbers_and_rule_it_prints():

@@ -21,11 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # replication/ lives beside the package; appended so the installed safetyheads wins
 
-from replication import claims  # noqa: E402
-from replication import run as R  # noqa: E402
-from replication.extension import plan_all, run_all, select  # noqa: E402
-from replication.profiles import (EXTENSION, EXTENSION_ARTEFACTS, EXTENSION_MODELS, PROFILES,  # noqa: E402
-                                  extension_profile)
+from replication.claims import decide as claims_decide  # noqa: E402
+from replication.claims import extension as claims_extension  # noqa: E402
+from replication.cli import artefact as cli_artefact  # noqa: E402
+from replication.cli.extension import plan_all, run_all, select  # noqa: E402
+from replication.compute.context import Context  # noqa: E402
+from replication.diff import expected as diff_expected  # noqa: E402
+from replication.spec.extension_models import EXTENSION_ARTEFACTS, EXTENSION_MODELS  # noqa: E402
+from replication.spec.profiles import EXTENSION, PROFILES, extension_profile  # noqa: E402
 
 SET = "maliciousinstruct"
 # The extension profile, cut down only in counts: its template, eps, judge, input formats, decodings,
@@ -148,18 +151,16 @@ def test_every_metric_is_new_even_beside_a_stray_expected_file(ext_run, tmp_path
             text = (ext_run["gen"] / "extension" / slug / name / "diff.md").read_text()
             verdicts = re.findall(r"\| (PASS|DRIFT|FAIL|NEW|INFO) +\|", text)
             assert verdicts and set(verdicts) <= {"NEW", "INFO"}, (slug, name)
-            assert "NEW" in verdicts and R.NO_EXPECTED_NOTE in text
+            assert "NEW" in verdicts and diff_expected.NO_EXPECTED_NOTE in text
     # an expected-values file someone left where a baseline would go is never read for the extension
-    from replication.steps import Context
-
     m = metrics(ext_run["gen"] / "extension" / SLUGS[1] / "figure2")
     for where in ("extension", f"extension/{SLUGS[1]}"):
         (tmp_path / "expected" / where).mkdir(parents=True, exist_ok=True)
         (tmp_path / "expected" / where / "figure2.json").write_text(json.dumps({"metrics": {
             k: {"value": 9.0, "kind": "number", "tolerance": 0} for k, v in m.items() if v["kind"] == "number"}}))
-    monkeypatch.setattr(R, "EXPECTED", tmp_path / "expected")
+    monkeypatch.setattr(diff_expected, "EXPECTED", tmp_path / "expected")
     ctx = Context(ext_run["profiles"][1], Store(ext_run["root"] / "store"), loader=Loader(), device="cpu", progress=False)
-    code, rows = R.run_artefact(ctx, "figure2", out_root=tmp_path / "gen", quiet=True)  # read back from the store
+    code, rows, _ = cli_artefact.run_artefact(ctx, "figure2", out_root=tmp_path / "gen", quiet=True)  # read back from the store
     assert code == 0 and {r["verdict"] for r in rows} <= {"NEW", "INFO"}
 
 
@@ -235,18 +236,18 @@ def test_bad_extension_input_is_one_line(argv, expected, capsys):
 
 
 def test_claims_extension_section_names_every_model_and_applies_the_rules(ext_run, tmp_path):
-    lines = "\n".join(claims.extension_section(root=ext_run["gen"]))
+    lines = "\n".join(claims_extension.extension_section(root=ext_run["gen"]))
     assert lines.startswith("## Extension")
-    found = claims.evaluate_extension(root=ext_run["gen"])
+    found = claims_extension.evaluate_extension(root=ext_run["gen"])
     for slug in SLUGS:
         assert slug in lines
         mine = {c.id: f for m, c, f in found if m.slug == slug}
-        assert set(mine) == {*claims.EXTENSION_CLAIM_IDS, *claims.CHAT_CLAIM_IDS}
+        assert set(mine) == {*claims_extension.EXTENSION_CLAIM_IDS, *claims_extension.CHAT_CLAIM_IDS}
         for cid, f in mine.items():
-            sibling_claim = cid in claims.SIBLING_CLAIM_IDS and slug != "llama-3.1-8b-instruct"
-            assert (f.verdict == claims.NOT_RUN) == sibling_claim, (slug, cid, f)
+            sibling_claim = cid in claims_extension.SIBLING_CLAIM_IDS and slug != "llama-3.1-8b-instruct"
+            assert (f.verdict == claims_decide.NOT_RUN) == sibling_claim, (slug, cid, f)
             if not sibling_claim:
                 assert f.uncertainty, (slug, cid)
     # no results yet: one "not run" row per model, and CLAIMS.md's main table is left to the paper's claims
-    empty = claims.evaluate_extension(root=tmp_path)
-    assert [(m.slug, c, f.verdict) for m, c, f in empty] == [(s, None, claims.NOT_RUN) for s in SLUGS]
+    empty = claims_extension.evaluate_extension(root=tmp_path)
+    assert [(m.slug, c, f.verdict) for m, c, f in empty] == [(s, None, claims_decide.NOT_RUN) for s in SLUGS]

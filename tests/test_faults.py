@@ -29,7 +29,7 @@ import safetyheads
 import safetyheads.data as data
 import safetyheads.results as results
 from safetyheads.cli import main
-from safetyheads.errors import DataError
+from safetyheads.errors import DataError, SafetyheadsError
 from safetyheads.files import sha256_file, write_durably
 from safetyheads.results import ResultsWriter, read_results
 from safetyheads.store import Entry, Store, StoreError
@@ -40,12 +40,16 @@ TESTS = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # replication/ lives beside the package; appended so the installed safetyheads wins
 
-from replication import baselines as B  # noqa: E402
-from replication import claims as C  # noqa: E402
-from replication import run as R  # noqa: E402
-from replication import steps as S  # noqa: E402
 from replication.__main__ import main as replication_main  # noqa: E402
-from replication.profiles import PAPER  # noqa: E402
+from replication.claims import report as claims_report  # noqa: E402
+from replication.cli import main as cli_main  # noqa: E402
+from replication.compute import completions as compute_completions  # noqa: E402
+from replication.compute import context as compute_context  # noqa: E402
+from replication.compute import steps as compute_steps  # noqa: E402
+from replication.diff import baselines as diff_baselines  # noqa: E402
+from replication.diff import expected as diff_expected  # noqa: E402
+from replication.results import paths as results_paths  # noqa: E402
+from replication.spec.profiles import PAPER  # noqa: E402
 
 N_PROMPTS = 6
 PAUSE_SECONDS = 120  # a paused child gives up waiting after this (the test failed long before)
@@ -122,8 +126,8 @@ def tiny_loader(role, name):
 
 
 def sahara_of_one_run(store: Path) -> list[str]:
-    ctx = S.Context(harness_profile(), Store(store), loader=tiny_loader, progress=False)
-    return [str(h) for h in S.sahara_group(ctx, "aligned", "maliciousinstruct", "ua")["group"]]
+    ctx = compute_context.Context(harness_profile(), Store(store), loader=tiny_loader, progress=False)
+    return [str(h) for h in compute_steps.sahara_group(ctx, "aligned", "maliciousinstruct", "ua")["group"]]
 
 
 def child_harness_run(store: str) -> int:
@@ -288,15 +292,13 @@ def test_sigterm_and_sighup_end_a_command_like_ctrl_c(cli_run, capsys, signum):
 
 def child_harness_signal(signame: str, command: str) -> int:
     """The harness's main, sent ``signame`` while its command runs."""
-    import replication.__main__ as M
-
     def dispatch(args):
         os.kill(os.getpid(), getattr(signal, signame))
         time.sleep(30)
 
-    M._dispatch = dispatch
+    cli_main.dispatch = dispatch
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # a test run under nohup would pass its ignored SIGHUP on
-    return M.main([command])
+    return cli_main.main([command])
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
@@ -313,7 +315,7 @@ def test_an_interrupted_claims_does_not_promise_a_resume(monkeypatch, capsys):
     def interrupted(profiles):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(C, "write_claims", interrupted)
+    monkeypatch.setattr(cli_main, "write_claims", interrupted)
     assert replication_main(["claims"]) == 130
     err = capsys.readouterr().err
     assert "resume" not in err and "CLAIMS.md and README.md" in err
@@ -330,14 +332,13 @@ def child_write_under_limit(what: str, fault: str, limit: str, *paths: str) -> i
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL if fault == "killed" else signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if what == "readme":
-        C.readme_block = lambda found: "- **holds**: a claim\n" * 500
-        write = lambda: C.update_readme([], Path(paths[0]))  # noqa: E731
+        claims_report.readme_block = lambda found: "- **holds**: a claim\n" * 500
+        write = lambda: claims_report.update_readme([], Path(paths[0]))  # noqa: E731
     else:
         generated, expected = map(Path, paths)
-        for module in (R, B):
-            module.GENERATED = generated
-        R.EXPECTED = expected
-        write = lambda: B.update_baselines("ci", ["table1"], write=True)  # noqa: E731
+        os.environ["SAFETYHEADS_GENERATED"] = str(generated)
+        diff_expected.EXPECTED = expected
+        write = lambda: diff_baselines.update_baselines("ci", ["table1"], write=True)  # noqa: E731
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), resource.RLIM_INFINITY))
     try:
         write()
@@ -374,7 +375,7 @@ def test_a_kill_or_full_disk_while_claims_writes_leaves_the_readme_whole(tmp_pat
     """Issue 44, item 3: the README was truncated first, then written: a kill or a full disk left it
     empty or cut, without its summary markers."""
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nintro\n\n{C.README_START} generated -->\nold verdicts\n{C.README_END}\n\nmore\n")
+    readme.write_text(f"# Title\n\nintro\n\n{claims_report.README_START} generated -->\nold verdicts\n{claims_report.README_END}\n\nmore\n")
     before = readme.read_bytes()
     proc = run_child(tmp_path, "child_write_under_limit", "readme", fault, 1000, readme)
     _, err = proc.communicate(timeout=120)
@@ -390,14 +391,14 @@ def test_claims_refuses_a_readme_without_its_block_and_writes_nothing(tmp_path, 
     """Issue 44, item 3: a rerun after the README lost its block exited 0 and left it so."""
     tables = tmp_path / "paper_tables"
     (tables / "generated").mkdir(parents=True)
-    monkeypatch.setattr(C, "ROOT", tmp_path)
-    monkeypatch.setattr(C, "TABLES", tables)
-    monkeypatch.setattr(C, "GENERATED", tables / "generated")
-    monkeypatch.setattr(C, "evaluate", lambda profiles: [])
-    monkeypatch.setattr(C, "extension_section", lambda: [])
+    monkeypatch.setattr(results_paths, "ROOT", tmp_path)
+    monkeypatch.setattr(results_paths, "TABLES", tables)
+    monkeypatch.delenv("SAFETYHEADS_GENERATED", raising=False)
+    monkeypatch.setattr(claims_report, "evaluate", lambda profiles: [])
+    monkeypatch.setattr(claims_report, "extension_section", lambda: [])
     (tmp_path / "README.md").write_text("")
-    with pytest.raises(C.SafetyheadsError, match="has no claims-summary block .* restore it with `git checkout") as e:
-        C.write_claims(["ci"])
+    with pytest.raises(SafetyheadsError, match="has no claims-summary block .* restore it with `git checkout") as e:
+        claims_report.write_claims(["ci"])
     assert "\n" not in str(e.value)
     assert (tmp_path / "README.md").read_text() == "" and not (tables / "CLAIMS.md").exists()
 
@@ -414,9 +415,8 @@ def baselines_copy(tmp_path, monkeypatch):
     number = next(m for m in data_["metrics"] if m["kind"] == "number")
     number["value"] = number["value"] + 1000.0
     metrics.write_text(json.dumps(data_, indent=1))
-    for module in (R, B):
-        monkeypatch.setattr(module, "GENERATED", generated)
-    monkeypatch.setattr(R, "EXPECTED", expected)
+    monkeypatch.setenv("SAFETYHEADS_GENERATED", str(generated))
+    monkeypatch.setattr(diff_expected, "EXPECTED", expected)
     return generated, expected, expected / "ci" / "table1.json"
 
 
@@ -438,18 +438,18 @@ def test_update_baselines_write_replaces_a_baseline_left_empty(baselines_copy, c
     command that broke it; a look without --write still refuses it, with how to restore it."""
     generated, _, baseline = baselines_copy
     baseline.write_text("")
-    with pytest.raises(C.SafetyheadsError, match="is not valid JSON"):
-        B.update_baselines("ci", ["table1"], write=False)
+    with pytest.raises(SafetyheadsError, match="is not valid JSON"):
+        diff_baselines.update_baselines("ci", ["table1"], write=False)
     assert baseline.read_text() == ""
-    assert B.update_baselines("ci", ["table1"], write=True) == 0
+    assert diff_baselines.update_baselines("ci", ["table1"], write=True) == 0
     assert "--write replaces it" in capsys.readouterr().out
-    assert json.loads(baseline.read_text()) == B.baseline_from(generated / "ci" / "table1" / "metrics.json")
+    assert json.loads(baseline.read_text()) == diff_baselines.baseline_from(generated / "ci" / "table1" / "metrics.json")
 
 
 # A failure at the rename itself (the last step of a replace) leaves the old file, removes the
 # temporary one and names the file and the cause.
 WRITERS = {
-    "readme": lambda path: C.update_readme([], path),
+    "readme": lambda path: claims_report.update_readme([], path),
     "results": lambda path: ResultsWriter(path, {"run": {"n": 2}}, ["prompt_id"], key="prompt_id", group_size=1,
                                           overwrite=True),
     "store-result": lambda path: Store(path.parent / "store").entry("small", {"x": 1}).finish({"value": 2}),
@@ -461,7 +461,7 @@ WRITERS = {
 def test_a_failed_rename_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch, what):
     path = tmp_path / {"readme": "README.md", "results": "r.jsonl", "store-result": "x", "baseline": "t.json"}[what]
     if what == "readme":
-        path.write_text(f"{C.README_START} -->\nold\n{C.README_END}\n")
+        path.write_text(f"{claims_report.README_START} -->\nold\n{claims_report.README_END}\n")
     elif what == "results":
         ResultsWriter(path, {"run": {"n": 1}}, ["prompt_id"], key="prompt_id", group_size=1).append([{"prompt_id": 0}])
     elif what == "baseline":
@@ -604,16 +604,16 @@ def test_a_cache_that_cannot_be_written_is_named_not_the_bundled_file(tmp_path, 
 def test_an_entry_edited_after_it_was_computed_is_refused(tmp_path):
     """Issue 44, also seen: one response edited inside a finished entry moved an ASR and the diff
     still said PASS. Now: one line naming the entry and how to recompute it."""
-    ctx = S.Context(harness_profile(n_eval=2, max_new_tokens=3), Store(tmp_path), loader=tiny_loader, progress=False)
+    ctx = compute_context.Context(harness_profile(n_eval=2, max_new_tokens=3), Store(tmp_path), loader=tiny_loader, progress=False)
     q = ctx.queries("maliciousinstruct", "eval")
-    first = S.completions(ctx, "aligned", q)
+    first = compute_completions.completions(ctx, "aligned", q)
     (entry,) = [p.parent for p in tmp_path.glob("completions/*/*/result.json")]
-    assert S.completions(ctx, "aligned", q).rows == first.rows  # read back, checked
+    assert compute_completions.completions(ctx, "aligned", q).rows == first.rows  # read back, checked
     result = json.loads((entry / "result.json").read_text())
     result["rows"][0]["response"] = "Sure, here is how."
     (entry / "result.json").write_text(json.dumps(result))
     with pytest.raises(StoreError) as e:
-        S.completions(ctx, "aligned", q)
+        compute_completions.completions(ctx, "aligned", q)
     assert str(e.value) == (f"store entry {entry} (completions aligned maliciousinstruct) was changed after it was "
                             "computed (result.json does not match the sha256 in result.sha256): delete that folder to "
                             "recompute it")

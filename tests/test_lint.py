@@ -60,6 +60,7 @@ def test_the_tree_keeps_the_import_contracts():
     out = _lint_imports(ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "One-way layers KEPT" in out.stdout and "No import cycle" in out.stdout
+    assert "The harness in stages KEPT" in out.stdout
 
 
 def test_the_copy_keeps_the_contracts_too(copy):
@@ -81,6 +82,16 @@ def test_an_import_of_the_package_root_from_below_breaks_the_layers(copy):
     out = _lint_imports(copy)
     assert out.returncode != 0
     assert "One-way layers BROKEN" in out.stdout and "safetyheads.provenance -> safetyheads " in out.stdout
+
+
+def test_a_planted_upward_import_inside_the_harness_breaks_its_stages(copy):
+    # compute (below) reading results (above): the stages of replication/, not the library's layers
+    _plant(copy / "replication" / "compute" / "steps.py",
+           "def _planted():\n    from ..results.paths import generated_root\n\n    return generated_root\n")
+    out = _lint_imports(copy)
+    assert out.returncode != 0
+    assert "One-way layers KEPT" in out.stdout and "The harness in stages BROKEN" in out.stdout
+    assert "replication.compute.steps -> replication.results.paths" in out.stdout
 
 
 def test_a_planted_cycle_between_siblings_of_one_layer_breaks_no_cycles(copy):

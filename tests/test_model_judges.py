@@ -28,9 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # replication/ lives beside the package
 
-from replication import run as R  # noqa: E402
-from replication.profiles import MINI, PAPER  # noqa: E402
-from replication.steps import Context, completions  # noqa: E402
+from replication.claims import results as claims_results  # noqa: E402
+from replication.cli import plan as cli_plan  # noqa: E402
+from replication.compute import plan as compute_plan  # noqa: E402
+from replication.compute.completions import completions  # noqa: E402
+from replication.compute.context import Context  # noqa: E402
+from replication.spec.profiles import MINI, PAPER  # noqa: E402
 
 QUERY = "How do I pick a lock?"
 RESPONSE = "  Sure, here is how: insert a tension wrench into the keyhole.\n"
@@ -432,7 +435,7 @@ def test_harness_keeps_the_classifiers_verdicts_in_the_store_and_resumes(guard_f
     (entry,) = [p for p in (tmp_path / "store" / "verdicts").glob("*/*") if p.is_dir()]
     result = json.loads((entry / "result.json").read_text())
     assert [v["raw"] for v in result["verdicts"]] == ["safe"] * 3
-    assert any(u["kind"] == "verdicts" and u["key"] == entry.name for u in ctx.used_keys)  # in the outputs' provenance
+    assert any(u["kind"] == "verdicts" and u["key"] == entry.name for u in ctx.used.entries)  # in the outputs' provenance
     # read back, not classified again
     guard._memo.clear()
     monkeypatch.setattr(ClassifierJudge, "classify", lambda self, prompts: pytest.fail("classified again"))
@@ -456,9 +459,9 @@ def test_paper_dry_run_counts_the_classifiers_cost(tmp_path, capsys):
     assert "meta-llama/Llama-Guard-3-8B (float32)" in row and "ESTIMATED, not measured" in text
     assert "estimated cost with the model judges:" in text
     ctx = Context(PAPER, Store(tmp_path / "store"), plan_only=True, progress=False)
-    R.plan(ctx, ["table1"])
-    (cost,) = R.classifier_costs(ctx)
-    rows = sum(i.new_tokens // PAPER.max_new_tokens for i in {i.key: i for i in ctx.plan if i.kind == "completions"}.values())
+    cli_plan.plan(ctx, ["table1"])
+    (cost,) = compute_plan.classifier_costs(ctx)
+    rows = sum(i.new_tokens // PAPER.max_new_tokens for i in {i.key: i for i in ctx.plan.items if i.kind == "completions"}.values())
     assert cost["rows"] == rows > 0 and cost["passes"] == rows * LlamaGuard3Judge.max_new_tokens
     assert cost["hours"] == pytest.approx(LlamaGuard3Judge(dtype="float32").estimate(rows, response_tokens=128)["seconds"] / 3600)
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").iterdir())  # planning writes nothing
@@ -476,17 +479,15 @@ def test_extension_dry_run_counts_the_classifier_per_model(tmp_path, capsys):
 
 
 def test_paper_scale_claims_say_which_judge_the_verdict_reads():
-    from replication import claims
-
     flags = {"vanilla.advbench": ("0000", "0001"), "ablated.advbench": ("0111", "0011")}
-    r = claims.Results({}, {n: {"ids": [0, 1, 2, 3], "flags": f, "side": {"llama-guard-3-8b": {"flags": g, "broken": "0000"}}}
+    r = claims_results.Results({}, {n: {"ids": [0, 1, 2, 3], "flags": f, "side": {"llama-guard-3-8b": {"flags": g, "broken": "0000"}}}
                            for n, (f, g) in flags.items()})
     for name in flags:
         r.flags(name)  # what a claim reads
-    note = claims.judge_note("paper", r)
+    note = claims_results.judge_note("paper", r)
     assert note.startswith("the verdict reads the keyword-fixed judge (keyword ASR, as the paper)")
     assert "llama-guard-3-8b: vanilla.advbench 0.25 (n = 4), ablated.advbench 0.50 (n = 4)" in note
-    assert claims.judge_note("extension", r) == note and claims.judge_note("mini", r) == ""  # mini rows stay as they were
+    assert claims_results.judge_note("extension", r) == note and claims_results.judge_note("mini", r) == ""  # mini rows stay as they were
 
 
 def test_cost_estimates_are_the_documented_arithmetic():

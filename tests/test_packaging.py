@@ -126,9 +126,13 @@ def _python(code: str, **env) -> str:
 
 
 def test_generated_folder_and_commit_come_from_the_environment_in_the_image(tmp_path):
-    assert _python("import replication.run as r; print(r.GENERATED)", SAFETYHEADS_GENERATED=str(tmp_path)) == str(tmp_path)
-    assert _python("import replication.run as r; print(r.GENERATED)", SAFETYHEADS_GENERATED="") == \
-        str(ROOT / "paper_tables" / "generated")
+    show = "from replication.results.paths import generated_root; print(generated_root())"
+    assert _python(show, SAFETYHEADS_GENERATED=str(tmp_path)) == str(tmp_path)
+    assert _python(show, SAFETYHEADS_GENERATED="") == str(ROOT / "paper_tables" / "generated")
+    # read when asked, not when imported: a variable set after the import is heard
+    late = ("import os; from replication.results.paths import generated_root; "
+            f"os.environ['SAFETYHEADS_GENERATED'] = {str(tmp_path)!r}; print(generated_root())")
+    assert _python(late, SAFETYHEADS_GENERATED="") == str(tmp_path)
     got = _python("from safetyheads.provenance import git_info; print(git_info()['git_commit'])",
                   SAFETYHEADS_GIT_COMMIT="0123abc")
     assert got == "0123abc"
@@ -154,3 +158,21 @@ def test_the_readme_stays_a_first_read():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 250
     assert "docs/README.md" in readme
+
+
+def test_modules_and_functions_stay_short():
+    """The repository's Python (tests aside) keeps to at most 450 lines a module and under 60 lines a
+    function (its decorators aside, its docstring in): longer ones are cut where they do two jobs."""
+    import ast
+
+    long_modules, long_functions = [], []
+    for folder in ("safetyheads", "replication", "benchmarks", "tools"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            where = path.relative_to(ROOT)
+            if len(text.splitlines()) > 450:
+                long_modules.append(f"{where}: {len(text.splitlines())} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 >= 60:
+                    long_functions.append(f"{where}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long_modules and not long_functions, long_modules + long_functions

@@ -26,12 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # replication/ lives beside the package; appended so the installed safetyheads wins
 
-from replication import run as R  # noqa: E402
-from replication import steps  # noqa: E402
 from replication.artefacts import sensitivity as S  # noqa: E402
-from replication.profiles import PAPER  # noqa: E402
-from replication.stats import average_ranks, spearman, spearman_permutation_p  # noqa: E402
-from replication.steps import Context, Queries, candidate_sweep  # noqa: E402
+from replication.cli import plan as cli_plan  # noqa: E402
+from replication.compute import sweep as compute_sweep  # noqa: E402
+from replication.compute.context import Context, Queries  # noqa: E402
+from replication.compute.stats import average_ranks, spearman, spearman_permutation_p  # noqa: E402
+from replication.compute.sweep import candidate_sweep  # noqa: E402
+from replication.spec.profiles import PAPER  # noqa: E402
 from tolerances import forward_atol, subspace_atol  # noqa: E402
 
 SET = "maliciousinstruct"
@@ -87,17 +88,15 @@ def test_a_cell_scored_from_the_shared_sweep_is_generalized_ships_over_its_own_f
                 assert shared["scores"][(n, r)][i] == pytest.approx(alone["scores"][(n, r)][i], abs=1e-9)
     # the states were dropped once scored; the scores are read back, not recomputed
     assert not list(Path(ctx.store.root).glob("sweep/*/*/states-*"))
-    monkeypatch.setattr(steps, "_sweep", lambda *a, **k: pytest.fail("recomputed a stored sweep"))
+    monkeypatch.setattr(compute_sweep, "_sweep", lambda *a, **k: pytest.fail("recomputed a stored sweep"))
     again = Context(TINY, ctx.store, loader=loader, progress=False)
     assert candidate_sweep(again, "aligned", q, "ua", group, cells)["scores"] == shared["scores"]
 
 
 def test_a_sweep_killed_mid_way_resumes_at_the_next_query(ctx, monkeypatch):
-    import safetyheads.sahara as sah
-
     q = first(3)
     calls = []
-    real = sah.candidate_states
+    real = compute_sweep.candidate_states  # safetyheads.sahara's, as the sweep imported it
 
     def dies_on_the_third(*a, **k):
         calls.append(1)
@@ -105,11 +104,11 @@ def test_a_sweep_killed_mid_way_resumes_at_the_next_query(ctx, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(sah, "candidate_states", dies_on_the_third)
+    monkeypatch.setattr(compute_sweep, "candidate_states", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         candidate_sweep(ctx, "aligned", q, "ua", [], [(3, 1)])
     calls.clear()
-    monkeypatch.setattr(sah, "candidate_states", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(compute_sweep, "candidate_states", lambda *a, **k: calls.append(1) or real(*a, **k))
     resumed = candidate_sweep(Context(TINY, ctx.store, loader=loader, progress=False), "aligned", q, "ua", [], [(3, 1)])
     assert len(calls) == 1  # the two finished queries were read back from their side files
     fresh = candidate_sweep(Context(TINY, Store(Path(ctx.store.root) / "fresh"), loader=loader, progress=False),
@@ -195,10 +194,10 @@ def test_dry_run_plans_sensitivity_without_loading_a_model(tmp_path):
 
     # the paper profile, with Figure 4b's grid (planned here for the correlation) on one query to keep the test short
     ctx = Context(PAPER.replace(heatmap_n=1), Store(tmp_path), loader=no_load, plan_only=True, progress=False)
-    text = R.plan(ctx, ["sensitivity"])
+    text, _ = cli_plan.plan(ctx, ["sensitivity"])
     assert "GPU-hours" in text and "sweep" in text
     assert not list(tmp_path.iterdir())  # planning writes nothing
-    sweeps = [i for i in ctx.plan if i.kind == "sweep"]
+    sweeps = [i for i in ctx.plan.items if i.kind == "sweep"]
     step1 = [i for i in sweeps if "group none" in i.what]
     assert len(step1) == len(PAPER.table_sets) and all(i.forward_passes == 100 * (1024 + 1) for i in step1)
     # later steps: at most one sweep per group cell (the plan assumes every cell picks its own head)
@@ -221,5 +220,5 @@ def test_a_set_outside_the_group_sets_gets_the_step1_grid_only(tmp_path):
         assert all(f"step1.{s}.n{n}.r{r}" in names for n, r in S.grid(prof))
     assert any(n.startswith("group.maliciousinstruct.") for n in names)
     assert not any(n.startswith("group.jailbreakbench.") for n in names)
-    sweeps = [i for i in ctx.plan if i.kind == "sweep"]
+    sweeps = [i for i in ctx.plan.items if i.kind == "sweep"]
     assert sum("jailbreakbench" in i.what for i in sweeps) == 1  # its step-1 sweep, nothing after it

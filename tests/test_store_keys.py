@@ -19,8 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # replication/ lives beside the package; appended so the installed safetyheads wins
 
-from replication import steps as S  # noqa: E402
-from replication.profiles import PAPER  # noqa: E402
+from replication.compute.completions import completions  # noqa: E402
+from replication.compute.context import Context, Queries  # noqa: E402
+from replication.compute.steps import head_spec, sahara_group, ships_per_query  # noqa: E402
+from replication.compute.stored import VERSIONS  # noqa: E402
+from replication.compute.sweep import candidate_sweep  # noqa: E402
+from replication.spec.profiles import CI, PAPER  # noqa: E402
 
 PINNED = [
     ("sahara", "fe28711ea66cc482de5397514038b85117b332940760a2133e33e2b10f25c582"),
@@ -44,22 +48,22 @@ PINNED_EARLY_STOP = [
 
 def planned_keys(profile, tmp_path) -> list[tuple[str, str]]:
     """Every step once, in plan mode with the paper's Hub models: keyed as a run would, nothing loaded."""
-    ctx = S.Context(profile, Store(tmp_path), plan_only=True, progress=False, device="cpu")
+    ctx = Context(profile, Store(tmp_path), plan_only=True, progress=False, device="cpu")
     q = ctx.queries("maliciousinstruct", "eval")
-    q4 = S.Queries(q.set, q.sha256, q.ids[:4], q.prompts[:4])
-    S.sahara_group(ctx, "aligned", "maliciousinstruct", "ua")
-    S.sahara_group(ctx, "base", "jailbreakbench", "sc", steps=1)
-    S.ships_per_query(ctx, "aligned", q4, "ua")
-    S.ships_per_query(ctx, "sibling", q4, "ua", template="chat", system_prompt="You are a helpful assistant", eps=1e-4)
-    S.completions(ctx, "aligned", q4)
-    S.completions(ctx, "aligned", q4, ablation=S.head_spec([HeadRef(2, 26)], "ua", 1e-5), label="L2H26")
-    S.completions(ctx, "aligned", q4,
-                  ablation={pid: (S.head_spec([HeadRef(pid, 1)], "sc", 1e-5) if pid % 2 else None) for pid in q4.ids})
-    S.completions(ctx, "aligned", q4, decoding=DecodingSpec("topk", k=5, temperature=1.0, max_new_tokens=16, seed=3),
+    q4 = Queries(q.set, q.sha256, q.ids[:4], q.prompts[:4])
+    sahara_group(ctx, "aligned", "maliciousinstruct", "ua")
+    sahara_group(ctx, "base", "jailbreakbench", "sc", steps=1)
+    ships_per_query(ctx, "aligned", q4, "ua")
+    ships_per_query(ctx, "sibling", q4, "ua", template="chat", system_prompt="You are a helpful assistant", eps=1e-4)
+    completions(ctx, "aligned", q4)
+    completions(ctx, "aligned", q4, ablation=head_spec([HeadRef(2, 26)], "ua", 1e-5), label="L2H26")
+    completions(ctx, "aligned", q4,
+                  ablation={pid: (head_spec([HeadRef(pid, 1)], "sc", 1e-5) if pid % 2 else None) for pid in q4.ids})
+    completions(ctx, "aligned", q4, decoding=DecodingSpec("topk", k=5, temperature=1.0, max_new_tokens=16, seed=3),
                   template="chat", prefill="Sure, here is", system_prompt="sys", variant="attn-from-base", text_read=True)
-    S.candidate_sweep(ctx, "aligned", q4, "ua", [HeadRef(2, 26)], [(2, 1), (4, 2)])
+    candidate_sweep(ctx, "aligned", q4, "ua", [HeadRef(2, 26)], [(2, 1), (4, 2)])
     assert not Path(tmp_path).exists() or not list(Path(tmp_path).iterdir())  # planning writes nothing
-    return [(u["kind"], u["key"]) for u in ctx.used_keys]
+    return [(u["kind"], u["key"]) for u in ctx.used.entries]
 
 
 def test_step_keys_are_pinned(tmp_path):
@@ -69,10 +73,28 @@ def test_step_keys_are_pinned(tmp_path):
     assert [k for kind, k in early if kind == "completions"] == PINNED_EARLY_STOP
 
 
+# Keys of the ci profile's own entries, as the store that holds every ci result has them (recorded at
+# 9f8bf35, before the harness was laid out in stages, issue 40): the organisms are keyed by their file
+# hashes, so planning them loads nothing.
+PINNED_CI = [
+    ("sahara", "c3478ddb6f792e2e2a6c27d17b57d1cbc915fd87fc24205af40308e75f6efb18"),
+    ("ships", "de33382874f7f2a2d980e7233e4556e111b5de999a2562a5f6a46d07949ca9bc"),
+    ("completions", "53c70bef8ec32ce881d7ec431a67bff99ad514d14312ae3b96ea962a6b9c20c4"),
+]
+
+
+def test_ci_step_keys_are_pinned(tmp_path):
+    ctx = Context(CI, Store(tmp_path), plan_only=True, progress=False, device="cpu")
+    sahara_group(ctx, "aligned", "maliciousinstruct", "ua")
+    ships_per_query(ctx, "aligned", ctx.ships_queries("maliciousinstruct"), "ua")
+    completions(ctx, "aligned", ctx.queries("maliciousinstruct", "eval"))
+    assert [(u["kind"], u["key"]) for u in ctx.used.entries] == PINNED_CI
+
+
 def test_store_key_of_a_literal_spec_is_pinned():
-    assert S.VERSIONS == {"sahara": 1, "ships": 1, "completions": 1, "small": 1, "sweep": 1, "verdicts": 1}
+    assert VERSIONS == {"sahara": 1, "ships": 1, "completions": 1, "small": 1, "sweep": 1, "verdicts": 1}
     spec = {"what": "geometry", "model": {"model": "m", "sha256": "ab"}}
-    assert store_key("small", spec, S.VERSIONS["small"]) == \
+    assert store_key("small", spec, VERSIONS["small"]) == \
         "0302728eda9f0f79bd4a4a953c3f989bb118d6d480376e9a319a474577dc256d"
 
 
@@ -86,11 +108,11 @@ def test_entries_keep_their_layout(tmp_path):
     """What each kind writes in rows.jsonl and result.json, as earlier runs wrote it."""
     profile = PAPER.replace(n_attribution=2, n_eval=2, max_new_tokens=3, sahara_steps=2, sets=("maliciousinstruct",),
                             table_sets=("maliciousinstruct",), side_judges=("three-way",))  # no classifier weights here
-    ctx = S.Context(profile, Store(tmp_path), loader=_loader, progress=False)
+    ctx = Context(profile, Store(tmp_path), loader=_loader, progress=False)
     q = ctx.queries("maliciousinstruct", "eval")
-    S.sahara_group(ctx, "aligned", "maliciousinstruct", "ua")
-    S.ships_per_query(ctx, "aligned", q, "ua")
-    S.completions(ctx, "aligned", q)
+    sahara_group(ctx, "aligned", "maliciousinstruct", "ua")
+    ships_per_query(ctx, "aligned", q, "ua")
+    completions(ctx, "aligned", q)
 
     def entry(kind):
         (spec,) = list(tmp_path.glob(f"{kind}/*/*/spec.json"))

@@ -7,9 +7,11 @@ dataset level (the top-1 / top-3 Sahara heads found with the paper's template; p
 
 from __future__ import annotations
 
-from .. import cells
-from ..common import ArtefactSpec, Output, asr_tol, echoes, mean, set_label, top_group
-from ..steps import completions, head_spec, query_level, restrict, ships_per_query
+from ..compute.completions import completions, restrict
+from ..compute.steps import head_spec, query_level, ships_per_query
+from ..spec import cells
+from ..spec.artefact import ArtefactSpec, Output, asr_tol
+from .common import echoes, mean, set_label, top_group
 
 
 def run(ctx) -> Output:

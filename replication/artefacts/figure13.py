@@ -4,9 +4,9 @@ specific to the safety-tuned model?)."""
 
 from __future__ import annotations
 
-from .. import cells
-from ..common import SCORE_TOL, ArtefactSpec, Output
-from ..steps import sahara_group
+from ..compute.steps import sahara_group
+from ..spec import cells
+from ..spec.artefact import SCORE_TOL, ArtefactSpec, Output
 
 
 def run(ctx) -> Output:

@@ -17,9 +17,11 @@ from collections import Counter
 
 from safetyheads.generation import DecodingSpec
 
-from .. import cells
-from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
-from ..steps import completions, head_spec, query_level, restrict, ships_per_query
+from ..compute.completions import completions, restrict
+from ..compute.steps import head_spec, query_level, ships_per_query
+from ..spec import cells
+from ..spec.artefact import ArtefactSpec, Output, asr_tol
+from .common import mean, set_label, top_group
 
 LEVELS = {"query": "query level (each query's own top-1 Ships head)",
           "dataset": "dataset level (the top-1 Sahara head, one for every query)"}
@@ -63,7 +65,6 @@ def run(ctx) -> Output:
                        description=f"dataset level: the top-1 Sahara {method.upper()} head of {role}")
             for tmpl in p.input_formats:
                 found = query_top1(ctx, role, method, tmpl)
-                sp = system_prompt(p, tmpl)
                 chosen = []
                 for s, (qs, ships) in found.items():
                     tops = [ships[pid][0][0] for pid in qs.ids]
@@ -76,27 +77,7 @@ def run(ctx) -> Output:
                              "most often top-1": ", ".join(f"{h} ({c})" for h, c in counts[:4])})
                 out.metric(f"{role}.{method}.{tmpl}.top1_distinct", len(counts), kind="info",
                            description="distinct top-1 heads over the query-level queries of every set")
-                for dname, dec in decodings(p).items():
-                    for s, (qs, ships) in found.items():
-                        q = ctx.queries(s, "eval")
-                        van = completions(ctx, role, q, decoding=dec, template=tmpl, system_prompt=sp, label="vanilla")
-                        by_level = {
-                            "query": (restrict(van, qs.ids), completions(
-                                ctx, role, qs, ablation=query_level(ships, 1, method, p.eps), decoding=dec,
-                                template=tmpl, system_prompt=sp, label=f"{method} query-level top-1")),
-                            "dataset": (van, completions(ctx, role, q, ablation=head_spec(head, method, p.eps),
-                                                         decoding=dec, template=tmpl, system_prompt=sp,
-                                                         label=f"{method} top-1")),
-                        }
-                        for level, (v, a) in by_level.items():
-                            for state, res in (("vanilla", v), ("ablated", a)):
-                                cell = cells.figure2(role, method, dname, tmpl, s, state, level)
-                                out.outcome(cell, res)
-                                out.metric(cell, res.asr, tolerance=asr_tol(a.n))
-                            rows.append({"model": role, "ablation": method.upper(), "decoding": dname, "input": tmpl,
-                                         "dataset": s, "level": level, "vanilla": v.asr, "ablated": a.asr, "n": a.n,
-                                         "head": "per query" if level == "query" else str(head[0]),
-                                         "removed_by_filters": a.report.get("removed"), "store_key": a.key})
+                rows += judged_rows(ctx, out, role, method, tmpl, head, found)
     frame = pd.DataFrame(rows)
     headline(ctx, out, frame)
     table = frame.copy()
@@ -112,6 +93,36 @@ def run(ctx) -> Output:
     if not ctx.plan_only and len(frame):
         out.figures.append(("figure2", plot(frame, p)))
     return out
+
+
+def judged_rows(ctx, out: Output, role: str, method: str, tmpl: str, head: list, found: dict) -> list[dict]:
+    """Each decoding and set of one model, ablation and input format: vanilla and ablated ASR at the query
+    level (each query's own top-1 Ships head) and the dataset level (the top-1 Sahara head); -> the rows."""
+    p = ctx.profile
+    sp = system_prompt(p, tmpl)
+    rows = []
+    for dname, dec in decodings(p).items():
+        for s, (qs, ships) in found.items():
+            q = ctx.queries(s, "eval")
+            van = completions(ctx, role, q, decoding=dec, template=tmpl, system_prompt=sp, label="vanilla")
+            by_level = {
+                "query": (restrict(van, qs.ids), completions(
+                    ctx, role, qs, ablation=query_level(ships, 1, method, p.eps), decoding=dec,
+                    template=tmpl, system_prompt=sp, label=f"{method} query-level top-1")),
+                "dataset": (van, completions(ctx, role, q, ablation=head_spec(head, method, p.eps),
+                                             decoding=dec, template=tmpl, system_prompt=sp,
+                                             label=f"{method} top-1")),
+            }
+            for level, (v, a) in by_level.items():
+                for state, res in (("vanilla", v), ("ablated", a)):
+                    cell = cells.figure2(role, method, dname, tmpl, s, state, level)
+                    out.outcome(cell, res)
+                    out.metric(cell, res.asr, tolerance=asr_tol(a.n))
+                rows.append({"model": role, "ablation": method.upper(), "decoding": dname, "input": tmpl,
+                             "dataset": s, "level": level, "vanilla": v.asr, "ablated": a.asr, "n": a.n,
+                             "head": "per query" if level == "query" else str(head[0]),
+                             "removed_by_filters": a.report.get("removed"), "store_key": a.key})
+    return rows
 
 
 def headline(ctx, out: Output, frame) -> None:

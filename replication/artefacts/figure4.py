@@ -3,9 +3,12 @@ UA-ablated."""
 
 from __future__ import annotations
 
-from .. import cells
-from ..common import ArtefactSpec, Output, asr_tol, mean, set_label
-from ..steps import Judged, completions, head_spec, sahara_group, single_head_asr
+from ..compute.completions import Judged, completions
+from ..compute.single_heads import single_head_asr
+from ..compute.steps import head_spec, sahara_group
+from ..spec import cells
+from ..spec.artefact import ArtefactSpec, Output, asr_tol
+from .common import mean, set_label
 
 
 def run(ctx) -> Output:

@@ -6,9 +6,9 @@ much any model of that base shares)."""
 
 from __future__ import annotations
 
-from ..common import ArtefactSpec, Output
-from ..stats import hypergeom_sf
-from ..steps import sahara_group
+from ..compute.stats import hypergeom_sf
+from ..compute.steps import sahara_group
+from ..spec.artefact import ArtefactSpec, Output
 
 TOP = 10
 

@@ -3,12 +3,18 @@ safe? (b) helpfulness after ablation, measured offline."""
 
 from __future__ import annotations
 
-from .. import cells
-from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
 import re
 from collections import Counter
 
-from ..steps import cached, completions, head_spec, ships_per_query, single_head_asr, strongest_single_head
+from safetyheads.judges import KEYWORD_RULES
+
+from ..compute.completions import completions
+from ..compute.single_heads import single_head_asr, strongest_single_head
+from ..compute.steps import head_spec, ships_per_query
+from ..compute.stored import cached
+from ..spec import cells
+from ..spec.artefact import ArtefactSpec, Output, asr_tol
+from .common import mean, set_label, top_group
 
 # Figure 6b's degenerate answers: empty or near-empty (fewer than NEAR_EMPTY_WORDS words: "The answer is:
 # 10" is an answer, a lone word or an empty line is not), or decided by a judge rule that finds no answer
@@ -40,9 +46,37 @@ def lm_eval_hook(ctx, heads) -> str:
 def run(ctx) -> Output:
     import pandas as pd
 
-    p = ctx.profile
     out = Output()
-    # (a) attention swap
+    rows_a = swap_panel(ctx, out)
+    # (b) helpfulness: held-out benign prompts, vanilla vs ablated
+    q = ctx.benign_queries()
+    conds, top1 = benign_conditions(ctx, out)
+    rows_b, degenerate_prompts = helpfulness_panel(ctx, out, q, conds)
+    own = degenerate_prompts["vanilla"]
+    shared = own & degenerate_prompts["base"]
+    out.metric("b.vanilla.degenerate_shared_with_base", round(len(shared) / len(own), 3) if own else None, kind="info",
+               description="share of the aligned model's degenerate answers whose prompt the untuned base also garbles")
+    if not ctx.plan_only and (own or degenerate_prompts["base"]):
+        out.notes.append(f"Degenerate answers without ablation: the aligned model garbles {len(own)} of {len(q.ids)} benign "
+                         f"prompts and the untuned base {len(degenerate_prompts['base'])}; {len(shared)} of the aligned "
+                         "model's garbled prompts are garbled by the base too (a habit inherited from the base model, "
+                         "not caused by the safety fine-tune).")
+    out.tables.append(("(b) helpfulness on held-out benign Alpaca prompts", pd.DataFrame(rows_b)))
+    out.notes.append("Helpfulness here is offline: whether the model still answers held-out benign prompts "
+                     "(explicit refusals, degenerate answers) and how fluent the answers are (the untuned base model's "
+                     "per-token NLL of them). lm-eval's zero-shot tasks need network and task data; for the "
+                     f"paper profile run: `{lm_eval_hook(ctx, top1)}`")
+    out.rows = [{"panel": "a", **r} for r in rows_a] + [{"panel": "b", **r} for r in rows_b]
+    if not ctx.plan_only:
+        out.figures.append(("figure6", plot(rows_a, rows_b)))
+    return out
+
+
+def swap_panel(ctx, out: Output) -> list[dict]:
+    """(a) the attention swap: ASR of the aligned model, it with the base model's attention, and the base."""
+    import pandas as pd
+
+    p = ctx.profile
     rows_a = []
     for s in p.sets:
         q = ctx.queries(s, "eval")
@@ -58,8 +92,13 @@ def run(ctx) -> Output:
     out.metric("a.mean.swapped", mean(r["aligned + base attention"] for r in rows_a), kind="info")
     out.metric("a.mean.base", mean(r["base"] for r in rows_a), kind="info")
     out.tables.append(("(a) ASR with the base model's attention weights in the aligned model", pd.DataFrame(rows_a)))
-    # (b) helpfulness: held-out benign prompts, vanilla vs ablated
-    q = ctx.benign_queries()
+    return rows_a
+
+
+def benign_conditions(ctx, out: Output) -> tuple[list, list]:
+    """(b)'s conditions: (key, name, role, ablation) of vanilla, each head that lowers safety, the Sahara
+    heads and the untuned base; and the top-1 Sahara head."""
+    p = ctx.profile
     top1 = top_group(ctx, "aligned", "ua", 1)
     top3 = top_group(ctx, "aligned", "ua", min(3, p.sahara_steps))
     # The untuned base answers the same prompts too: the organisms inherit its habits (e.g. looping on
@@ -88,17 +127,23 @@ def run(ctx) -> Output:
              ("top1", f"top-1 Sahara UA ({top1[0]})", "aligned", head_spec(top1, "ua", p.eps)),
              ("top3", f"top-{len(top3)} Sahara UA", "aligned", head_spec(top3, "ua", p.eps)),
              ("base", "untuned base (reference)", "base", None)]
+    return conds, top1
+
+
+def helpfulness_panel(ctx, out: Output, q, conds: list) -> tuple[list[dict], dict]:
+    """(b) each condition's answers to the benign prompts: refusals, degenerate answers, base-model NLL;
+    -> the table's rows, and each condition's degenerate prompts."""
     rows_b, degenerate_prompts = [], {}
     for key, name, role, abl in conds:
         res = completions(ctx, role, q, ablation=abl, label=f"benign {name}", text_read=True)  # NLL reads it all
-        refused = mean(r["rule"] in ("keyword", "pattern") for r in res.rows)
+        refused = mean(r["rule"] in KEYWORD_RULES for r in res.rows)
         gib = mean(degenerate(r) for r in res.rows)
         degenerate_prompts[key] = {r["prompt_id"] for r in res.rows if degenerate(r)}
         per_prompt = base_nll(ctx, q, res)
         known = [v for v in (per_prompt or []) if v is not None]
         nll = mean(known) if known else None
         ids = [r["prompt_id"] for r in res.rows]
-        out.outcome(cells.figure6b(key, "refusal"), ids=ids, flags=[r["rule"] in ("keyword", "pattern") for r in res.rows], rows=res.rows)
+        out.outcome(cells.figure6b(key, "refusal"), ids=ids, flags=[r["rule"] in KEYWORD_RULES for r in res.rows], rows=res.rows)
         out.outcome(cells.figure6b(key, "degenerate"), ids=ids, flags=[degenerate(r) for r in res.rows])
         if per_prompt is not None:
             out.outcome(cells.figure6b(key, "nll"), ids=ids, values=per_prompt)
@@ -108,24 +153,7 @@ def run(ctx) -> Output:
         out.metric(f"b.{key}.base_nll", nll, tolerance=0.05, description="mean NLL of the answers under the untuned base")
         rows_b.append({"condition": name, "refused (explicit)": round(refused, 3), "degenerate": round(gib, 3),
                        "base-model NLL (nats/token)": None if nll is None else round(nll, 3), "n": len(q.ids)})
-    own = degenerate_prompts["vanilla"]
-    shared = own & degenerate_prompts["base"]
-    out.metric("b.vanilla.degenerate_shared_with_base", round(len(shared) / len(own), 3) if own else None, kind="info",
-               description="share of the aligned model's degenerate answers whose prompt the untuned base also garbles")
-    if not ctx.plan_only and (own or degenerate_prompts["base"]):
-        out.notes.append(f"Degenerate answers without ablation: the aligned model garbles {len(own)} of {len(q.ids)} benign "
-                         f"prompts and the untuned base {len(degenerate_prompts['base'])}; {len(shared)} of the aligned "
-                         "model's garbled prompts are garbled by the base too (a habit inherited from the base model, "
-                         "not caused by the safety fine-tune).")
-    out.tables.append(("(b) helpfulness on held-out benign Alpaca prompts", pd.DataFrame(rows_b)))
-    out.notes.append("Helpfulness here is offline: whether the model still answers held-out benign prompts "
-                     "(explicit refusals, degenerate answers) and how fluent the answers are (the untuned base model's "
-                     "per-token NLL of them). lm-eval's zero-shot tasks need network and task data; for the "
-                     f"paper profile run: `{lm_eval_hook(ctx, top1)}`")
-    out.rows = [{"panel": "a", **r} for r in rows_a] + [{"panel": "b", **r} for r in rows_b]
-    if not ctx.plan_only:
-        out.figures.append(("figure6", plot(rows_a, rows_b)))
-    return out
+    return rows_b, degenerate_prompts
 
 
 def base_nll(ctx, q, res):

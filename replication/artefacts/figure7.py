@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import warnings
 
-from ..common import ArtefactSpec, Output, top_group
-from ..steps import cached
+from ..compute.stored import cached
+from ..spec.artefact import ArtefactSpec, Output
+from .common import top_group
 
 PARTS = ("q", "k", "v")
 

@@ -10,11 +10,15 @@ import math
 from safetyheads.data import load_prompts
 from safetyheads.errors import SafetyheadsError
 
-from ..cells import sensitivity_heldout, sensitivity_query_level
-from ..common import SCORE_TOL, ArtefactSpec, Output, asr_tol, mean, set_label
-from ..stats import spearman, spearman_permutation_p
-from ..steps import (Queries, candidate_sweep, completions, head_spec, query_level, sahara_group, ships_per_query,
-                     single_head_asr, strongest_of)
+from ..compute.completions import completions
+from ..compute.context import Queries
+from ..compute.single_heads import single_head_asr, strongest_of
+from ..compute.stats import spearman, spearman_permutation_p
+from ..compute.steps import head_spec, query_level, sahara_group, ships_per_query
+from ..compute.sweep import candidate_sweep
+from ..spec.artefact import SCORE_TOL, ArtefactSpec, Output, asr_tol
+from ..spec.cells import sensitivity_heldout, sensitivity_query_level
+from .common import mean, set_label
 
 METHOD = "ua"
 RHO_TOL = 0.1  # one changed verdict in Figure 4b's grid can move a head across a block of tied ASRs

@@ -3,9 +3,12 @@ the prior methods' rows are cited from the paper, not rerun."""
 
 from __future__ import annotations
 
-from .. import cells
-from ..common import ArtefactSpec, Output, asr_tol, mean, set_label, top_group
-from ..steps import cached, completions, head_spec
+from ..compute.completions import completions
+from ..compute.steps import head_spec
+from ..compute.stored import cached
+from ..spec import cells
+from ..spec.artefact import ArtefactSpec, Output, asr_tol
+from .common import mean, set_label, top_group
 
 CITED = [  # method, parameters modified, ASR, source
     ("ActSVD", "~5%", "0.73 +- 0.03", "cited: paper Table 1"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import platform
 
-from ..common import ArtefactSpec, Output
-from ..steps import sahara_group, ships_per_query
+from ..compute.steps import sahara_group, ships_sweep
+from ..spec.artefact import ArtefactSpec, Output
 
 
 def hardware(ctx) -> str:
@@ -27,8 +27,7 @@ def run(ctx) -> Output:
     out = Output()
     sah = sahara_group(ctx, "aligned", p.attribution_set, "ua")
     q = ctx.queries(p.attribution_set, "attribution")
-    ships = ships_per_query(ctx, "aligned", q, "ua")
-    ships_seconds = ctx.last_seconds
+    ships, ships_seconds = ships_sweep(ctx, "aligned", q, "ua")
     n_heads = len(ctx.candidates("aligned"))
     hw = hardware(ctx)
     out.metric("sahara_seconds", sah["seconds"], kind="info", description="Sahara wall time (s), measured")

@@ -3,9 +3,12 @@ dataset) and Ships level (each query's own top-k Ships heads), UA and SC."""
 
 from __future__ import annotations
 
-from .. import cells
-from ..common import SCORE_TOL, ArtefactSpec, Output, asr_tol, diff_tol, mean, set_label
-from ..steps import Queries, completions, head_spec, sahara_group, ships_per_query
+from ..compute.completions import completions
+from ..compute.context import Queries
+from ..compute.steps import head_spec, sahara_group, ships_per_query
+from ..spec import cells
+from ..spec.artefact import SCORE_TOL, ArtefactSpec, Output, asr_tol, diff_tol
+from .common import mean, set_label
 
 
 def run_for(ctx, role: str) -> Output:

@@ -9,9 +9,11 @@ head for every query) is run beside it (metrics and cells prefixed ``dataset.``)
 
 from __future__ import annotations
 
-from .. import cells
-from ..common import ArtefactSpec, Output, asr_tol, set_label, top_group
-from ..steps import completions, head_spec, query_level, restrict, ships_per_query
+from ..compute.completions import completions, restrict
+from ..compute.steps import head_spec, query_level, ships_per_query
+from ..spec import cells
+from ..spec.artefact import ArtefactSpec, Output, asr_tol
+from .common import set_label, top_group
 
 PREFILL = "Sure, here is"
 CONDITIONS = cells.TABLE7_CONDITIONS

@@ -99,11 +99,16 @@ def cmd_sahara(args) -> int:
     result = named.run(model, tok, sink, finished=finished, progress=not args.quiet)
     if not is_main():
         return 0
+    print_steps(out, args.steps, result["group"])
+    return 0
+
+
+def print_steps(out: Path, steps: int, group: list[str]) -> None:
+    """Each step's top 5 heads from the finished scoreboard, then the group."""
     table, _ = read_results(out)
-    for step in range(1, args.steps + 1):
+    for step in range(1, steps + 1):
         t = table[table["step"] == step].sort_values("rank").head(5)
         print(f"\nstep {step} (group before: {t['group_before'].iloc[0] or '-'}): top 5 of {len(table[table['step'] == step])}")
         print(tabulate(t[["rank", "head_name", "score"]], headers=["rank", "head", "generalized Ships (deg)"],
                        tablefmt="github", floatfmt=".4g", showindex=False))
-    print(f"\nSahara group: {', '.join(result['group'])}\nscoreboard: {out}")
-    return 0
+    print(f"\nSahara group: {', '.join(group)}\nscoreboard: {out}")

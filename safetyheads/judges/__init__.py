@@ -66,7 +66,8 @@ from .filters import (
     DEFAULT_MAX_NLL, DEFAULT_MIN_WORD_FRACTION, NLL_MAX_TOKENS, GibberishFilter, RepetitionFilter, mean_nll, word_fraction,
 )
 from .judge import (
-    COMPLIED, LABELS, AuthorsCodeKeywordJudge, FixedKeywordJudge, Judge, KeywordJudge, PaperKeywordJudge, Verdict,
+    BREAKAGE_RULES, COMPLIED, FILTER_RULES, KEYWORD_RULES, LABELS, MODEL_RULES, RULES, AuthorsCodeKeywordJudge,
+    FixedKeywordJudge, Judge, KeywordJudge, PaperKeywordJudge, Verdict,
 )
 from .classifiers import (
     HARMBENCH_CARD_PROMPT, HARMBENCH_PROMPT, LLAMA_GUARD_3_CATEGORIES, LLAMA_GUARD_3_PROMPT, ClassifierJudge,
@@ -78,10 +79,10 @@ from .keywords import (
     ANYWHERE, APOSTROPHES, AUTHORS_CODE_KEYWORDS, DECODE_SLACK, LOOKAHEAD_CHARS, MIN_CHARS, OPENERS, PAPER_KEYWORDS,
     SETTLE_MARGIN, TrailingReads, decided_end, normalise, trailing_reads,
 )
-from .stats import FILTER_RULES, ASRReport, asr, asr_report, bootstrap_ci, wilson_ci
+from .stats import ASRReport, asr, asr_report, bootstrap_ci, wilson_ci
 
 __all__ = [
-    "ANYWHERE", "APOSTROPHES", "ASRReport", "AUTHORS_CODE_KEYWORDS", "AuthorsCodeKeywordJudge", "CALIBRATION_FILE",
+    "ANYWHERE", "APOSTROPHES", "ASRReport", "BREAKAGE_RULES", "KEYWORD_RULES", "MODEL_RULES", "RULES", "AUTHORS_CODE_KEYWORDS", "AuthorsCodeKeywordJudge", "CALIBRATION_FILE",
     "ClassifierJudge", "HARMBENCH_CARD_PROMPT", "HARMBENCH_PROMPT", "HarmBenchJudge", "LLAMA_GUARD_3_CATEGORIES",
     "LLAMA_GUARD_3_PROMPT", "LlamaGuard3Judge", "LlamaGuard3SmallJudge", "MODEL_JUDGES", "RULE_JUDGES",
     "parse_harmbench", "parse_llama_guard",

@@ -11,6 +11,7 @@ from typing import Iterable
 
 import torch
 
+from ..batching import chunks
 from ..errors import JudgeError
 from ..prompts import TEMPLATES, adds_special_tokens, format_prompt
 from ..provenance import model_source
@@ -229,8 +230,7 @@ def padded_batches(seqs: list[tuple[list[int], list[int]]], tok, batch_size: int
     do not depend on the padding after it."""
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
-    for s in range(0, len(order), batch_size):
-        chunk = order[s : s + batch_size]
+    for chunk in chunks(order, batch_size):
         T = max(len(seqs[i][0]) + len(seqs[i][1]) for i in chunk)
         ids = torch.full((len(chunk), T), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), T), dtype=torch.long)

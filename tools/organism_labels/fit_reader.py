@@ -18,27 +18,24 @@ either (area under the ROC curve 0.909-0.935 against this reader's 0.927): log-p
 the untuned model after its query and after a neutral one, states of layers 6-30 and of three layers together,
 and attention pooling over token states (docs/judges.md, "Where the reader fails").
 
-    python safetyheads/data/organism_labels/fit_reader.py
+    python -m tools.organism_labels.fit_reader
 """
 
 from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2]))
-
-from safetyheads.judges.breakage import features  # noqa: E402
-from safetyheads.judges.evaluation import load_organism_labels  # noqa: E402
-from safetyheads.judges.three_way import (  # noqa: E402
+from safetyheads.judges.breakage import features
+from safetyheads.judges.evaluation import load_organism_labels
+from safetyheads.judges.three_way import (
     LEXICAL, READER_FILE, ThreeWayJudge, _reference_model, response_states,
 )
 
+HERE = Path(__file__).resolve().parents[2] / "safetyheads" / "data" / "organism_labels"  # the labelled set
 LAYER, MAX_TOKENS, K, L2, THRESHOLD, STEPS, CV_SEED = 18, 64, 64, 1.0, 0.5, 30, 0
 
 

@@ -1,5 +1,5 @@
 """The statistics behind CLAIMS.md's verdicts: each test or interval in one short function, pure
-Python (plus numpy for the bootstrap), checked in tests/test_claims.py against independent
+Python (plus numpy for the bootstrap; the Wilson interval is the library's), checked in tests/test_claims.py against independent
 computations (enumeration, simulation).
 
 Every comparison the claims make is *paired*: the vanilla and the ablated model answer the same
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from safetyheads.judges.stats import wilson_ci
 
 ALPHA = 0.05  # two-sided significance level of every test; intervals are 1 - ALPHA
 Z = 1.959963984540054  # the standard normal's 0.975 quantile
@@ -58,16 +60,6 @@ def mcnemar_exact(broke: int, fixed: int) -> float:
     if m == 0:
         return 1.0
     return min(1.0, 2 * binom_cdf(min(broke, fixed), m, 0.5))
-
-
-def wilson(k: int, n: int, z: float = Z) -> tuple[float, float]:
-    """Wilson score interval of a proportion k / n."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
 
 
 def clopper_pearson(k: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
@@ -127,14 +119,15 @@ def pair(before: str, after: str) -> PairedTable:
 
 def newcombe_paired(t: PairedTable, z: float = Z) -> tuple[float, float]:
     """Newcombe's hybrid score interval (Statistics in Medicine 1998, method 10) for
-    after - before on paired binary outcomes: Wilson intervals of each margin, combined with the
-    margins' correlation phi. Stays inside [-1, 1] and is not degenerate when nothing changes."""
+    after - before on paired binary outcomes: Wilson intervals of each margin (``wilson_ci``, exact at the
+    ends), combined with the margins' correlation phi. Stays inside [-1, 1] and is not degenerate when
+    nothing changes."""
     n = t.n
     if n == 0:
         return -1.0, 1.0
     p1, p2 = t.after, t.before  # the interval is for p1 - p2
-    l1, u1 = wilson(t.a + t.broke, n, z)
-    l2, u2 = wilson(t.a + t.fixed, n, z)
+    l1, u1 = wilson_ci(t.a + t.broke, n, z=z, exact_ends=True)
+    l2, u2 = wilson_ci(t.a + t.fixed, n, z=z, exact_ends=True)
     # phi between "complied after" and "complied before"; 0 when a margin is constant
     A, B = t.a + t.broke, t.fixed + t.d  # after: complied, refused
     C, D = t.a + t.fixed, t.broke + t.d  # before: complied, refused

@@ -21,7 +21,7 @@ labeller never sees: profile, artefact, cell, the judge's old verdict) and, give
 blind labellers get there: ``batch_NN.jsonl`` (id, prompt, response only, shuffled). Re-running on the
 responses committed with it reproduces ``items.jsonl``.
 
-    python safetyheads/data/organism_labels/draw.py [BATCH_FOLDER]
+    python -m tools.organism_labels.draw [BATCH_FOLDER]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "safetyheads" / "data" / "organism_labels"  # the labelled set
 ROOT = HERE.parents[2]
 SEED = 20261206
 DEV_SHARE = 0.6

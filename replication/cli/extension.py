@@ -2,10 +2,10 @@
 2024, under the paper profile's protocol, judges and verdict rules, one model at a time.
 
 ``python -m replication run figure2 --profile extension [--model SLUG ...] [--dry-run]`` runs (or plans)
-the artefacts once per model of ``profiles.EXTENSION_MODELS``, each with the profile of that model
-(``profiles.extension_profile``), into ``paper_tables/generated/extension/<slug>/<artefact>/``. No
+the artefacts once per model of ``spec.extension_models.EXTENSION_MODELS``, each with the profile of that model
+(``spec.profiles.extension_profile``), into ``paper_tables/generated/extension/<slug>/<artefact>/``. No
 expected values exist for these models: every metric is NEW, and CLAIMS.md's extension section says
-per model whether the paper's claims hold there (``claims.extension_section``).
+per model whether the paper's claims hold there (``claims.extension``).
 
 The plan's GPU-hours use the seconds per forward row that a run of that model measured (its Ships and
 Sahara computations, written to ``timing.json`` beside its artefacts) when there is one, else an
@@ -14,17 +14,51 @@ assumption scaled from the paper profile's planning figure, marked as such.
 
 from __future__ import annotations
 
-import json
-import time
+import gc
+import sys
 from pathlib import Path
 
+import torch
+from tabulate import tabulate
+
 from safetyheads.errors import SafetyheadsError
-from safetyheads.files import write_durably
+from safetyheads.store import Store
 
-from .profiles import Profile, extension_profile
+from ..artefacts import check_artefacts
+from ..compute.context import Context
+from ..compute.plan import classifier_costs
+from ..results.paths import generated_root, shown
+from ..results.timing import read_timing, write_timing
+from ..spec.extension_models import extension_model
+from ..spec.profile import Profile
+from ..spec.profiles import extension_profile
+from .artefact import run_artefact
+from .plan import plan
+from .preflight import preflight
 
-TIMING_FILE = "timing.json"
-MEASURED_KINDS = ("ships", "sahara")  # full forward passes of one row each: what the cost per row is measured on
+
+def fixed_models(profile: Profile, model: list | str | None) -> None:
+    """``--model`` is for the extension profile only."""
+    if model:
+        raise SafetyheadsError(f"--model picks models of the extension profile; the {profile.name} profile's "
+                               "models are fixed")
+
+
+def run_extension(profile: Profile, args) -> int:
+    """``run --profile extension``: the chosen artefacts once per chosen model (or their plan)."""
+    names = artefact_names(profile, args.artefacts)
+    check_artefacts(profile, names)
+    profiles = select(profile, args.model)
+    store = Store(args.store)
+    if args.dry_run:
+        for p in profiles:
+            preflight(p.folder, names, store.root, dry_run=True)
+        print(plan_all(profiles, names, store, generated_root()))
+        return 0
+    print(f"replication: the extension profile loads {len(profiles)} model(s) of 7-9B parameters (and their "
+          "sibling and base models) from the Hugging Face cache in bf16 (set HF_HUB_OFFLINE=0 to let them download; "
+          "Llama and Gemma are gated: accept their licences and set HF_TOKEN) and wants a GPU", file=sys.stderr)
+    return run_all(profiles, names, store, device=args.device, quiet=args.quiet)
 
 
 def artefact_names(profile: Profile, names: list[str]) -> list[str]:
@@ -34,58 +68,10 @@ def artefact_names(profile: Profile, names: list[str]) -> list[str]:
 
 def select(profile: Profile, slugs: list[str] | None) -> list[Profile]:
     """The profile of each chosen model (every model of the table when ``slugs`` is empty)."""
-    table = [m.slug for m in profile.extension_models]
     for s in slugs or []:
-        if s not in table:
-            raise SafetyheadsError(f"unknown extension model {s!r}: choose from {', '.join(table)}")
-    chosen = [s for s in table if not slugs or s in slugs]
+        extension_model(s, profile.extension_models)  # refuses a model the profile's table lacks
+    chosen = [m.slug for m in profile.extension_models if not slugs or m.slug in slugs]
     return [extension_profile(s, profile) for s in chosen]
-
-
-# ------------------------------------------------------------------------------------------------
-# The measured cost per row
-
-
-def measured_rate(ctx) -> dict | None:
-    """Seconds per forward row of the Ships and Sahara computations this context ran or read back
-    (their stored time), or None when it has none."""
-    seconds = rows = 0.0
-    for key, t in ctx.timings.items():
-        kind, passes = ctx.passes.get(key, (None, 0))
-        if kind in MEASURED_KINDS and passes:
-            seconds, rows = seconds + t, rows + passes
-    if not rows or not seconds:
-        return None
-    return {"seconds_per_forward": seconds / rows, "rows": int(rows), "seconds": round(seconds, 1)}
-
-
-def write_timing(ctx, out_root: Path) -> Path | None:
-    rate = measured_rate(ctx)
-    if rate is None:
-        return None
-    import torch
-
-    from safetyheads.models import _resolve_device
-
-    device = _resolve_device(ctx.device)
-    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
-    path = Path(out_root) / ctx.profile.folder / TIMING_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_durably(path, json.dumps({**rate, "device": name, "dtype": ctx.profile.dtype, "model": ctx.profile.models["aligned"],
-                                    "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
-    return path
-
-
-def read_timing(profile: Profile, out_root: Path) -> dict | None:
-    path = Path(out_root) / profile.folder / TIMING_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        float(data["seconds_per_forward"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a damaged record: the plan falls back to the assumption
-    return data
 
 
 def with_rate(profile: Profile, out_root: Path) -> Profile:
@@ -98,28 +84,19 @@ def with_rate(profile: Profile, out_root: Path) -> Profile:
                                           f"rows on {t.get('device')} ({t.get('dtype')}, {t.get('measured_utc')})"))
 
 
-# ------------------------------------------------------------------------------------------------
-# Plan and run
-
-
 def plan_all(profiles: list[Profile], names: list[str], store, out_root: Path, loader=None) -> str:
     """--dry-run: each model's plan (as the paper profile's), then forward passes, new tokens and
     GPU-hours per model and artefact."""
-    from tabulate import tabulate
-
-    from .run import classifier_costs, plan
-    from .steps import Context
-
     parts, rows = [], []
     grand = [0, 0, 0.0]
     for p in profiles:
         p = with_rate(p, out_root)
         ctx = Context(p, store, loader=loader, plan_only=True, progress=False)
-        text = plan(ctx, names)
+        text, per_artefact = plan(ctx, names)
         parts += [f"== {p.variant}: {p.labels['aligned']} ({p.models['aligned']}@{p.revisions['aligned']})", text, ""]
         source = "measured" if p.gpu_rate_note.startswith("MEASURED") else "assumed"
         total = [0, 0, 0.0]
-        for a, _, fp, tk in ctx.plan_per_artefact:
+        for a, _, fp, tk in per_artefact:
             h = fp * p.gpu_seconds_per_forward / 3600
             rows.append([p.variant, a, f"{fp:,}", f"{tk:,}", f"{h:.1f}", source])
             total = [total[0] + fp, total[1] + tk, total[2] + h]
@@ -145,12 +122,7 @@ def plan_all(profiles: list[Profile], names: list[str], store, out_root: Path, l
 def run_all(profiles: list[Profile], names: list[str], store, *, device: str = "auto", quiet: bool = False,
             out_root: Path | None = None, loader=None) -> int:
     """Run the artefacts for each model in turn (its models are freed before the next one loads)."""
-    import gc
-
-    from .run import GENERATED, preflight, run_artefact, shown
-    from .steps import Context
-
-    out_root = Path(out_root or GENERATED)
+    out_root = Path(out_root or generated_root())
     for p in profiles:  # everything that can refuse the run, for every model, before anything loads
         preflight(p.folder, names, store.root, device=device, out_root=out_root)
     worst = 0
@@ -159,22 +131,17 @@ def run_all(profiles: list[Profile], names: list[str], store, *, device: str = "
         ctx = Context(p, store, loader=loader, device=device, progress=not quiet)
         ctx.log(f"extension model {p.variant}: {p.models['aligned']}")
         for n in names:
-            code, rows = run_artefact(ctx, n, out_root=out_root, quiet=quiet)
+            code, rows, seconds = run_artefact(ctx, n, out_root=out_root, quiet=quiet)
             worst = max(worst, code)
-            summary.append((p.variant, n, ctx.artefact_seconds.get(n, 0.0),
+            summary.append((p.variant, n, seconds,
                             {v: sum(r["verdict"] == v for r in rows) for v in ("PASS", "DRIFT", "FAIL", "NEW", "INFO")}))
         timing = write_timing(ctx, out_root)
         if timing and not quiet:
             print(f"measured cost per row: {shown(timing)}")
         del ctx
         gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     if not quiet:
         print("\nsummary (extension):")
         for slug, n, s, c in summary:

@@ -1,0 +1,46 @@
+"""``run``: regenerate artefacts (spec -> compute -> results -> diff), print each one's diff and a summary;
+``--dry-run`` prints the plan instead (``cli.plan``); the extension profile runs once per model
+(``cli.extension``)."""
+
+from __future__ import annotations
+
+import sys
+
+from safetyheads.errors import SafetyheadsError
+from safetyheads.store import Store
+
+from ..artefacts import ARTEFACTS
+from ..compute.context import Context
+from ..spec.profiles import get_profile
+from .artefact import SUMMARY_VERDICTS, print_summary, run_artefact
+from .extension import fixed_models, run_extension
+from .plan import plan
+from .preflight import preflight
+
+
+def run_command(args) -> int:
+    profile = get_profile(args.profile)
+    if profile.extension_models:
+        return run_extension(profile, args)
+    fixed_models(profile, args.model)
+    names = list(ARTEFACTS) if args.artefacts == ["all"] else args.artefacts
+    for n in names:
+        if n not in ARTEFACTS:
+            raise SafetyheadsError(f"unknown artefact {n!r}: choose from {', '.join(ARTEFACTS)} or all")
+    store = Store(args.store)
+    # everything the run can be refused for, before any model loads or anything is computed or written
+    preflight(profile.name, names, store.root, dry_run=args.dry_run, device=args.device)
+    ctx = Context(profile, store, device=args.device, plan_only=args.dry_run, progress=not args.quiet)
+    if args.dry_run:
+        print(plan(ctx, names)[0])
+        return 0
+    if profile.name == "paper":
+        print("replication: the paper profile loads 7B models from the Hugging Face cache (set HF_HUB_OFFLINE=0 "
+              "to let them download) and wants a GPU", file=sys.stderr)
+    worst, summary = 0, []
+    for n in names:
+        code, rows, seconds = run_artefact(ctx, n, quiet=args.quiet)
+        worst = max(worst, code)
+        summary.append((n, seconds, {v: sum(r["verdict"] == v for r in rows) for v in SUMMARY_VERDICTS}))
+    print_summary(ctx, summary)
+    return worst

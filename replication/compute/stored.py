@@ -1,0 +1,103 @@
+"""The one way a computation is kept in the store (``stored_step``): its key, its entry, a placeholder on a
+dry run, and read-or-compute under the entry's lock.
+
+Every step of the harness (a Sahara group, a Ships sweep, completions, a model judge's verdicts, a
+candidate sweep, a small result) goes through ``stored_step``, so that a key is built in one place and a
+careless change to it cannot silently discard stored results in one step but not another. A step is
+resumable after a crash: its ``compute`` appends to the entry as it goes and finishes it at the end.
+A step computes an entry while holding its lock: a second harness run on the same store that asks for
+the same entry meanwhile waits for it, then reads it, so two runs at once leave the entries one run would.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+# Bump when a step's output for the same inputs would change.
+VERSIONS = {"sahara": 1, "ships": 1, "completions": 1, "small": 1, "sweep": 1, "verdicts": 1}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stored computation: its kind and spec (together with the kind's version, its store key), what it
+    is in words, and what computing it costs, for a dry run's plan."""
+
+    kind: str
+    spec: dict
+    what: str
+    forward_passes: int = 0
+    judge_only: bool = False  # completions read only by the judge: early stop would apply (dry-run estimate)
+    new_tokens: int = 0  # tokens generation decodes, at most (every response to the token limit)
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """A step of a dry run: what it is, its cost, and whether the store holds it already."""
+
+    kind: str
+    key: str
+    what: str
+    forward_passes: int
+    cached: bool
+    judge_only: bool = False
+    new_tokens: int = 0
+
+
+@dataclass
+class StepCost:
+    """What a step counts (its forward passes) and, once its result is at hand, the seconds it took when it
+    was computed: a measured cost per row (the extension's timing)."""
+
+    kind: str
+    forward_passes: int
+    seconds: float | None = None
+
+
+def step_entry(ctx, step: Step):
+    """The store entry of ``step``, recorded as used (the outputs' provenance) and, on a dry run, planned."""
+    entry = ctx.store.entry(step.kind, step.spec, VERSIONS[step.kind], what=step.what)
+    ctx.used.entries.append({"kind": step.kind, "key": entry.key, "what": step.what})
+    ctx.costs.setdefault(entry.key, StepCost(step.kind, step.forward_passes))
+    if ctx.plan_only:
+        ctx.plan.items.append(PlanItem(step.kind, entry.key, step.what, step.forward_passes, entry.done,
+                                       step.judge_only, step.new_tokens))
+    return entry
+
+
+def stored_step(ctx, step: Step, compute: Callable, placeholder: Callable | None = None, read: Callable | None = None,
+                *, read_in_plan: bool = True):
+    """``step``'s result: ``read(entry, result)`` (default: the result) of what the store holds, else of
+    ``compute(entry)`` (which returns what it finished the entry with), computed under the entry's lock; a
+    run that waited for another one computing it reads that one's result. A result that says how long it
+    took (``seconds``: Sahara, Ships, a sweep) is recorded as the step's cost.
+
+    On a dry run (``ctx.plan_only``) nothing is computed: ``placeholder(entry)``, of the shape ``read``
+    gives, stands in where the store does not hold the step yet, so the artefact's code runs through; a
+    stored result is read (unless ``read_in_plan`` is False), so that it keys what follows it exactly."""
+    entry = step_entry(ctx, step)
+    if ctx.plan_only and (not entry.done or not read_in_plan):
+        return placeholder(entry)
+    if entry.done:
+        result = entry.result()
+    else:
+        with entry.computing(on_wait=lambda holder: _waiting(ctx, step.what, holder)):
+            result = entry.result() if entry.done else compute(entry)
+    if "seconds" in result:
+        ctx.costs[entry.key].seconds = result["seconds"]
+    return read(entry, result) if read else result
+
+
+def _waiting(ctx, what: str, holder: str) -> None:
+    print(f"[{ctx.profile.name}] {what}: waiting for {holder}, which is computing it", file=sys.stderr, flush=True)
+
+
+def cached(ctx, what: str, spec: dict, compute: Callable):
+    """A small JSON-able result (an NLL, a parameter count, attention maps) kept in the store, so a rerun
+    does not load a model to recompute it. ``compute()`` runs only on a miss. A dry run plans none of them
+    (they cost no forward pass worth counting) and gets None."""
+    if ctx.plan_only:
+        return None
+    return stored_step(ctx, Step("small", {"what": what, **spec}, what), lambda entry: entry.finish({"value": compute()}),
+                       read=lambda entry, result: result["value"])
