@@ -13,8 +13,8 @@ in progress. A spec says what is computed, never where it goes; it round-trips t
 (``to_dict`` / ``from_dict``). ``shape`` (a ``run`` argument) is what the sink keeps of each row,
 for a store whose rows are more compact than the job's.
 
-``QueryLevelJob`` is the paper's main protocol: each prompt's own top-k Ships heads (scored on that
-prompt) ablated while that prompt is answered, one row per prompt naming its heads.
+The paper's main protocol, each prompt's own top-k Ships heads ablated while it is answered, is
+``query_level.QueryLevelJob``, built on the spec checks here.
 
 Specs check their values in library terms (``batch_size must be >= 1``); the CLI checks its flags
 first, in its own words, then builds the spec. The judge job (``JudgeJob``, from
@@ -27,11 +27,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Hashable, Iterable, Protocol
 
-from tqdm.auto import tqdm
-
 from . import generation, sahara, ships
 from .ablation import AblationSpec, method_settings
-from .distributed import is_main, world_size
 from .errors import SafetyheadsError
 from .generation import DecodingSpec
 from .heads import HeadRef, all_heads, parse_heads
@@ -82,13 +79,13 @@ def whole_units(sink: Sink, unit_of: Callable[[dict], Hashable], is_whole: Calla
     return kept
 
 
-class _Spec(JsonSpec):
+class JobSpec(JsonSpec):
     """A job spec: its JSON round trip (``specs.JsonSpec``) refuses a bad dict as a ``JobError``."""
 
     spec_error = JobError
 
 
-def _check_prompts(job) -> None:
+def check_prompts(job) -> None:
     """Prompts as a tuple of strings, their ids (when given) as a tuple of as many distinct names,
     and a known template."""
     if isinstance(job.prompts, str):
@@ -119,13 +116,13 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _at_least(job, field: str, low: int) -> None:
+def at_least(job, field: str, low: int) -> None:
     value = getattr(job, field)
     if not _is_int(value) or value < low:
         raise JobError(f"{field} must be an integer >= {low}, got {value!r}")
 
 
-def _ablation_settings(job) -> None:
+def resolve_ablation_settings(job) -> None:
     eps, target = method_settings(job.method, job.eps, job.target)
     object.__setattr__(job, "eps", eps)
     object.__setattr__(job, "target", target)
@@ -159,7 +156,7 @@ def _timed(append: Callable[[list[dict]], None], shape: Callable[[dict], dict] |
 
 
 @dataclass(frozen=True)
-class ShipsJob(_Spec):
+class ShipsJob(JobSpec):
     """Ships of every head in ``heads`` (None: every head of the model) on every prompt: the KL
     between the clean and the ablated next-token distribution (``ships.ships_scores``).
 
@@ -179,13 +176,13 @@ class ShipsJob(_Spec):
     prob_floor: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_prompts(self)
+        check_prompts(self)
         if self.heads is not None:
             object.__setattr__(self, "heads", parse_heads(self.heads))
-        _ablation_settings(self)
+        resolve_ablation_settings(self)
         if self.strategy not in STRATEGIES:
             raise JobError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        _at_least(self, "batch_size", 1)
+        at_least(self, "batch_size", 1)
         object.__setattr__(self, "prob_floor", check_prob_floor(self.prob_floor))
 
     @property
@@ -247,7 +244,7 @@ class ShipsJob(_Spec):
 
 
 @dataclass(frozen=True)
-class SaharaJob(_Spec):
+class SaharaJob(JobSpec):
     """Sahara's greedy search for the group of ``steps`` heads among ``candidates`` (None: every
     head) that moves the prompts' last-token states most (generalized Ships over ``r`` directions;
     ``sahara.sahara``). Rows: ``sahara.SCOREBOARD_COLUMNS``; a step's first row also has ``seconds``."""
@@ -264,13 +261,13 @@ class SaharaJob(_Spec):
     batch_size: int = DEFAULT_BATCH_SIZE
 
     def __post_init__(self) -> None:
-        _check_prompts(self)
+        check_prompts(self)
         _as_job_error(sahara.check_search, self.steps, len(self.prompts), self.r)
         if self.candidates is not None:
             object.__setattr__(self, "candidates", parse_heads(self.candidates))
             self._enough_candidates()
-        _ablation_settings(self)
-        _at_least(self, "batch_size", 1)
+        resolve_ablation_settings(self)
+        at_least(self, "batch_size", 1)
 
     def _enough_candidates(self) -> None:
         _as_job_error(sahara.check_candidates, self.steps, len(self.candidates))
@@ -325,7 +322,7 @@ class SaharaJob(_Spec):
 # Generation: one prompt = one unit, one row
 
 
-def _check_generation(job) -> None:
+def check_generation(job) -> None:
     """A generating job's decoding (a DecodingSpec, or its dict from JSON), prefill and batch size."""
     if isinstance(job.decoding, dict):
         d = dict(job.decoding)
@@ -335,10 +332,10 @@ def _check_generation(job) -> None:
         raise JobError(f"decoding must be a DecodingSpec, got {type(job.decoding).__name__}")
     if job.prefill is not None and not isinstance(job.prefill, str):
         raise JobError(f"prefill must be a string, got {type(job.prefill).__name__}")
-    _at_least(job, "batch_size", 1)
+    at_least(job, "batch_size", 1)
 
 
-def _check_generation_fits(job, model, tok) -> None:
+def check_generation_fits(job, model, tok) -> None:
     """Every prompt of a generating job, with its prefill and the tokens to generate, fits the model's context."""
     limit = context_length(model, tok)
     for pid, p in zip(job.ids, job.prompts):
@@ -348,7 +345,7 @@ def _check_generation_fits(job, model, tok) -> None:
 
 
 @dataclass(frozen=True)
-class GenerateJob(_Spec):
+class GenerateJob(JobSpec):
     """A response to every prompt, plain or under an ablation (``generation.generate_responses``).
     ``ablation``: None, one AblationSpec for every prompt, or one AblationSpec or None per prompt.
     Rows: ``generate_responses``'s result dicts."""
@@ -363,9 +360,9 @@ class GenerateJob(_Spec):
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        _check_prompts(self)
+        check_prompts(self)
         object.__setattr__(self, "ablation", _ablation_of(self.ablation, len(self.prompts)))
-        _check_generation(self)
+        check_generation(self)
 
     @property
     def ids(self) -> tuple:
@@ -379,7 +376,7 @@ class GenerateJob(_Spec):
 
     def check_fits(self, model, tok) -> None:
         """Every prompt, with its prefill and the tokens to generate, fits the model's context."""
-        _check_generation_fits(self, model, tok)
+        check_generation_fits(self, model, tok)
 
     def finished(self, sink: Sink) -> set[str]:
         """Ids (as strings) of the prompts ``sink`` holds a response to."""
@@ -423,135 +420,3 @@ def _ablation_of(value, n_prompts: int):
         _as_job_error(generation.per_prompt_ablation, specs, n_prompts)
         return tuple(specs)
     return one(value)
-
-
-# ------------------------------------------------------------------------------------------------
-# The paper's query-level protocol: each prompt's own top-k Ships heads ablated while it is answered.
-# One prompt = one unit, one row.
-
-
-@dataclass(frozen=True)
-class QueryLevelJob(_Spec):
-    """For each prompt: Ships of every candidate head on that prompt (in its ``template`` and
-    ``system_prompt``, with ``method``, ``eps`` and ``target``, as ``ShipsJob``), its own top-``k``
-    heads (``ships.own_top_heads``: best first, ties in head order), then its response generated
-    with those heads ablated by the same method (as ``GenerateJob``). Ships is scored on the
-    formatted prompt without the prefill, as in the paper (the prefill is part of the answer).
-
-    Rows: ``generate_responses``' result dicts, plus ``ships_heads`` (the prompt's k heads, best
-    first; its ``ablation`` names the same heads) and ``ships_scores`` (their Ships). Prompts are
-    done ``batch_size`` at a time (times the processes under ``accelerate launch``): their Ships,
-    then their responses in one batch, then their rows are saved; a killed run loses at most that
-    batch and a rerun computes only the prompts without a row."""
-
-    prompts: tuple[str, ...]
-    prompt_ids: tuple | None = None
-    k: int = 1  # heads ablated per prompt
-    candidates: tuple[HeadRef, ...] | None = None  # heads Ships ranks (None: every head of the model)
-    method: str = "ua"
-    eps: float = 1e-5
-    target: str | None = None
-    template: str = "paper"
-    system_prompt: str | None = None
-    prefill: str | None = None
-    decoding: DecodingSpec = DecodingSpec()
-    batch_size: int = 8  # prompts per generation batch
-    ships_batch_size: int = DEFAULT_BATCH_SIZE  # ablated rows per Ships pass
-    strategy: str = "prefix"
-    prob_floor: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check_prompts(self)
-        _at_least(self, "k", 1)
-        if self.candidates is not None:
-            object.__setattr__(self, "candidates", parse_heads(self.candidates))
-            self._enough_candidates()
-        _ablation_settings(self)
-        _check_generation(self)
-        _at_least(self, "ships_batch_size", 1)
-        if self.strategy not in STRATEGIES:
-            raise JobError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        object.__setattr__(self, "prob_floor", check_prob_floor(self.prob_floor))
-
-    def _enough_candidates(self) -> None:
-        if len(self.candidates) < self.k:
-            raise JobError(f"k = {self.k} heads per prompt needs at least {self.k} candidate heads, "
-                           f"got {len(self.candidates)}")
-
-    @property
-    def ids(self) -> tuple:
-        return self.prompt_ids if self.prompt_ids is not None else tuple(range(len(self.prompts)))
-
-    def for_model(self, model) -> "QueryLevelJob":
-        """This job with its candidates named (every head of ``model`` when None) and checked against the model."""
-        spec = AblationSpec(self.candidates or all_heads(model), self.method, self.eps, self.target).check(
-            model, stacklevel=3)
-        job = replace(self, candidates=spec.heads)
-        job._enough_candidates()
-        return job
-
-    def check_fits(self, model, tok) -> None:
-        """Every prompt, with its prefill and the tokens to generate, fits the model's context."""
-        _check_generation_fits(self, model, tok)
-
-    def finished(self, sink: Sink) -> set[str]:
-        """Ids (as strings) of the prompts ``sink`` holds a response to."""
-        return set(whole_units(sink, lambda r: str(r["prompt_id"]), lambda _, rows: len(rows) == 1))
-
-    def todo(self, finished: set[str]) -> list:
-        return [pid for pid in self.ids if str(pid) not in finished]
-
-    def responses(self, model, tok, *, only: Iterable | None = None, on_rows: Callable[[list[dict]], None] | None = None,
-                  progress: bool = False) -> list[dict]:
-        """The rows of the prompts ``only`` names (default: every prompt), in prompt order, without a
-        sink; ``on_rows(rows)`` is called as each batch of prompts is done."""
-        job = self if self.candidates is not None else self.for_model(model)
-        wanted = None if only is None else {str(pid) for pid in only}
-        index = [i for i, pid in enumerate(job.ids) if wanted is None or str(pid) in wanted]
-        step = job.batch_size * world_size()  # under `accelerate launch`: a batch of prompts per process
-        out: list[dict] = []
-        bar = tqdm(total=len(index), unit="prompt", desc="own top heads", disable=not (progress and is_main()))
-        try:
-            for start in range(0, len(index), step):
-                chunk = index[start:start + step]
-                rows = job._responses(model, tok, chunk)
-                if on_rows:
-                    on_rows(rows)
-                out.extend(rows)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-        return out
-
-    def _responses(self, model, tok, index: list[int]) -> list[dict]:
-        """The rows of the prompts at ``index``: their Ships, their own top-k heads, their responses."""
-        prompts, ids = [self.prompts[i] for i in index], [self.ids[i] for i in index]
-        table = ships.ships_scores(model, tok, prompts, self.candidates, self.method, self.eps, self.template,
-                                   target=self.target, system_prompt=self.system_prompt, strategy=self.strategy,
-                                   batch_size=self.ships_batch_size, prob_floor=self.prob_floor, prompt_ids=ids)
-        tops = ships.own_top_heads(table, self.k)
-        ranked = [tops[pid] for pid in ids]
-        ablation = [AblationSpec(tuple(h for h, _ in top), self.method, self.eps, self.target) for top in ranked]
-        rows = generation.generate_responses(model, tok, prompts, template=self.template,
-                                             system_prompt=self.system_prompt, ablation=ablation,
-                                             decoding=self.decoding, prefill=self.prefill,
-                                             batch_size=self.batch_size, prompt_ids=ids)
-        return [{**row, "ships_heads": [str(h) for h, _ in top], "ships_scores": [s for _, s in top]}
-                for row, top in zip(rows, ranked)]
-
-    def run(self, model, tok, sink: Sink | None, *, finished: set[str] | None = None,
-            shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
-        """Answer the prompts not ``finished`` (default: what ``sink`` holds) into ``sink`` and finish
-        it with ``{"rows"}`` in prompt order. ``sink`` None: compute only (a process of an
-        ``accelerate launch`` other than the main one, given the main one's ``finished``)."""
-        job = self if self.candidates is not None else self.for_model(model)
-        if finished is None:
-            finished = job.finished(sink) if sink is not None else set()
-        todo = job.todo(finished)
-        if todo:
-            save = None if sink is None else (lambda rows: sink.append([shape(r) for r in rows] if shape else rows))
-            job.responses(model, tok, only=todo, on_rows=save, progress=progress)
-        if sink is None:
-            return None
-        got = {str(r["prompt_id"]): r for r in sink.rows()}
-        return sink.finish({"rows": [got[str(pid)] for pid in job.ids]})

@@ -18,7 +18,7 @@ from safetyheads.cli import main
 from safetyheads.errors import SafetyheadsError
 from safetyheads.generation import DecodingSpec
 from safetyheads.heads import HeadRef, all_heads
-from safetyheads.jobs import QueryLevelJob
+from safetyheads.query_level import QueryLevelJob
 from safetyheads.prompts import encode_for_generation, encode_prompt
 from safetyheads.testing import tiny_model, tiny_tokenizer
 

@@ -14,7 +14,8 @@ from ..distributed import is_main
 from ..errors import ResultsError, SafetyheadsError
 from ..generation import MODES, DecodingSpec
 from ..heads import parse_heads
-from ..jobs import GenerateJob, QueryLevelJob
+from ..jobs import GenerateJob
+from ..query_level import QueryLevelJob
 from ..outputs import DEFAULT_OUT_DIR, check_output, check_writable_folder, claim_output
 from ..provenance import model_source, provenance
 from ..results import ResultsWriter, check_results_file, read_results
@@ -99,14 +100,9 @@ def generate(args) -> Path:
     check_batch_size(args)
     decoding = DecodingSpec(mode=args.decoding, k=args.k, temperature=args.temperature,
                             max_new_tokens=args.max_new_tokens, seed=args.seed)
-    per_query = args.per_query_top_k is not None
-    if per_query and args.per_query_top_k < 1:
-        raise SafetyheadsError(f"--per-query-top-k must be >= 1 (heads ablated per prompt), got {args.per_query_top_k}")
     # An empty --heads is a mistake, not the vanilla model (that is no --heads at all).
     heads = parse_heads(args.heads) if args.heads is not None else None
-    if per_query and heads is not None and len(heads) < args.per_query_top_k:
-        raise SafetyheadsError(f"--per-query-top-k {args.per_query_top_k} picks {args.per_query_top_k} heads per prompt "
-                               f"from --heads, which names {len(heads)}: name more heads or pick fewer")
+    per_query = _check_per_query(args, heads)
     spec = AblationSpec(heads, args.method, args.eps, args.target) if heads is not None and not per_query else None
     if args.out and Path(args.out).suffix != ".jsonl":
         raise ResultsError(f"{args.out}: generate writes .jsonl results (responses do not fit a CSV table)")
@@ -127,16 +123,11 @@ def generate(args) -> Path:
         job.check(model)
     job.check_fits(model, tok)  # template and length problems surface before any file is written
     src = model_source(model)
-    if per_query:
-        ablation = {"per_query_top_k": job.k, "method": job.method, "eps": job.eps, "target": job.target,
-                    "candidates": "all" if heads is None else [str(h) for h in job.candidates]}
-    else:
-        ablation = None if spec is None else spec.to_dict()
     run = {
         "kind": "generate", "model": src.get("model"), "model_sha256": src.get("sha256"),
         "revision": src.get("revision"), "dtype": src.get("dtype"), "dataset": prompts.provenance(),
         "template": args.template, "system_prompt": args.system_prompt, "prefill": args.prefill or None,
-        "ablation": ablation, "decoding": decoding.to_dict(),
+        "ablation": _ablation_record(job, spec, heads, per_query), "decoding": decoding.to_dict(),
     }
     out = Path(args.out) if args.out else default_out(run)
     if not args.out:
@@ -152,28 +143,56 @@ def generate(args) -> Path:
     finished = resume_on_main(job, sink)
     if finished and is_main():
         print(f"resuming {out}: {len(finished)} of {len(prompts.prompts)} prompts already done", file=sys.stderr)
+    print(f"generating for {len(job.todo(finished))} prompts from {prompts.name} ({_what(job, spec, decoding)}) "
+          f"-> {out}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GQAGroupWarning)  # job.check above has warned once
+        job.run(model, tok, sink, finished=finished, progress=not args.quiet)
+    if is_main():
+        _summarise(out, per_query)
+    return out
 
+
+def _check_per_query(args, heads) -> bool:
+    """Whether ``--per-query-top-k`` was given, after checking it against ``--heads``."""
+    k = args.per_query_top_k
+    if k is None:
+        return False
+    if k < 1:
+        raise SafetyheadsError(f"--per-query-top-k must be >= 1 (heads ablated per prompt), got {k}")
+    if heads is not None and len(heads) < k:
+        raise SafetyheadsError(f"--per-query-top-k {k} picks {k} heads per prompt "
+                               f"from --heads, which names {len(heads)}: name more heads or pick fewer")
+    return True
+
+
+def _ablation_record(job, spec, heads, per_query: bool) -> dict | None:
+    """The run header's ``ablation``: the fixed heads' spec, or how each prompt's own heads are chosen."""
     if per_query:
+        return {"per_query_top_k": job.k, "method": job.method, "eps": job.eps, "target": job.target,
+                "candidates": "all" if heads is None else [str(h) for h in job.candidates]}
+    return None if spec is None else spec.to_dict()
+
+
+def _what(job, spec, decoding: DecodingSpec) -> str:
+    """The ablation, decoding, length and template of a run, in words (its first line on stderr)."""
+    if isinstance(job, QueryLevelJob):
         what = (f"{job.method} on {job.target} of each prompt's own top-{job.k} Ships heads among "
                 f"{len(job.candidates)}, eps {job.eps:g}")
     else:
         what = "no ablation" if spec is None else (
             f"{spec.method} on {spec.target} of {', '.join(map(str, spec.heads))}, eps {spec.eps:g}")
     how = "greedy" if not decoding.sampling else f"top-{decoding.k} sampling, T={decoding.temperature:g}, seed {decoding.seed}"
-    print(f"generating for {len(job.todo(finished))} prompts from {prompts.name} ({what}; {how}; up to "
-          f"{decoding.max_new_tokens} new tokens; template {args.template!r}) -> {out}", file=sys.stderr)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GQAGroupWarning)  # job.check above has warned once
-        job.run(model, tok, sink, finished=finished, progress=not args.quiet)
-    if not is_main():
-        return out
+    return f"{what}; {how}; up to {decoding.max_new_tokens} new tokens; template {job.template!r}"
+
+
+def _summarise(out: Path, per_query: bool) -> None:
     table, _ = read_results(out)
     n_eos = int(table["stopped_at_eos"].sum()) if len(table) else 0
     mean_tokens = float(table["n_new_tokens"].mean()) if len(table) else 0.0
     print(f"{len(table)} responses ({n_eos} stopped at EOS, {mean_tokens:.1f} new tokens on average): {out}")
     if per_query and len(table):
         print(f"each prompt's own top head (ships_heads[0]), most frequent first: {most_frequent_heads(table)}")
-    return out
 
 
 def most_frequent_heads(table, shown: int = 5) -> str:
