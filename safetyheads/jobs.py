@@ -128,6 +128,15 @@ def resolve_ablation_settings(job) -> None:
     object.__setattr__(job, "target", target)
 
 
+def with_candidates_named(job, model):
+    """``job`` (a Sahara or per-query job) with its candidate heads named (every head of ``model`` when None)
+    and checked against the model, and enough of them for the job (its ``check_enough_candidates``)."""
+    spec = AblationSpec(job.candidates or all_heads(model), job.method, job.eps, job.target).check(model, stacklevel=4)
+    named = replace(job, candidates=spec.heads)
+    named.check_enough_candidates()
+    return named
+
+
 def _check_fits(job, model, tok) -> None:
     """Every prompt encodes and fits the model's context: template and length problems surface
     before any compute."""
@@ -265,11 +274,11 @@ class SaharaJob(JobSpec):
         _as_job_error(sahara.check_search, self.steps, len(self.prompts), self.r)
         if self.candidates is not None:
             object.__setattr__(self, "candidates", parse_heads(self.candidates))
-            self._enough_candidates()
+            self.check_enough_candidates()
         resolve_ablation_settings(self)
         at_least(self, "batch_size", 1)
 
-    def _enough_candidates(self) -> None:
+    def check_enough_candidates(self) -> None:
         _as_job_error(sahara.check_candidates, self.steps, len(self.candidates))
 
     @property
@@ -278,11 +287,7 @@ class SaharaJob(JobSpec):
 
     def for_model(self, model) -> "SaharaJob":
         """This job with its candidates named (every head of ``model`` when None) and checked against the model."""
-        spec = AblationSpec(self.candidates or all_heads(model), self.method, self.eps, self.target).check(
-            model, stacklevel=3)
-        job = replace(self, candidates=spec.heads)
-        job._enough_candidates()
-        return job
+        return with_candidates_named(self, model)
 
     def check_fits(self, model, tok) -> None:
         _check_fits(self, model, tok)

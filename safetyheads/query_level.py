@@ -6,7 +6,7 @@ generation job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from tqdm.auto import tqdm
@@ -15,10 +15,10 @@ from . import generation, ships
 from .ablation import AblationSpec
 from .distributed import is_main, world_size
 from .generation import DecodingSpec
-from .heads import HeadRef, all_heads, parse_heads
+from .heads import HeadRef, parse_heads
 from .jobs import (
     JobError, JobSpec, Sink, at_least, check_generation, check_generation_fits, check_prompts,
-    resolve_ablation_settings, whole_units,
+    resolve_ablation_settings, whole_units, with_candidates_named,
 )
 from .ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor
 
@@ -58,7 +58,7 @@ class QueryLevelJob(JobSpec):
         at_least(self, "k", 1)
         if self.candidates is not None:
             object.__setattr__(self, "candidates", parse_heads(self.candidates))
-            self._enough_candidates()
+            self.check_enough_candidates()
         resolve_ablation_settings(self)
         check_generation(self)
         at_least(self, "ships_batch_size", 1)
@@ -66,7 +66,7 @@ class QueryLevelJob(JobSpec):
             raise JobError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         object.__setattr__(self, "prob_floor", check_prob_floor(self.prob_floor))
 
-    def _enough_candidates(self) -> None:
+    def check_enough_candidates(self) -> None:
         if len(self.candidates) < self.k:
             raise JobError(f"k = {self.k} heads per prompt needs at least {self.k} candidate heads, "
                            f"got {len(self.candidates)}")
@@ -77,11 +77,7 @@ class QueryLevelJob(JobSpec):
 
     def for_model(self, model) -> "QueryLevelJob":
         """This job with its candidates named (every head of ``model`` when None) and checked against the model."""
-        spec = AblationSpec(self.candidates or all_heads(model), self.method, self.eps, self.target).check(
-            model, stacklevel=3)
-        job = replace(self, candidates=spec.heads)
-        job._enough_candidates()
-        return job
+        return with_candidates_named(self, model)
 
     def check_fits(self, model, tok) -> None:
         """Every prompt, with its prefill and the tokens to generate, fits the model's context."""

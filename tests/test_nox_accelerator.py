@@ -148,7 +148,7 @@ def test_the_locks_the_accelerators_name_exist(noxfile):
 
 
 def test_only_the_extension_artefacts_offer_the_extension_profile(noxfile):
-    from replication.profiles import EXTENSION_ARTEFACTS
+    from replication.spec.profiles import EXTENSION_ARTEFACTS
 
     assert noxfile.EXTENSION_ARTEFACTS == tuple(EXTENSION_ARTEFACTS) and EXTENSION_ARTEFACTS
     created = {}

@@ -96,7 +96,7 @@ def write_claims(profiles: list[str]) -> str:
         "the ci profile is a smaller regression run, and its numbers are weak evidence. A claim that does not "
         "hold here may still hold for 7B models: these are different, much smaller models.",
         "",
-        "Each verdict follows the rule in the last column, fixed in replication/claims.py before results are read "
+        "Each verdict follows the rule in the last column, fixed in replication/claims/ (rules_ablation.py, rules_heads.py) before results are read "
         "and tested on both sides: the paper's own numbers give \"holds\", a null case does not "
         "(tests/test_claims.py). ASR comparisons are paired (the same queries with and without ablation): exact "
         "McNemar test and Newcombe's 95% interval of the difference, sets pooled query by query. A claimed effect "

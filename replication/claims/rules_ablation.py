@@ -140,16 +140,27 @@ def _dataset_level(r: Results, before: Callable[[str], str], after: Callable[[st
 def course_correction(r: Results) -> Finding:
     """Reads the query level (each query's own top-1 UA Ships head): see replication/artefacts/table7.py."""
     sure, ua_sure = (lambda s: cells.table7(s, "Sure")), (lambda s: cells.table7(s, "UA+Sure"))
-    sets = r.sets(sure, ua_sure)
-    if not sets:
+    found = own_head_pooled(r, sure, ua_sure, "{s}: Sure {before:.2f}, UA+Sure {after:.2f}")
+    if found is None:
         return Finding(NOT_RUN)
-    t = pooled([(r.flags(sure(s)), r.flags(ua_sure(s))) for s in sets])
-    evidence = "each query's own top-1 UA head: " + "; ".join(
-        f"{s}: Sure {stats.mean_flags(paired_only(r.flags(sure(s)), r.flags(ua_sure(s)))):.2f}, UA+Sure "
-        f"{stats.mean_flags(r.flags(ua_sure(s))):.2f}" for s in sets)
+    t, evidence = found
     evidence += _dataset_level(r, sure, lambda s: cells.table7(s, "UA+Sure", "dataset"), "ua_head")
     v, uncertainty = increase_finding(t, T_COURSE, "UA+Sure - Sure")
     return Finding(v, evidence, uncertainty)
+
+
+def own_head_pooled(r: Results, before, after, each: str):
+    """A query-level comparison (each query's own top-1 UA head, ``after``, against ``before`` on the same
+    queries), pooled over the sets that ran both: ``(pooled test, evidence)``, or None when none ran.
+    ``each`` formats one set's ASRs: ``{s}``, ``{before}`` (on the queries ``after`` has), ``{after}``."""
+    sets = r.sets(before, after)
+    if not sets:
+        return None
+    t = pooled([(r.flags(before(s)), r.flags(after(s))) for s in sets])
+    evidence = "each query's own top-1 UA head: " + "; ".join(
+        each.format(s=s, before=stats.mean_flags(paired_only(r.flags(before(s)), r.flags(after(s)))),
+                    after=stats.mean_flags(r.flags(after(s)))) for s in sets)
+    return t, evidence
 
 
 def paired_only(before: dict, after: dict) -> dict:
@@ -180,13 +191,11 @@ def chat_refuses(r: Results) -> Finding:
 def chat_lift(r: Results) -> Finding:
     """Reads the query level (each query's own top-1 UA Ships head on the chat input)."""
     vanilla, top1 = (lambda s: cells.chat_template(s, "vanilla")), (lambda s: cells.chat_template(s, "ua_top1"))
-    sets = r.sets(vanilla, top1)
-    if not sets:
+    found = own_head_pooled(r, vanilla, top1, "{s}: {before:.2f} -> {after:.2f}")
+    if found is None:
         return Finding(NOT_RUN)
-    t = pooled([(r.flags(vanilla(s)), r.flags(top1(s))) for s in sets])
-    evidence = "each query's own top-1 UA head: " + "; ".join(
-        f"{s}: {stats.mean_flags(paired_only(r.flags(vanilla(s)), r.flags(top1(s)))):.2f} -> "
-        f"{stats.mean_flags(r.flags(top1(s))):.2f}" for s in sets)
+    t, evidence = found
+    sets = r.sets(vanilla, top1)
     echo = [r.metric(f"{top1(s)}.echoes") for s in sets]
     complied = sum("".join(r.flags(top1(s)).values()).count("1") for s in sets)
     if complied and all(isinstance(e, (int, float)) for e in echo):
