@@ -30,11 +30,13 @@ from .stored import PlanItem, StepCost, cached
 
 @dataclass
 class Usage:
-    """What one artefact used: the store entries it read or computed ({kind, key, what}, in order) and the
-    model roles it identified."""
+    """What one artefact used: the store entries it read or computed ({kind, key, what}, in order), the
+    model roles it identified, and how many of its stored steps it computed or read back (the run record)."""
 
     entries: list = field(default_factory=list)
     roles: set = field(default_factory=set)
+    computed: int = 0
+    read: int = 0
 
 
 @dataclass(frozen=True)
