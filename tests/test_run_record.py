@@ -45,11 +45,11 @@ def test_a_cold_run_then_a_run_from_the_store_keep_both_records(tmp_path):
     store, out = tmp_path / "store", tmp_path / "gen"
     cold, path = run_once(store, out)
     assert path == out / "paper" / "run_record.json"
-    assert cold["computed"] > 0 and cold["kind"] == "cold" and cold["store_mib"] >= 0
+    assert cold["computed"] > 0 and cold["kind"] == "cold" and cold["read_before"] == 0 and cold["store_mib"] >= 0
     first = json.loads(path.read_text())
     metrics = (out / "paper" / "figure13" / "metrics.json").read_bytes()
     warm, _ = run_once(store, out)
-    assert warm["computed"] == 0 and warm["read"] > 0 and warm["kind"] == "from_store"
+    assert warm["computed"] == 0 and warm["read"] == warm["read_before"] > 0 and warm["kind"] == "from_store"
     second = json.loads(path.read_text())
     # the cold record survives the regeneration from the store, which is kept beside it
     assert second["artefacts"]["figure13"]["cold"] == first["artefacts"]["figure13"]["cold"]
@@ -58,6 +58,7 @@ def test_a_cold_run_then_a_run_from_the_store_keep_both_records(tmp_path):
     run = second["runs"]["cold"]
     for key in ("utc", "commit", "seconds", "peak_rss_mib", "store_mib", "outputs_mib"):
         assert key in run, key
+    assert not run["whole_from_empty"]  # one artefact is not the whole profile
     assert run["peak_rss_mib"]["self"] > 0 and run["machine"]["cores"] >= 1 and run["machine"]["torch_threads"] >= 1
     # the record is the profile's, not one of the artefact folder's files, and the outputs did not change
     assert "run_record.json" not in OUTPUT_FILES and not (out / "paper" / "figure13" / "run_record.json").exists()

@@ -81,19 +81,24 @@ def stored_step(ctx, step: Step, compute: Callable, placeholder: Callable | None
     if ctx.plan_only and (not entry.done or not read_in_plan):
         return placeholder(entry)
     if entry.done:
-        result = entry.result()
-        ctx.used.read += 1
+        result = _counted_read(ctx, entry)
     else:
         with entry.computing(on_wait=lambda holder: _waiting(ctx, step.what, holder)):
             if entry.done:  # another run computed it meanwhile
-                result = entry.result()
-                ctx.used.read += 1
+                result = _counted_read(ctx, entry)
             else:
                 result = compute(entry)
                 ctx.used.computed += 1
+                ctx.computed_keys.add(entry.key)
     if "seconds" in result:
         ctx.costs[entry.key].seconds = result["seconds"]
     return read(entry, result) if read else result
+
+
+def _counted_read(ctx, entry):
+    ctx.used.read += 1
+    ctx.used.read_before += entry.key not in ctx.computed_keys
+    return entry.result()
 
 
 def _waiting(ctx, what: str, holder: str) -> None:

@@ -4,7 +4,9 @@ from a run, not from a hand.
 
 Per artefact it keeps two records: the latest one that computed something (``cold``: at least one store
 entry computed) and the latest one that read everything from the store (``from_store``), so a routine
-regeneration from a full store never overwrites the cold timings. The same for the whole run (``runs``).
+regeneration from a full store never overwrites the cold timings. The same for the whole run (``runs``),
+and apart the latest run of every artefact that read nothing the store held before it
+(``whole_from_empty``: the profile's cold total).
 No other output depends on it: metrics, outcomes, tables, diffs and store keys are written as before.
 """
 
@@ -23,6 +25,7 @@ from safetyheads.files import write_durably
 from safetyheads.models import resolve_device
 from safetyheads.provenance import cpu_info, git_info
 
+from ..artefacts import ARTEFACTS
 from ..compute.context import Context
 from .paths import generated_root
 
@@ -60,6 +63,7 @@ def artefact_record(ctx: Context, name: str, seconds: float, out_root: Path | No
     keys = {e["key"]: e["kind"] for e in used.entries}
     store_bytes = sum(folder_bytes(ctx.store.root / kind / key[:2] / key) for key, kind in keys.items())
     return {"artefact": name, "seconds": round(seconds, 1), "computed": used.computed, "read": used.read,
+            "read_before": used.read_before,
             "kind": "cold" if used.computed else "from_store",
             "store_entries": len(keys), "store_mib": round(store_bytes / MIB, 2),
             "outputs_mib": round(folder_bytes(Path(out_root or generated_root()) / ctx.profile.folder / name) / MIB, 2),
@@ -74,12 +78,17 @@ def machine(ctx: Context) -> dict:
 
 
 def run_summary(ctx: Context, artefacts: list[dict], seconds: float, out_root: Path | None = None) -> dict:
-    """The whole run: when, where, which commit, how long, its peak memory, the store's and outputs' size."""
+    """The whole run: when, where, which commit, how long, its peak memory, the store's and outputs' size;
+    ``whole_from_empty``: it ran every artefact and read nothing the store held before it (its time is the
+    profile's cold total)."""
+    names = [a["artefact"] for a in artefacts]
     return {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "profile": ctx.profile.name,
             "commit": git_info()["git_commit"], "machine": machine(ctx),
             "kind": "cold" if any(a["computed"] for a in artefacts) else "from_store",
-            "artefacts": [a["artefact"] for a in artefacts], "seconds": round(seconds, 1),
+            "artefacts": names, "seconds": round(seconds, 1),
             "computed": sum(a["computed"] for a in artefacts), "read": sum(a["read"] for a in artefacts),
+            "read_before": sum(a["read_before"] for a in artefacts),
+            "whole_from_empty": set(names) >= set(ARTEFACTS) and not any(a["read_before"] for a in artefacts),
             "peak_rss_mib": peak_rss_mib(),
             "store_mib": round(folder_bytes(ctx.store.root) / MIB, 1),
             "outputs_mib": round(folder_bytes(Path(out_root or generated_root()) / ctx.profile.folder) / MIB, 2)}
@@ -104,7 +113,10 @@ def merge(record: dict, run: dict, artefacts: list[dict]) -> dict:
         rec = {k: v for k, v in a.items() if k not in ("artefact", "kind")}
         rec.update(utc=run["utc"], commit=run["commit"], machine=run["machine"])
         out["artefacts"][a["artefact"]] = {**out["artefacts"].get(a["artefact"], {}), a["kind"]: rec}
-    out["runs"][run["kind"]] = {k: v for k, v in run.items() if k not in ("kind", "profile")}
+    kept = {k: v for k, v in run.items() if k not in ("kind", "profile")}
+    out["runs"][run["kind"]] = kept
+    if run.get("whole_from_empty"):
+        out["runs"]["whole_from_empty"] = kept
     out["artefacts"] = dict(sorted(out["artefacts"].items()))
     return out
 
