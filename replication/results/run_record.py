@@ -27,9 +27,9 @@ from safetyheads.provenance import cpu_info, git_info
 
 from ..artefacts import ARTEFACTS
 from ..compute.context import Context
+from ..spec.measured import RUN_RECORD_FILE
 from .paths import generated_root
 
-RUN_RECORD_FILE = "run_record.json"
 KINDS = ("cold", "from_store")
 MIB = 1 << 20
 
