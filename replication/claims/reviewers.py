@@ -31,9 +31,10 @@ def _session(artefact: str) -> str:
 
 def _resources(rec: dict) -> tuple[str, str, str]:
     """(time, peak RAM, disk) cells of an artefact's or a run's record."""
+    # the process's own peak: a child forked from it (git, for the provenance) reports the parent's pages as its
+    # peak on Linux, so the record's ``children`` figure is kept but not shown as extra memory
     ram = rec.get("peak_rss_mib", {})
-    return (f"{rec['seconds']:.0f} s", f"{ram.get('self', 0):.0f} MiB" + (f" (+{ram['children']:.0f} children)"
-                                                                           if ram.get("children") else ""),
+    return (f"{rec['seconds']:.0f} s", f"{ram.get('self', 0):.0f} MiB",
             f"store {rec.get('store_mib', 0):g} MiB, outputs {rec.get('outputs_mib', 0):g} MiB")
 
 

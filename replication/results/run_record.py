@@ -51,7 +51,9 @@ def folder_bytes(path: Path) -> int:
 
 
 def peak_rss_mib() -> dict:
-    """The peak resident memory of this process and of its finished children so far, in MiB (Linux: KiB)."""
+    """The peak resident memory of this process and of its finished children so far, in MiB (Linux: KiB).
+    On Linux a child forked from this process (git, for the provenance) counts the parent's pages it started
+    with, so ``children`` is at least the parent's size at that fork, not memory of its own."""
     return {who: round(resource.getrusage(which).ru_maxrss / 1024, 1)
             for who, which in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}
 
