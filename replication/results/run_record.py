@@ -1,6 +1,6 @@
-"""run_record.json, beside a profile's artefact folders (paper_tables/generated/<profile>/run_record.json):
-what each ``run`` measured, so that the times, memory and sizes a reviewer reads (docs/reviewers.md) come
-from a run, not from a hand.
+"""run_record.json, beside a profile's artefact folders (paper_tables/generated/<profile>/run_record.json; an
+extension model's beside its own): what each ``run`` measured, so that the times, memory and sizes a
+reviewer reads (docs/reviewers.md) come from a run, not from a hand.
 
 Per artefact it keeps two records: the latest one that computed something (``cold``: at least one store
 entry computed) and the latest one that read everything from the store (``from_store``), so a routine
