@@ -7,7 +7,8 @@ entry computed) and the latest one that read everything from the store (``from_s
 regeneration from a full store never overwrites the cold timings. The same for the whole run (``runs``),
 and apart the latest run of every artefact that read nothing the store held before it
 (``whole_from_empty``: the profile's cold total).
-No other output depends on it: metrics, outcomes, tables, diffs and store keys are written as before.
+Metrics, outcomes, diffs and store keys do not depend on it; the mini profile's departures, printed under its
+tables, quote the committed record's whole-run total (``spec.measured``).
 """
 
 from __future__ import annotations
