@@ -308,9 +308,11 @@ def update_baselines(session: nox.Session) -> None:
 
 @nox.session
 def claims(session: nox.Session) -> None:
-    """Regenerate paper_tables/CLAIMS.md from the generated results."""
+    """Regenerate paper_tables/CLAIMS.md from the generated results, and docs/reviewers.md's tables from the
+    committed run records."""
     install_locked(session, "[replication]")
     session.run("python", "-m", "replication", "claims", *session.posargs)
+    session.run("python", "-m", "replication", "reviewers")
 
 
 # ------------------------------------------------------------------------------------------------

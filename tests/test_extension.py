@@ -143,6 +143,9 @@ def test_every_model_runs_every_artefact_into_its_own_folder(ext_run):
         for fig in ("figure2", "figure4", "figure5"):
             assert (ext_run["gen"] / "extension" / slug / fig / f"{fig}.png").stat().st_size > 1000
         assert json.loads((ext_run["gen"] / "extension" / slug / "timing.json").read_text())["seconds_per_forward"] > 0
+        record = json.loads((ext_run["gen"] / "extension" / slug / "run_record.json").read_text())
+        assert record["profile"] == "extension" and set(record["artefacts"]) == set(EXTENSION_ARTEFACTS)
+        assert record["runs"]["cold"]["computed"] > 0 and record["runs"]["cold"]["artefacts"] == list(EXTENSION_ARTEFACTS)
 
 
 def test_every_metric_is_new_even_beside_a_stray_expected_file(ext_run, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from ..artefacts import check_artefacts
 from ..compute.context import Context
 from ..compute.plan import classifier_costs
 from ..results.paths import generated_root, shown
+from ..results.run_record import artefact_record, write_run_record
 from ..results.timing import read_timing, write_timing
 from ..spec.extension_models import extension_model
 from ..spec.profile import Profile
@@ -130,11 +132,14 @@ def run_all(profiles: list[Profile], names: list[str], store, *, device: str = "
     for p in profiles:
         ctx = Context(p, store, loader=loader, device=device, progress=not quiet)
         ctx.log(f"extension model {p.variant}: {p.models['aligned']}")
+        records, t0 = [], time.perf_counter()
         for n in names:
             code, rows, seconds = run_artefact(ctx, n, out_root=out_root, quiet=quiet)
             worst = max(worst, code)
             summary.append((p.variant, n, seconds,
                             {v: sum(r["verdict"] == v for r in rows) for v in ("PASS", "DRIFT", "FAIL", "NEW", "INFO")}))
+            records.append(artefact_record(ctx, n, seconds, out_root))
+        write_run_record(ctx, records, time.perf_counter() - t0, out_root)  # the model's own, beside its artefacts
         timing = write_timing(ctx, out_root)
         if timing and not quiet:
             print(f"measured cost per row: {shown(timing)}")

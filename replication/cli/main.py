@@ -7,6 +7,7 @@ stored expected values.
   python -m replication run figure2 --profile extension [--model llama-3.1-8b-instruct] [--dry-run]
   python -m replication update-baselines --profile ci [--artefact table3] [--write]
   python -m replication claims
+  python -m replication reviewers
   python -m replication responses figure2 --cell aligned.ua.greedy.paper.maliciousinstruct.ablated [-n 5]
 
 Every problem is reported as one line, ``replication: error: <what to fix>``, with exit status 2
@@ -30,6 +31,7 @@ from safetyheads.judges import RULES
 
 from ..artefacts import ARTEFACTS
 from ..claims.report import write_claims
+from ..claims.reviewers import update_page
 from ..diff.baselines import update_baselines
 from ..spec.profiles import DEFAULT_PROFILE, PROFILES
 from .responses import responses_command
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", action="append", choices=[p for p in PROFILES if not PROFILES[p].extension_models],
                    help="profiles to read, best first (default: mini, then ci); the extension's models get their own "
                         "section, always")
+    sub.add_parser("reviewers", help="regenerate docs/reviewers.md's tables of sessions, times, memory and disk from the "
+                   "committed run records")
     s = sub.add_parser("responses", help="print a sample of an artefact's judged completions (any table cell)")
     s.add_argument("artefact", choices=list(ARTEFACTS))
     s.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
@@ -122,6 +126,7 @@ INTERRUPTED = {
     "update-baselines": "each baseline is the old one or the new one, none half-written; rerun the same command",
     "claims": "CLAIMS.md and README.md are each the old one or the new one, neither half-written; rerun the same "
               "command to write both",
+    "reviewers": "docs/reviewers.md is the old one or the new one, not half-written; rerun the same command",
 }
 
 
@@ -150,6 +155,7 @@ COMMANDS = {
     "update-baselines": lambda args: update_baselines(args.profile, args.artefact, args.write),
     "claims": claims_command,
     "responses": responses_command,
+    "reviewers": lambda args: print(update_page()) or 0,
 }
 
 

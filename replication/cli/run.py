@@ -1,16 +1,20 @@
-"""``run``: regenerate artefacts (spec -> compute -> results -> diff), print each one's diff and a summary;
+"""``run``: regenerate artefacts (spec -> compute -> results -> diff), print each one's diff and a summary, and
+fold the run's times, memory and sizes into the profile's run_record.json (``results.run_record``);
 ``--dry-run`` prints the plan instead (``cli.plan``); the extension profile runs once per model
 (``cli.extension``)."""
 
 from __future__ import annotations
 
 import sys
+import time
 
 from safetyheads.errors import SafetyheadsError
 from safetyheads.store import Store
 
 from ..artefacts import ARTEFACTS
 from ..compute.context import Context
+from ..results.paths import shown
+from ..results.run_record import artefact_record, write_run_record
 from ..spec.profiles import get_profile
 from .artefact import SUMMARY_VERDICTS, print_summary, run_artefact
 from .extension import fixed_models, run_extension
@@ -37,10 +41,14 @@ def run_command(args) -> int:
     if profile.name == "paper":
         print("replication: the paper profile loads 7B models from the Hugging Face cache (set HF_HUB_OFFLINE=0 "
               "to let them download) and wants a GPU", file=sys.stderr)
-    worst, summary = 0, []
+    worst, summary, records, t0 = 0, [], [], time.perf_counter()
     for n in names:
         code, rows, seconds = run_artefact(ctx, n, quiet=args.quiet)
         worst = max(worst, code)
         summary.append((n, seconds, {v: sum(r["verdict"] == v for r in rows) for v in SUMMARY_VERDICTS}))
+        records.append(artefact_record(ctx, n, seconds))
     print_summary(ctx, summary)
+    path = write_run_record(ctx, records, time.perf_counter() - t0)
+    if not args.quiet:
+        print(f"run record: {shown(path)}")
     return worst

@@ -30,11 +30,15 @@ from .stored import PlanItem, StepCost, cached
 
 @dataclass
 class Usage:
-    """What one artefact used: the store entries it read or computed ({kind, key, what}, in order) and the
-    model roles it identified."""
+    """What one artefact used: the store entries it read or computed ({kind, key, what}, in order), the
+    model roles it identified, and how many of its stored steps it computed or read back, and of those read
+    how many the store held before this run (the run record)."""
 
     entries: list = field(default_factory=list)
     roles: set = field(default_factory=set)
+    computed: int = 0
+    read: int = 0
+    read_before: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class Context:
         self.used = Usage()
         self.plan = Plan()
         self.costs: dict[str, StepCost] = {}
+        self.computed_keys: set[str] = set()  # the store entries this run computed (the run record)
         self.generation = GenerationCount()
 
     def begin_artefact(self) -> None:

@@ -70,7 +70,8 @@ def stored_step(ctx, step: Step, compute: Callable, placeholder: Callable | None
                 *, read_in_plan: bool = True):
     """``step``'s result: ``read(entry, result)`` (default: the result) of what the store holds, else of
     ``compute(entry)`` (which returns what it finished the entry with), computed under the entry's lock; a
-    run that waited for another one computing it reads that one's result. A result that says how long it
+    run that waited for another one computing it reads that one's result. Each is counted in ``ctx.used``
+    (``computed`` or ``read``: the run record says whether an artefact computed anything). A result that says how long it
     took (``seconds``: Sahara, Ships, a sweep) is recorded as the step's cost.
 
     On a dry run (``ctx.plan_only``) nothing is computed: ``placeholder(entry)``, of the shape ``read``
@@ -80,13 +81,24 @@ def stored_step(ctx, step: Step, compute: Callable, placeholder: Callable | None
     if ctx.plan_only and (not entry.done or not read_in_plan):
         return placeholder(entry)
     if entry.done:
-        result = entry.result()
+        result = _counted_read(ctx, entry)
     else:
         with entry.computing(on_wait=lambda holder: _waiting(ctx, step.what, holder)):
-            result = entry.result() if entry.done else compute(entry)
+            if entry.done:  # another run computed it meanwhile
+                result = _counted_read(ctx, entry)
+            else:
+                result = compute(entry)
+                ctx.used.computed += 1
+                ctx.computed_keys.add(entry.key)
     if "seconds" in result:
         ctx.costs[entry.key].seconds = result["seconds"]
     return read(entry, result) if read else result
+
+
+def _counted_read(ctx, entry):
+    ctx.used.read += 1
+    ctx.used.read_before += entry.key not in ctx.computed_keys
+    return entry.result()
 
 
 def _waiting(ctx, what: str, holder: str) -> None:

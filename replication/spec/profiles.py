@@ -16,6 +16,7 @@ from safetyheads.errors import SafetyheadsError
 from .departures import (COMMON_DEPARTURES, EARLY_STOP_DEPARTURE, EXTENSION_DEPARTURES, HEAD_LEVEL_DEPARTURE,
                          JUDGE_DEPARTURE, THREE_WAY_DEPARTURE)
 from .extension_models import BF16_SPEEDUP, EXTENSION_ARTEFACTS, EXTENSION_MODELS, PAPER_PARAMS_B, extension_model
+from .measured import ships_seconds_text, whole_run_text
 from .profile import Profile
 
 PAPER = Profile(
@@ -76,14 +77,14 @@ MINI = Profile(
     stop_judge="keyword-fixed",
     departures=COMMON_DEPARTURES + (
         THREE_WAY_DEPARTURE,
-        "Sizes, so that the whole profile runs in under two hours on a 2-core CPU (115 min from an empty store, "
-        "measured per artefact in docs/harness.md; 84 queries and 48 tokens would take about twice that): "
+        "Sizes, so that the whole profile runs in under two hours on a 2-core CPU (" + whole_run_text("mini") + "; "
+        "per artefact in docs/harness.md and docs/reviewers.md; 84 queries and 48 tokens would take about twice that): "
         "Sahara on the first 8 queries of a set (one Sahara step over 270 heads costs a few CPU-seconds per query), ASR on the "
         "next 48 (AdvBench too, not its 520; one query moves an ASR by 0.02), 40 new tokens instead of 128 (the "
         "judge decides on the opening of a response).",
         "Query level (Tables 3/5's Ships rows, Figure 2, Table 7, the chat template): the first 16 of the 48 "
         "evaluation queries of each set (48 over the three sets of the headline). Each needs its own Ships sweep of "
-        "every head per method, organism and input format (about 6 CPU-seconds each); 8 per set would save about 20 "
+        "every head per method, organism and input format (" + ships_seconds_text("mini") + "); 8 per set would save about 20 "
         "minutes but leave the headline inconclusive (measured: 0.04 -> 0.21, n = 24). The dataset level uses all 48, "
         "and the vanilla ASR beside a query-level row is that of the same 16.",
         "Sahara size, chosen from the sensitivity artefact: N = 8 queries and r = 1 (the authors' code's r). At r = 1 "
