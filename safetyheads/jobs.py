@@ -349,8 +349,24 @@ def check_generation_fits(job, model, tok) -> None:
         check_fits(n, limit, pid, p, new_tokens=job.decoding.max_new_tokens)
 
 
+class OneResponsePerPrompt(JobSpec):
+    """A job that answers prompts, one row per prompt (``GenerateJob``, ``query_level.QueryLevelJob``): what
+    fits the model, which prompts a sink holds, which are left."""
+
+    def check_fits(self, model, tok) -> None:
+        """Every prompt, with its prefill and the tokens to generate, fits the model's context."""
+        check_generation_fits(self, model, tok)
+
+    def finished(self, sink: Sink) -> set[str]:
+        """Ids (as strings) of the prompts ``sink`` holds a response to."""
+        return set(whole_units(sink, lambda r: str(r["prompt_id"]), lambda _, rows: len(rows) == 1))
+
+    def todo(self, finished: set[str]) -> list:
+        return [pid for pid in self.ids if str(pid) not in finished]
+
+
 @dataclass(frozen=True)
-class GenerateJob(JobSpec):
+class GenerateJob(OneResponsePerPrompt):
     """A response to every prompt, plain or under an ablation (``generation.generate_responses``).
     ``ablation``: None, one AblationSpec for every prompt, or one AblationSpec or None per prompt.
     Rows: ``generate_responses``'s result dicts."""
@@ -379,16 +395,6 @@ class GenerateJob(JobSpec):
             if spec is not None:
                 spec.check(model, stacklevel=3)
 
-    def check_fits(self, model, tok) -> None:
-        """Every prompt, with its prefill and the tokens to generate, fits the model's context."""
-        check_generation_fits(self, model, tok)
-
-    def finished(self, sink: Sink) -> set[str]:
-        """Ids (as strings) of the prompts ``sink`` holds a response to."""
-        return set(whole_units(sink, lambda r: str(r["prompt_id"]), lambda _, rows: len(rows) == 1))
-
-    def todo(self, finished: set[str]) -> list:
-        return [pid for pid in self.ids if str(pid) not in finished]
 
     def run(self, model, tok, sink: Sink | None, *, finished: set[str] | None = None,
             shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:

@@ -17,14 +17,14 @@ from .distributed import is_main, world_size
 from .generation import DecodingSpec
 from .heads import HeadRef, parse_heads
 from .jobs import (
-    JobError, JobSpec, Sink, at_least, check_generation, check_generation_fits, check_prompts,
-    resolve_ablation_settings, whole_units, with_candidates_named,
+    JobError, OneResponsePerPrompt, Sink, at_least, check_generation, check_prompts,
+    resolve_ablation_settings, with_candidates_named,
 )
 from .ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor
 
 
 @dataclass(frozen=True)
-class QueryLevelJob(JobSpec):
+class QueryLevelJob(OneResponsePerPrompt):
     """For each prompt: Ships of every candidate head on that prompt (in its ``template`` and
     ``system_prompt``, with ``method``, ``eps`` and ``target``, as ``ShipsJob``), its own top-``k``
     heads (``ships.own_top_heads``: best first, ties in head order), then its response generated
@@ -79,16 +79,6 @@ class QueryLevelJob(JobSpec):
         """This job with its candidates named (every head of ``model`` when None) and checked against the model."""
         return with_candidates_named(self, model)
 
-    def check_fits(self, model, tok) -> None:
-        """Every prompt, with its prefill and the tokens to generate, fits the model's context."""
-        check_generation_fits(self, model, tok)
-
-    def finished(self, sink: Sink) -> set[str]:
-        """Ids (as strings) of the prompts ``sink`` holds a response to."""
-        return set(whole_units(sink, lambda r: str(r["prompt_id"]), lambda _, rows: len(rows) == 1))
-
-    def todo(self, finished: set[str]) -> list:
-        return [pid for pid in self.ids if str(pid) not in finished]
 
     def responses(self, model, tok, *, only: Iterable | None = None, on_rows: Callable[[list[dict]], None] | None = None,
                   progress: bool = False) -> list[dict]:
