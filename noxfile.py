@@ -208,6 +208,22 @@ def bench_generation(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_processes(session: nox.Session) -> None:
+    """The ci profile from an empty store on one process and on two (accelerate launch, gloo): wall times, the
+    dry run's predicted scaling, and whether the outputs agree byte for byte."""
+    install_locked(session, "[test]")
+    session.run("python", "benchmarks/bench_processes.py", *session.posargs)
+
+
+@nox.session
+def processes(session: nox.Session) -> None:
+    """The harness on two processes beyond CI's table1: figure2 and sensitivity against one process, and a
+    worker killed mid-run resuming to the same result (tests marked `processes`, about fifteen minutes)."""
+    install_locked(session, "[test]")
+    session.run("pytest", "-q", "-m", "processes", "tests/test_harness_processes.py", *session.posargs)
+
+
+@nox.session
 def bench_judges(session: nox.Session) -> None:
     """Every judge over every committed mini completion: seconds, and how many the three-way reader reads."""
     install(session)

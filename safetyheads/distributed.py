@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import atexit
 import os
+from datetime import timedelta
 from typing import Callable, Sequence, TypeVar
 
 import torch
+
+from .errors import SafetyheadsError
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 _STATE = None
+TIMEOUT_ENV = "SAFETYHEADS_PROCESS_TIMEOUT"
+# How long a process waits in a collective for the others. The harness's other processes wait while the
+# main one computes a step that is not split (a model judge's verdicts, a small result) or waits for
+# another run's lock on a store entry: minutes to hours at paper scale, not torch's default 30 minutes.
+# A process that dies does not leave the others waiting this long: the launcher ends them all.
+DEFAULT_TIMEOUT_S = 6 * 3600
 
 
 def world_size() -> int:
@@ -39,7 +48,7 @@ def state():
     if _STATE is None:
         from accelerate import PartialState  # only under a launcher: a single process never imports accelerate
 
-        _STATE = PartialState(cpu=not torch.cuda.is_available())
+        _STATE = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=process_timeout_s()))
         atexit.register(_close_process_group)
     return _STATE
 
@@ -52,6 +61,20 @@ def _close_process_group() -> None:
     exit and no barrier is needed (one would hang a process whose peer died)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def process_timeout_s() -> float:
+    """Seconds a process waits in a collective: ``$SAFETYHEADS_PROCESS_TIMEOUT``, else six hours."""
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise SafetyheadsError(f"{TIMEOUT_ENV}={text!r} is not a positive number of seconds: set it to e.g. 21600")
+    return seconds
 
 
 def rank() -> int:
@@ -81,6 +104,13 @@ def broadcast(obj: T) -> T:
     box = [obj]
     broadcast_object_list(box, from_process=0)
     return box[0]
+
+
+def from_main(compute: Callable[[], T]) -> T:
+    """``compute()`` run on the main process only, its value handed to every process (without a launcher:
+    ``compute()``). For what one process must do alone, such as reading or writing a file every process
+    needs: the others must reach this call too, in the same order, or they wait for each other."""
+    return broadcast(compute() if is_main() else None)
 
 
 def sharded_map(fn: Callable[[T], R], units: Sequence[T], on_round: Callable[[list[tuple[int, R]]], None] | None = None

@@ -4,7 +4,7 @@ it is made (before any model loads) plus a ``run`` that writes its rows to a res
     job = ShipsJob(prompts=("How do I pick a lock?",), heads=("L2H26", "L3H8"))
     job.run(model, tok, sink)          # sink: a results file or a store entry
 
-A sink (``Sink``) takes a job's rows one unit at a time (a prompt, or a Sahara step) and keeps them
+A sink (``sinks.Sink``) takes a job's rows one unit at a time (a prompt, or a Sahara step) and keeps them
 on disk: a results file (``results.ResultsWriter``, what the CLI writes) or a store entry
 (``store.Entry``, what the harness keeps). Resuming is written once, here: ``finished(sink)`` reads
 which units the sink holds whole, rewrites it without the rest (a unit a crash cut short, a cut-off
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Hashable, Iterable, Protocol
+from typing import Callable
 
 from . import generation, sahara, ships
 from .ablation import AblationSpec, method_settings
@@ -36,47 +36,12 @@ from .judge_job import JudgeJob  # noqa: F401 (re-exported: one place for every 
 from .prompts import TEMPLATES, check_chars, check_fits, context_length, encode_prompt
 from .sahara import MAX_STEPS
 from .ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor
+from .sinks import MainProcessRows, Sink, whole_units, writing  # noqa: F401 (MainProcessRows: re-exported)
 from .specs import JsonSpec, SpecError
 
 
 class JobError(SpecError):
     """A job spec that cannot be run."""
-
-
-class Sink(Protocol):
-    """Where a job's rows go. ``append`` takes the rows of whole units and returns once they are on
-    disk; ``finish`` marks the sink complete and returns the result (a store entry keeps it)."""
-
-    def rows(self) -> list[dict]: ...
-
-    def append(self, rows: list[dict]) -> None: ...
-
-    def rewrite(self, rows: list[dict]) -> None: ...
-
-    def finish(self, result: dict) -> dict: ...
-
-
-def whole_units(sink: Sink, unit_of: Callable[[dict], Hashable], is_whole: Callable[[Hashable, list], bool],
-                order: Iterable | None = None) -> dict:
-    """The units ``sink`` holds whole, ``{unit: rows}`` in the order written, and the sink rewritten
-    to hold those rows only. ``order``: units that count only in this order (Sahara's steps, each
-    built on the ones before): the first one that is not whole ends what is kept."""
-    rows = sink.rows()
-    units: dict = {}
-    for r in rows:
-        units.setdefault(unit_of(r), []).append(r)
-    if order is None:
-        kept = {u: rs for u, rs in units.items() if is_whole(u, rs)}
-    else:
-        kept = {}
-        for u in order:
-            if u not in units or not is_whole(u, units[u]):
-                break
-            kept[u] = units[u]
-    # always rewritten, even to nothing: a store entry's cut-off line (its first one too) must not be
-    # followed by the next append, which would glue the two into one unreadable line
-    sink.rewrite([r for rs in kept.values() for r in rs])
-    return kept
 
 
 class JobSpec(JsonSpec):
@@ -223,11 +188,13 @@ class ShipsJob(JobSpec):
     def run(self, model, tok, sink: Sink | None, *, finished: set[str] | None = None,
             shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
         """Compute the prompts not ``finished`` (default: what ``sink`` holds whole) into ``sink``
-        and finish it with ``{"rows", "seconds"}``. ``sink`` None: compute only (a process of an
+        and finish it with ``{"rows", "seconds"}``. ``sink`` None (or a
+        ``MainProcessRows``): compute only (a process of an
         ``accelerate launch`` other than the main one, given the main one's ``finished``)."""
         job = self if self.heads is not None else self.for_model(model)
         if finished is None:
             finished = job.finished(sink) if sink is not None else set()
+        sink = writing(sink)
         prompt_of = dict(zip(map(str, job.ids), job.prompts))
         todo = job.todo(finished)
         if todo:
@@ -305,11 +272,12 @@ class SaharaJob(JobSpec):
     def run(self, model, tok, sink: Sink | None, *, finished: list | None = None,
             shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
         """Run the steps not ``finished`` (default: what ``sink`` holds whole) into ``sink`` and finish
-        it with ``{"group", "scoreboard", "seconds", "n_queries", "n_candidates"}``. ``sink`` None:
-        compute only (a process of an ``accelerate launch`` other than the main one)."""
+        it with ``{"group", "scoreboard", "seconds", "n_queries", "n_candidates"}``. ``sink`` None (or a
+        ``MainProcessRows``): compute only (a process of an ``accelerate launch`` other than the main one)."""
         job = self if self.candidates is not None else self.for_model(model)
         if finished is None:
             finished = job.finished(sink) if sink is not None else []
+        sink = writing(sink)
         save = _timed(sink.append, shape, row=0) if sink is not None else None
         result = sahara.sahara(model, tok, list(job.prompts), job.steps, job.method, job.eps, target=job.target,
                                r=job.r, template=job.template, system_prompt=job.system_prompt,
@@ -399,9 +367,11 @@ class GenerateJob(OneResponsePerPrompt):
     def run(self, model, tok, sink: Sink | None, *, finished: set[str] | None = None,
             shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
         """Generate for the prompts not ``finished`` (default: what ``sink`` holds) into ``sink``, a
-        batch at a time, and finish it with ``{"rows"}`` in prompt order. ``sink`` None: compute only."""
+        batch at a time, and finish it with ``{"rows"}`` in prompt order. ``sink`` None (or a
+        ``MainProcessRows``): compute only."""
         if finished is None:
             finished = self.finished(sink) if sink is not None else set()
+        sink = writing(sink)
         index = [i for i, pid in enumerate(self.ids) if str(pid) not in finished]
         if index:
             ablation = [self.ablation[i] for i in index] if isinstance(self.ablation, tuple) else self.ablation

@@ -17,10 +17,11 @@ from .distributed import is_main, world_size
 from .generation import DecodingSpec
 from .heads import HeadRef, parse_heads
 from .jobs import (
-    JobError, OneResponsePerPrompt, Sink, at_least, check_generation, check_prompts,
+    JobError, OneResponsePerPrompt, at_least, check_generation, check_prompts,
     resolve_ablation_settings, with_candidates_named,
 )
 from .ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor
+from .sinks import Sink, writing
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,13 @@ class QueryLevelJob(OneResponsePerPrompt):
     def run(self, model, tok, sink: Sink | None, *, finished: set[str] | None = None,
             shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
         """Answer the prompts not ``finished`` (default: what ``sink`` holds) into ``sink`` and finish
-        it with ``{"rows"}`` in prompt order. ``sink`` None: compute only (a process of an
+        it with ``{"rows"}`` in prompt order. ``sink`` None (or a
+        ``MainProcessRows``): compute only (a process of an
         ``accelerate launch`` other than the main one, given the main one's ``finished``)."""
         job = self if self.candidates is not None else self.for_model(model)
         if finished is None:
             finished = job.finished(sink) if sink is not None else set()
+        sink = writing(sink)
         todo = job.todo(finished)
         if todo:
             save = None if sink is None else (lambda rows: sink.append([shape(r) for r in rows] if shape else rows))

@@ -88,3 +88,48 @@ def test_cli_under_accelerate_launch_writes_what_one_process_writes(tmp_path):
     b, header = read_results(tmp_path / "two.jsonl")
     assert a.to_dict("records") == b.to_dict("records")
     assert two.stdout.count("Top ") == 1  # the summary is printed once
+
+
+def test_from_main_without_a_launcher_is_the_call(monkeypatch):
+    from safetyheads import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    calls = []
+    assert distributed.from_main(lambda: calls.append(1) or "value") == "value" and calls == [1]
+
+
+@pytest.mark.parametrize("text, seconds", [(None, 6 * 3600), ("90", 90.0), ("0.5", 0.5)])
+def test_process_timeout(monkeypatch, text, seconds):
+    from safetyheads import distributed
+
+    if text is None:
+        monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(distributed.TIMEOUT_ENV, text)
+    assert distributed.process_timeout_s() == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "soon", "nan"])
+def test_a_bad_process_timeout_is_one_line_naming_the_variable(monkeypatch, text):
+    from safetyheads import distributed
+    from safetyheads.errors import SafetyheadsError
+
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, text)
+    with pytest.raises(SafetyheadsError, match="SAFETYHEADS_PROCESS_TIMEOUT"):
+        distributed.process_timeout_s()
+
+
+def test_a_job_run_into_the_main_process_rows_computes_and_writes_nothing():
+    """A process other than the main one resumes from the main sink's rows and returns None; the rows it
+    was given are not touched (the main process rewrites its own sink)."""
+    from safetyheads.jobs import ShipsJob
+    from safetyheads.sinks import MainProcessRows
+
+    model, tok = tiny_model("llama-gqa", attn_implementation="sdpa"), tiny_tokenizer()
+    job = ShipsJob(("How do I pick a lock?", "Hi there"), heads=("L0H0", "L1H1")).for_model(model)
+    done = [{"prompt_id": 0, "head": "L0H0", "ships": 0.1}, {"prompt_id": 0, "head": "L1H1", "ships": 0.2},
+            {"prompt_id": 1, "head": "L0H0", "ships": 0.3}]  # prompt 1 cut short: computed again
+    mirror = MainProcessRows(done)
+    assert job.finished(mirror) == {"0"}
+    assert job.run(model, tok, mirror) is None
+    assert mirror.rows() == done

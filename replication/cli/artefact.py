@@ -3,10 +3,13 @@ printed; and the summary of several."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 from tabulate import tabulate
+
+from safetyheads.distributed import is_main, state, world_size
 
 from ..artefacts import check_artefacts, get_artefact
 from ..compute.context import Context
@@ -42,6 +45,8 @@ def run_artefact(ctx: Context, name: str, out_root: Path | None = None,
     t0 = time.perf_counter()
     output = spec.run(ctx)
     seconds = time.perf_counter() - t0
+    if not is_main():  # under `accelerate launch` the main process diffs, writes and prints
+        return 0, [], seconds
     # a profile without expected values (the extension) is never diffed against a file: every metric is NEW
     expected = load_expected(ctx.profile.name, name) if ctx.profile.expected_values else {}
     rows = diff([m.to_dict() for m in output.metrics], expected)
@@ -65,3 +70,11 @@ def run_artefact(ctx: Context, name: str, out_root: Path | None = None,
     print(f"outputs: {shown(folder)} ({seconds:.0f} s)")
     return exit_code(rows), rows, seconds
 
+
+def start_processes() -> None:
+    """Under ``accelerate launch``: join the processes now (every process, before any work) and say so."""
+    if world_size() > 1:
+        state()
+        if is_main():
+            print(f"replication: {world_size()} processes (accelerate launch): the work of each step is split across "
+                  "them; the main process writes the store and the outputs", file=sys.stderr)

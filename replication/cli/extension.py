@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
+from safetyheads.distributed import is_main
 from safetyheads.errors import SafetyheadsError
 from safetyheads.store import Store
 
@@ -34,7 +35,7 @@ from ..results.timing import read_timing, write_timing
 from ..spec.extension_models import extension_model
 from ..spec.profile import Profile
 from ..spec.profiles import extension_profile
-from .artefact import run_artefact
+from .artefact import run_artefact, start_processes
 from .plan import plan
 from .preflight import preflight
 
@@ -52,14 +53,17 @@ def run_extension(profile: Profile, args) -> int:
     check_artefacts(profile, names)
     profiles = select(profile, args.model)
     store = Store(args.store)
+    start_processes()
     if args.dry_run:
         for p in profiles:
             preflight(p.folder, names, store.root, dry_run=True)
-        print(plan_all(profiles, names, store, generated_root()))
+        if is_main():
+            print(plan_all(profiles, names, store, generated_root(), processes=args.processes))
         return 0
-    print(f"replication: the extension profile loads {len(profiles)} model(s) of 7-9B parameters (and their "
-          "sibling and base models) from the Hugging Face cache in bf16 (set HF_HUB_OFFLINE=0 to let them download; "
-          "Llama and Gemma are gated: accept their licences and set HF_TOKEN) and wants a GPU", file=sys.stderr)
+    if is_main():
+        print(f"replication: the extension profile loads {len(profiles)} model(s) of 7-9B parameters (and their "
+              "sibling and base models) from the Hugging Face cache in bf16 (set HF_HUB_OFFLINE=0 to let them download; "
+              "Llama and Gemma are gated: accept their licences and set HF_TOKEN) and wants a GPU", file=sys.stderr)
     return run_all(profiles, names, store, device=args.device, quiet=args.quiet)
 
 
@@ -86,7 +90,7 @@ def with_rate(profile: Profile, out_root: Path) -> Profile:
                                           f"rows on {t.get('device')} ({t.get('dtype')}, {t.get('measured_utc')})"))
 
 
-def plan_all(profiles: list[Profile], names: list[str], store, out_root: Path, loader=None) -> str:
+def plan_all(profiles: list[Profile], names: list[str], store, out_root: Path, loader=None, processes: int = 1) -> str:
     """--dry-run: each model's plan (as the paper profile's), then forward passes, new tokens and
     GPU-hours per model and artefact."""
     parts, rows = [], []
@@ -94,7 +98,7 @@ def plan_all(profiles: list[Profile], names: list[str], store, out_root: Path, l
     for p in profiles:
         p = with_rate(p, out_root)
         ctx = Context(p, store, loader=loader, plan_only=True, progress=False)
-        text, per_artefact = plan(ctx, names)
+        text, per_artefact = plan(ctx, names, processes)
         parts += [f"== {p.variant}: {p.labels['aligned']} ({p.models['aligned']}@{p.revisions['aligned']})", text, ""]
         source = "measured" if p.gpu_rate_note.startswith("MEASURED") else "assumed"
         total = [0, 0, 0.0]
@@ -138,16 +142,18 @@ def run_all(profiles: list[Profile], names: list[str], store, *, device: str = "
             worst = max(worst, code)
             summary.append((p.variant, n, seconds,
                             {v: sum(r["verdict"] == v for r in rows) for v in ("PASS", "DRIFT", "FAIL", "NEW", "INFO")}))
-            records.append(artefact_record(ctx, n, seconds, out_root))
-        write_run_record(ctx, records, time.perf_counter() - t0, out_root)  # the model's own, beside its artefacts
-        timing = write_timing(ctx, out_root)
-        if timing and not quiet:
-            print(f"measured cost per row: {shown(timing)}")
+            if is_main():
+                records.append(artefact_record(ctx, n, seconds, out_root))
+        if is_main():  # under `accelerate launch` the main process writes
+            write_run_record(ctx, records, time.perf_counter() - t0, out_root)  # the model's own, beside its artefacts
+            timing = write_timing(ctx, out_root)
+            if timing and not quiet:
+                print(f"measured cost per row: {shown(timing)}")
         del ctx
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    if not quiet:
+    if not quiet and is_main():
         print("\nsummary (extension):")
         for slug, n, s, c in summary:
             print(f"  {slug:26s} {n:10s} {s:7.0f} s  " + ", ".join(f"{k} {v}" for k, v in c.items() if v))

@@ -25,6 +25,7 @@ import sys
 import traceback
 
 from safetyheads.commands.parser import DEBUG_ENV, EXIT_USAGE, OneLineArgumentParser, error_message
+from safetyheads.distributed import world_size
 from safetyheads.errors import SafetyheadsError
 from safetyheads.interrupts import exit_status, signals_as_interrupts
 from safetyheads.judges import RULES
@@ -50,6 +51,13 @@ def non_negative_int(text: str) -> int:
     return n
 
 
+def positive_int(text: str) -> int:
+    n = non_negative_int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("give 1 or more")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser: the library's one-line parser, which takes ``--debug`` before or after the command."""
     ap = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
@@ -62,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extension profile only: run these of its models (repeatable; default: every one; see `list`)")
     r.add_argument("--dry-run", action="store_true", help="validate the plan and count the work; load and compute nothing")
     r.add_argument("--store", help="content-addressed store folder (default: $SAFETYHEADS_STORE or the safetyheads cache)")
+    r.add_argument("--processes", type=positive_int, default=world_size(), metavar="N",
+                   help="--dry-run: also estimate the wall time on N processes (accelerate launch, one GPU each; "
+                        "default: the launcher's count, else 1)")
     r.add_argument("--device", default="auto")
     r.add_argument("--quiet", action="store_true")
     u = sub.add_parser("update-baselines", help="make the last generated results the stored mini/ci baselines")

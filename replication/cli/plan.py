@@ -12,9 +12,10 @@ from ..compute.plan import new_work, plan_text
 from ..results.read import stop_points
 
 
-def plan(ctx: Context, names: list[str]) -> tuple[str, list]:
+def plan(ctx: Context, names: list[str], processes: int = 1) -> tuple[str, list]:
     """-> (the plan, in words; per artefact in run order: (artefact, new computations, forward passes,
-    new tokens), which the extension tabulates per model)."""
+    new tokens), which the extension tabulates per model). ``processes``: the wall time is also estimated
+    for that many processes."""
     p = ctx.profile
     check_artefacts(p, names)
     AblationSpec(("L0H0",), "ua", p.eps)  # settings that must construct
@@ -27,5 +28,6 @@ def plan(ctx: Context, names: list[str]) -> tuple[str, list]:
         get_artefact(n).run(ctx)
         per_artefact.append((n, *new_work(ctx.plan.items[before:], seen)))
     # ci's shorter answers stand in until mini's are committed
-    text = plan_text(ctx, names, list(seen.values()), per_artefact, lambda: stop_points("mini") or stop_points("ci"))
+    text = plan_text(ctx, names, list(seen.values()), per_artefact, lambda: stop_points("mini") or stop_points("ci"),
+                     processes)
     return text, per_artefact

@@ -6,10 +6,13 @@ settled; ``ctx.generation`` counts what that saved."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 
+from safetyheads.ablation import row_family
 from safetyheads.generation import DecodingSpec
-from safetyheads.jobs import GenerateJob, whole_units
+from safetyheads.jobs import GenerateJob
+from safetyheads.sinks import whole_units
 from safetyheads.judges import Verdict, asr_report
 
 from .context import ClassifierItem, Context, Queries
@@ -63,13 +66,14 @@ def completions(ctx: Context, role: str, q: Queries, *, ablation=None, decoding:
             "decoding": decoding.to_dict()}
     what = f"completions {role}{'/' + variant if variant else ''} {q.set} {label or ''}".rstrip()
     step = Step("completions", spec, what, len(q.ids) * decoding.max_new_tokens // 8, judge_only=not text_read,
-                new_tokens=len(q.ids) * decoding.max_new_tokens)
+                new_tokens=len(q.ids) * decoding.max_new_tokens, units=(generation_batches(q, ablation),))
 
     def compute(entry) -> dict:
         job = GenerateJob(tuple(q.prompts), prompt_ids=tuple(q.ids), template=template, system_prompt=system_prompt,
                           prefill=prefill, ablation=tuple(ablation.get(pid) for pid in q.ids) if per_prompt else ablation,
                           decoding=decoding, batch_size=GEN_BATCH)
-        return {"rows": _generate(ctx, entry, job, role, variant, what)}
+        rows = _generate(ctx, entry, job, role, variant, what)
+        return None if rows is None else {"rows": rows}
 
     def placeholder(entry) -> Judged:  # a plan judges nothing: it counts the model judges' verdicts apart
         for judge in (ctx.judge, *ctx.side_judges):
@@ -129,14 +133,18 @@ def plan_verdicts(ctx: Context, judge, completions_entry, n: int, response_token
                                                entry.done))
 
 
-def _generate(ctx: Context, entry, job: GenerateJob, role: str, variant: str | None, what: str) -> list:
-    """Generate the completions ``entry`` does not hold yet; -> every row, in query order."""
+def _generate(ctx: Context, entry, job: GenerateJob, role: str, variant: str | None, what: str) -> list | None:
+    """Generate the completions ``entry`` does not hold yet; -> every row, in query order (None on a process
+    other than the main one of an ``accelerate launch``: ``entry`` is then the main entry's rows)."""
     finished = job.finished(entry)
     todo = job.todo(finished)
     model, tok = (ctx.variant(role, variant) if variant else ctx.model(role)) if todo else (None, None)
     t0 = time.perf_counter()
-    rows = job.run(model, tok, entry, finished=finished, shape=_stored_completion,
-                   progress=ctx.progress and len(todo) > 4 * GEN_BATCH)["rows"]
+    result = job.run(model, tok, entry, finished=finished, shape=_stored_completion,
+                     progress=ctx.progress and len(todo) > 4 * GEN_BATCH)
+    if result is None:
+        return None
+    rows = result["rows"]
     if todo:
         new = {str(pid) for pid in todo}
         generation_counts(ctx, [r for r in rows if str(r["prompt_id"]) in new], job.decoding)
@@ -146,6 +154,15 @@ def _generate(ctx: Context, entry, job: GenerateJob, role: str, variant: str | N
 
 def _stored_completion(row: dict) -> dict:
     return {k: row[k] for k in COMPLETION_FIELDS if k in row}
+
+
+def generation_batches(q: Queries, ablation) -> int:
+    """How many batches generation deals over the processes: prompts of one ablation family share batches
+    of ``GEN_BATCH`` (``generation.generate_responses``)."""
+    if not isinstance(ablation, dict):
+        return -(-len(q.ids) // GEN_BATCH)
+    families = Counter(row_family(ablation.get(pid)) for pid in q.ids)
+    return sum(-(-n // GEN_BATCH) for n in families.values())
 
 
 def early_stop(ctx: Context, decoding: DecodingSpec, text_read: bool) -> DecodingSpec:

@@ -14,6 +14,7 @@ import torch
 
 from safetyheads.arch import geometry as model_geometry
 from safetyheads.data import load_prompts
+from safetyheads.distributed import device_for_process, is_main
 from safetyheads.errors import SafetyheadsError
 from safetyheads.heads import HeadRef
 from safetyheads.judges import JUDGES, get_judge
@@ -99,7 +100,9 @@ class Context:
     def __init__(self, profile: Profile, store: Store | None = None, loader=None, device: str = "auto",
                  plan_only: bool = False, progress: bool = True):
         self.profile, self.store = profile, store or Store()
-        self.loader, self.device, self.plan_only, self.progress = loader, device, plan_only, progress
+        # under `accelerate launch`: each process its own GPU, and the main process alone reports progress
+        device = device_for_process(device)
+        self.loader, self.device, self.plan_only, self.progress = loader, device, plan_only, progress and is_main()
         self.judge = profile_judge(profile, profile.judge, device)
         # reported beside, decide nothing
         self.side_judges = [profile_judge(profile, name, device) for name in profile.side_judges]

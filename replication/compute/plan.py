@@ -27,10 +27,11 @@ def new_work(items: list[PlanItem], seen: dict) -> tuple[int, int, int]:
 
 
 def plan_text(ctx: Context, names: list[str], items: list[PlanItem], per_artefact: list,
-              committed_stops: Callable[[], dict | None]) -> str:
+              committed_stops: Callable[[], dict | None], processes: int = 1) -> str:
     """The plan of ``names`` (``items``: every distinct step; ``per_artefact``: (artefact, new computations,
     forward passes, new tokens) in run order). ``committed_stops``: how early-stopped generation ended at
-    a committed profile (``results.read.stop_points``), read only for a profile without early stop."""
+    a committed profile (``results.read.stop_points``), read only for a profile without early stop.
+    ``processes``: the wall time is also estimated for this many processes (``accelerate launch``)."""
     p = ctx.profile
     total = sum(i.forward_passes for i in items if not i.cached)
     lines = [f"profile {p.name}: {len(names)} artefact(s), {len(items)} distinct computations "
@@ -50,9 +51,28 @@ def plan_text(ctx: Context, names: list[str], items: list[PlanItem], per_artefac
                      f"({p.gpu_rate_note})")
     else:
         lines.append(f"total: {total:,} forward passes still to compute")
+    lines += wall_lines(items, p.gpu_seconds_per_forward, processes)
     lines += _early_stop_lines(ctx, items, total, committed_stops)
     lines += _classifier_lines(ctx, total)
     return "\n".join(lines)
+
+
+def wall_lines(items: list[PlanItem], rate: float | None, processes: int) -> list[str]:
+    """The wall time the plan expects on several processes (``accelerate launch``, one GPU each): each step's
+    forward passes times its share on that many processes (``PlanItem.share``), summed."""
+    todo = [i for i in items if not i.cached and i.forward_passes]
+    total = sum(i.forward_passes for i in todo)
+    if not total:
+        return []
+    counts = sorted({1, 2, 4, 8, processes})
+    passes = {n: sum(i.forward_passes * i.share(n) for i in todo) for n in counts}
+    if rate:
+        each = [f"{n}: {passes[n] * rate / 3600:.1f} h" for n in counts]
+    else:
+        each = [f"{n}: {passes[n] / total:.0%}" for n in counts]
+    return [f"wall time by processes ({'hours' if rate else 'share of one process'}; accelerate launch, one GPU each; "
+            "the pieces of each step dealt round-robin, so a step of few pieces gains little; model judges and "
+            "loading not counted): " + ", ".join(each)]
 
 
 def _kinds_table(items: list[PlanItem]) -> str:

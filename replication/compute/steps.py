@@ -12,6 +12,7 @@ from __future__ import annotations
 from safetyheads.ablation import AblationSpec
 from safetyheads.heads import HeadRef
 from safetyheads.jobs import SaharaJob, ShipsJob
+from safetyheads.ships import DEFAULT_BATCH_SIZE
 
 from .context import Context, Queries
 from .stored import Step, stored_step
@@ -36,7 +37,9 @@ def sahara_group(ctx: Context, role: str, set_name: str, method: str, steps: int
         return job.run(model, tok, entry, finished=finished, progress=ctx.progress)
 
     # a stored group is read on a dry run too, so the plan keys what follows it exactly
-    return stored_step(ctx, Step("sahara", spec, what, passes), compute,
+    # under `accelerate launch` each step's candidates are dealt in chunks of the batch size (sahara._step_states)
+    chunks = tuple(-(-(len(cands) - s) // DEFAULT_BATCH_SIZE) for s in range(steps))
+    return stored_step(ctx, Step("sahara", spec, what, passes, units=chunks), compute,
                        placeholder=lambda entry: {"group": cands[:steps], "scoreboard": [], "seconds": 0.0},
                        read=lambda entry, res: {**res, "group": [HeadRef.parse(h) for h in res["group"]]})
 
@@ -72,7 +75,7 @@ def ships_sweep(ctx: Context, role: str, q: Queries, method: str, *, template: s
         model, tok = ctx.model(role) if job.todo(finished) else (None, None)
         return job.run(model, tok, entry, finished=finished, shape=_stored_ships_row, progress=ctx.progress)
 
-    return stored_step(ctx, Step("ships", spec, what, len(q.ids) * len(cands)), compute,
+    return stored_step(ctx, Step("ships", spec, what, len(q.ids) * len(cands), units=(len(q.ids),)), compute,
                        placeholder=lambda entry: ({pid: [(h, 0.0) for h in cands] for pid in q.ids}, 0.0),
                        read=lambda entry, res: (_ranked(res["rows"]), res["seconds"]))
 

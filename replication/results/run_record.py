@@ -6,7 +6,9 @@ Per artefact it keeps two records: the latest one that computed something (``col
 entry computed) and the latest one that read everything from the store (``from_store``), so a routine
 regeneration from a full store never overwrites the cold timings. The same for the whole run (``runs``),
 and apart the latest run of every artefact that read nothing the store held before it
-(``whole_from_empty``: the profile's cold total).
+(``whole_from_empty``: the profile's cold total). A run of several processes (``accelerate launch``) keeps
+its own records beside these (``cold_2_processes``, ``whole_from_empty_2_processes``, ...); its memory is the
+main process's.
 Metrics, outcomes, diffs and store keys do not depend on it; the mini profile's departures, printed under its
 tables, quote the committed record's whole-run total (``spec.measured``).
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from safetyheads.distributed import world_size
 from safetyheads.files import write_durably
 from safetyheads.models import resolve_device
 from safetyheads.provenance import cpu_info, git_info
@@ -67,10 +70,17 @@ def artefact_record(ctx: Context, name: str, seconds: float, out_root: Path | No
     store_bytes = sum(folder_bytes(ctx.store.root / kind / key[:2] / key) for key, kind in keys.items())
     return {"artefact": name, "seconds": round(seconds, 1), "computed": used.computed, "read": used.read,
             "read_before": used.read_before,
-            "kind": "cold" if used.computed else "from_store",
+            "kind": record_kind(bool(used.computed)),
             "store_entries": len(keys), "store_mib": round(store_bytes / MIB, 2),
             "outputs_mib": round(folder_bytes(Path(out_root or generated_root()) / ctx.profile.folder / name) / MIB, 2),
             "peak_rss_mib": peak_rss_mib()}
+
+
+def record_kind(computed: bool) -> str:
+    """``cold`` (something computed) or ``from_store``; a run of several processes (``accelerate launch``)
+    is kept apart, e.g. ``cold_2_processes``, so that it never replaces a one-process record."""
+    kind = "cold" if computed else "from_store"
+    return kind if world_size() == 1 else f"{kind}_{world_size()}_processes"
 
 
 def machine(ctx: Context) -> dict:
@@ -87,7 +97,7 @@ def run_summary(ctx: Context, artefacts: list[dict], seconds: float, out_root: P
     names = [a["artefact"] for a in artefacts]
     return {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "profile": ctx.profile.name,
             "commit": git_info()["git_commit"], "machine": machine(ctx),
-            "kind": "cold" if any(a["computed"] for a in artefacts) else "from_store",
+            "kind": record_kind(any(a["computed"] for a in artefacts)), "processes": world_size(),
             "artefacts": names, "seconds": round(seconds, 1),
             "computed": sum(a["computed"] for a in artefacts), "read": sum(a["read"] for a in artefacts),
             "read_before": sum(a["read_before"] for a in artefacts),
@@ -119,7 +129,8 @@ def merge(record: dict, run: dict, artefacts: list[dict]) -> dict:
     kept = {k: v for k, v in run.items() if k not in ("kind", "profile")}
     out["runs"][run["kind"]] = kept
     if run.get("whole_from_empty"):
-        out["runs"]["whole_from_empty"] = kept
+        n = run.get("processes", 1)
+        out["runs"]["whole_from_empty" if n == 1 else f"whole_from_empty_{n}_processes"] = kept
     out["artefacts"] = dict(sorted(out["artefacts"].items()))
     return out
 
