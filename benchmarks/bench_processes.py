@@ -4,8 +4,9 @@ Each run starts from its own empty store, so it computes everything: one process
 threads (every core), then two processes of one thread each (the same cores, split). It prints both wall
 times side by side, what the dry run predicts for 2 and 8 processes (``wall_lines`` in
 replication/compute/plan.py: each step's pieces dealt round-robin), and whether the outputs agree:
-- the two-process outputs against a one-process run that reads the two-process store (must be byte for
-  byte the same: the harness's promise, a failure exits 1);
+- the two-process outputs against a one-process run of one thread (as each of the two) that reads the
+  two-process store (must be byte for byte the same: the harness's promise, a failure exits 1; table2 names
+  the threads of the run that writes it);
 - the two-process outputs against the cold one-process run (``metrics.json``, ``outcomes.json``, tables,
   diffs, responses), which may differ only where a metric is a measured time (table2) or where float
   sums of one and two threads round apart; every difference is listed.
@@ -46,8 +47,9 @@ def free_port() -> int:
 
 
 def run(processes: int, artefacts: list[str], folder: Path, *, store: Path | None = None, dry_run: bool = False,
-        extra: tuple = ()) -> tuple[float, str]:
-    """One harness run into ``folder`` (its store and outputs); -> (wall seconds, stdout)."""
+        extra: tuple = (), threads: int | None = None) -> tuple[float, str]:
+    """One harness run into ``folder`` (its store and outputs); -> (wall seconds, stdout). ``threads``: torch's
+    threads per process (default: every core for one process, one each for several)."""
     store = store or folder / "store"
     args = ["-m", "replication", "run", *artefacts, "--profile", "ci", "--store", str(store), "--quiet", *extra]
     if dry_run:
@@ -57,8 +59,8 @@ def run(processes: int, artefacts: list[str], folder: Path, *, store: Path | Non
                 "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *args]
     env = {**os.environ, "SAFETYHEADS_GENERATED": str(folder / "generated"),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    if processes > 1:
-        env["OMP_NUM_THREADS"] = "1"  # the cores split between the processes
+    if processes > 1 or threads:
+        env["OMP_NUM_THREADS"] = str(threads or 1)  # several processes: the cores split between them
     (folder / "generated").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -96,7 +98,7 @@ def main() -> int:
         one, _ = run(1, names, tmp / "one")
         two, _ = run(2, names, tmp / "two")
         shutil.copytree(tmp / "two" / "store", tmp / "reread" / "store")
-        run(1, names, tmp / "reread")
+        run(1, names, tmp / "reread", threads=1)  # as each of the two: table2 names the threads of the run
         same_store = differences(tmp / "two" / "generated", tmp / "reread" / "generated")
         cold = differences(tmp / "one" / "generated", tmp / "two" / "generated")
     rows = [["1 process x all threads", f"{one:.0f}", "1.00", "1.00"],

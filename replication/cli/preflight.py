@@ -1,6 +1,7 @@
 """Checks before a run: whatever can refuse it is looked at before anything is loaded, computed or
 written (unknown artefacts, expected values that do not parse, a store or output folder that is a file
-or not writable, a missing optional module, an unknown device)."""
+or not writable, a missing optional module, an unknown device). Under ``accelerate launch`` the folders are
+checked by the main process only, the one that uses them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import importlib
 import os
 from pathlib import Path
 
+from safetyheads.distributed import is_main
 from safetyheads.errors import SafetyheadsError
 from safetyheads.models import resolve_device
 
@@ -46,11 +48,16 @@ def preflight(profile: str, names: list[str], store_root: Path, *, dry_run: bool
         get_artefact(n)
     for n in names:
         load_expected(profile, n)
-    check_folder(store_root, "the store (--store or $SAFETYHEADS_STORE)", write=not dry_run)
+    # under `accelerate launch` the main process alone reads and writes the store and the outputs: the folders
+    # need only be there for it (on the first machine of several)
+    if is_main():
+        check_folder(store_root, "the store (--store or $SAFETYHEADS_STORE)", write=not dry_run)
     if dry_run:  # a plan reads the store and writes nothing
         return
     check_optional(names)
     resolve_device(device)  # raises ModelLoadError (a SafetyheadsError) naming what to use instead
+    if not is_main():
+        return
     out_root = Path(out_root or generated_root())
     check_folder(out_root, "the output folder (paper_tables/generated or $SAFETYHEADS_GENERATED)")
     for n in names:

@@ -53,7 +53,8 @@ def candidate_sweep(ctx: Context, role: str, q: Queries, method: str, group: lis
                 "scores": {c: [float(j == i % len(cands)) for j in range(len(cands))] for i, c in enumerate(cells)}}
 
     def read(entry, res: dict) -> dict:
-        for left in entry.path.glob("states-*"):  # a run killed after finishing the entry, before removing them
+        # a run killed after finishing the entry, before removing them (the main process alone touches the store)
+        for left in entry.path.glob("states-*") if is_main() else ():
             left.unlink(missing_ok=True)
         return {"candidates": [HeadRef.parse(h) for h in res["candidates"]], "seconds": res["seconds"],
                 "scores": {(n, r): scores for (n, r), scores in zip(res["cells"], res["scores"])}}
