@@ -54,3 +54,15 @@ def test_a_run_of_several_processes_keeps_its_own_records(monkeypatch):
     assert merged["runs"]["whole_from_empty_2_processes"]["seconds"] == 1.0
     assert merged["artefacts"]["table1"]["cold"] == {"seconds": 9.0}
     assert merged["artefacts"]["table1"]["cold_2_processes"]["seconds"] == 1.0
+
+
+def test_the_paper_dry_run_prints_the_wall_time_for_the_asked_processes(tmp_path, capsys):
+    from replication.cli.main import main
+
+    assert main(["run", "table1", "--profile", "paper", "--dry-run", "--processes", "16", "--store", str(tmp_path)]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("wall time by processes")]
+    hours = {int(n): float(h) for n, h in
+             (part.split(": ") for part in line.split("counted): ", 1)[1].replace(" h", "").split(", "))}
+    assert sorted(hours) == [1, 2, 4, 8, 16]
+    assert hours[1] > hours[2] > hours[4] > hours[8] >= hours[16] > 0
+    assert hours[2] >= hours[1] / 2  # never better than even
