@@ -36,7 +36,7 @@ from .judge_job import JudgeJob  # noqa: F401 (re-exported: one place for every 
 from .prompts import TEMPLATES, check_chars, check_fits, context_length, encode_prompt
 from .sahara import MAX_STEPS
 from .ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor
-from .sinks import MainProcessRows, Sink, whole_units, writing  # noqa: F401 (MainProcessRows: re-exported)
+from .sinks import MainProcessRows, Sink, resumed, whole_units  # noqa: F401 (MainProcessRows: re-exported)
 from .specs import JsonSpec, SpecError
 
 
@@ -188,13 +188,10 @@ class ShipsJob(JobSpec):
     def run(self, model, tok, sink: Sink | None, *, finished: set[str] | None = None,
             shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
         """Compute the prompts not ``finished`` (default: what ``sink`` holds whole) into ``sink``
-        and finish it with ``{"rows", "seconds"}``. ``sink`` None (or a
-        ``MainProcessRows``): compute only (a process of an
-        ``accelerate launch`` other than the main one, given the main one's ``finished``)."""
+        and finish it with ``{"rows", "seconds"}``. ``sink`` None (or a ``MainProcessRows``): compute
+        only (a process of an ``accelerate launch`` other than the main one, given the main one's ``finished``)."""
         job = self if self.heads is not None else self.for_model(model)
-        if finished is None:
-            finished = job.finished(sink) if sink is not None else set()
-        sink = writing(sink)
+        finished, sink = resumed(job, sink, finished, set())
         prompt_of = dict(zip(map(str, job.ids), job.prompts))
         todo = job.todo(finished)
         if todo:
@@ -275,9 +272,7 @@ class SaharaJob(JobSpec):
         it with ``{"group", "scoreboard", "seconds", "n_queries", "n_candidates"}``. ``sink`` None (or a
         ``MainProcessRows``): compute only (a process of an ``accelerate launch`` other than the main one)."""
         job = self if self.candidates is not None else self.for_model(model)
-        if finished is None:
-            finished = job.finished(sink) if sink is not None else []
-        sink = writing(sink)
+        finished, sink = resumed(job, sink, finished, [])
         save = _timed(sink.append, shape, row=0) if sink is not None else None
         result = sahara.sahara(model, tok, list(job.prompts), job.steps, job.method, job.eps, target=job.target,
                                r=job.r, template=job.template, system_prompt=job.system_prompt,
@@ -367,11 +362,9 @@ class GenerateJob(OneResponsePerPrompt):
     def run(self, model, tok, sink: Sink | None, *, finished: set[str] | None = None,
             shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
         """Generate for the prompts not ``finished`` (default: what ``sink`` holds) into ``sink``, a
-        batch at a time, and finish it with ``{"rows"}`` in prompt order. ``sink`` None (or a
-        ``MainProcessRows``): compute only."""
-        if finished is None:
-            finished = self.finished(sink) if sink is not None else set()
-        sink = writing(sink)
+        batch at a time, and finish it with ``{"rows"}`` in prompt order. ``sink`` None (or a ``MainProcessRows``): compute
+        only."""
+        finished, sink = resumed(self, sink, finished, set())
         index = [i for i, pid in enumerate(self.ids) if str(pid) not in finished]
         if index:
             ablation = [self.ablation[i] for i in index] if isinstance(self.ablation, tuple) else self.ablation

@@ -21,7 +21,7 @@ from .jobs import (
     resolve_ablation_settings, with_candidates_named,
 )
 from .ships import DEFAULT_BATCH_SIZE, STRATEGIES, check_prob_floor
-from .sinks import Sink, writing
+from .sinks import Sink, resumed
 
 
 @dataclass(frozen=True)
@@ -122,13 +122,10 @@ class QueryLevelJob(OneResponsePerPrompt):
     def run(self, model, tok, sink: Sink | None, *, finished: set[str] | None = None,
             shape: Callable[[dict], dict] | None = None, progress: bool = False) -> dict | None:
         """Answer the prompts not ``finished`` (default: what ``sink`` holds) into ``sink`` and finish
-        it with ``{"rows"}`` in prompt order. ``sink`` None (or a
-        ``MainProcessRows``): compute only (a process of an
-        ``accelerate launch`` other than the main one, given the main one's ``finished``)."""
+        it with ``{"rows"}`` in prompt order. ``sink`` None (or a ``MainProcessRows``): compute
+        only (a process of an ``accelerate launch`` other than the main one, given the main one's ``finished``)."""
         job = self if self.candidates is not None else self.for_model(model)
-        if finished is None:
-            finished = job.finished(sink) if sink is not None else set()
-        sink = writing(sink)
+        finished, sink = resumed(job, sink, finished, set())
         todo = job.todo(finished)
         if todo:
             save = None if sink is None else (lambda rows: sink.append([shape(r) for r in rows] if shape else rows))

@@ -45,6 +45,15 @@ class MainProcessRows:
         return result
 
 
+def resumed(job, sink: Sink | None, finished, nothing):
+    """(what is ``finished``, the sink the job writes to) at the start of a job's ``run``: ``finished`` as
+    given, else what ``sink`` holds whole (``job.finished``), else ``nothing`` (no sink); the sink is None for
+    a ``MainProcessRows`` (``writing``)."""
+    if finished is None:
+        finished = job.finished(sink) if sink is not None else nothing
+    return finished, writing(sink)
+
+
 def writing(sink: Sink | None) -> Sink | None:
     """The sink a job writes to: None for a ``MainProcessRows`` (the main process writes the real one)."""
     return None if isinstance(sink, MainProcessRows) else sink
