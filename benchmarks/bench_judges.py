@@ -3,8 +3,8 @@
 Reads each artefact's responses.jsonl.gz under paper_tables/generated/<profile>/, keeps the distinct
 (query, response) pairs (the harness judges one completion once per process, whatever the number of
 cells it sits in), and times each judge over all of them in this one process: keyword-fixed, and the
-three-way judge, whose cost is its reader (a forward pass of the float64 reference model up to layer 18
-for each response its rules leave open). The three-way row includes loading that model. The issue's
+three-way judge, whose cost is its reader (a forward pass of the float64 embedded model with the reader's
+adapter merged in, for each response its rules leave open). The three-way row includes loading that model. The issue's
 budget: every mini completion judged in under 5 minutes on a 2-core CPU.
 
     nox -s bench_judges        # or: python benchmarks/bench_judges.py [--profile mini] [--limit N]
