@@ -363,6 +363,19 @@ def test_finetune_overlap_paper_like_holds_chance_and_base_explained_do_not():
     assert verdict("finetune-overlap", by_base) == PARTLY
 
 
+def test_binomial_tail_is_exact_for_large_n():
+    """The claims scale a cell up to 32 times (``queries_to_decide``): n in the thousands, where comb(n, i)
+    no longer fits a float. Checked against exact rational arithmetic."""
+    from fractions import Fraction
+
+    for k, n, p in [(700, 1536, Fraction(1, 2)), (30, 2000, Fraction(3, 200)), (5, 10, Fraction(4, 5))]:
+        exact = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+        assert stats.binom_cdf(k, n, float(p)) == pytest.approx(float(exact), rel=1e-9, abs=1e-300)
+    assert stats.binom_cdf(3, 10, 0.0) == 1.0 and stats.binom_cdf(3, 10, 1.0) == 0.0
+    lo, hi = stats.clopper_pearson(700, 1536)
+    assert lo < 700 / 1536 < hi and hi - lo < 0.06
+
+
 def test_overlap_power_is_the_hypergeometric_mass_of_rejections():
     p, power = rules_heads.overlap_below_control(0, 8, 270)
     assert p == pytest.approx(0.2**10)

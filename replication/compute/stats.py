@@ -49,7 +49,16 @@ def binom_cdf(k: int, n: int, p: float) -> float:
         return 0.0
     if k >= n:
         return 1.0
-    return min(1.0, sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1)))
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    # in logs: comb(n, i) overflows a float from n of about 1030 (the claims' "how many queries would
+    # decide it" scales a cell up to 32 times)
+    log_p, log_q, log_n = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    terms = (math.exp(log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q)
+             for i in range(k + 1))
+    return min(1.0, math.fsum(terms))
 
 
 def mcnemar_exact(broke: int, fixed: int) -> float:
