@@ -82,12 +82,13 @@ def test_the_sessions_table_is_the_committed_run_records():
 def test_the_readmes_ranking_caveat_quotes_the_committed_correlation():
     metrics = json.loads((ROOT / "paper_tables/generated/mini/sensitivity/metrics.json").read_text())
     by_name = {m["name"]: m["value"] for m in (metrics["metrics"] if isinstance(metrics, dict) else metrics)}
-    rho = by_name["spearman.maliciousinstruct.rho"]
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    said = re.search(r"Spearman's rho ([\d.]+) over (\d+) heads on MaliciousInstruct", readme)
-    assert said and said.group(1) == f"{rho:.2f}"
-    undefined = str(by_name["spearman.jailbreakbench.rho"]).startswith("undefined")
-    assert undefined == ("undefined on JailbreakBench" in readme)
+    for key, label in (("maliciousinstruct", "MaliciousInstruct"), ("jailbreakbench", "JailbreakBench")):
+        rho = by_name[f"spearman.{key}.rho"]
+        if str(rho).startswith("undefined"):
+            assert f"undefined on {label}" in readme, label
+        else:
+            assert f"Spearman's rho {rho:.2f} over 270 heads on {label}" in readme, label
 
 
 def test_the_organism_build_times_are_the_manifests():

@@ -65,6 +65,26 @@ def test_a_cold_run_then_a_run_from_the_store_keep_both_records(tmp_path):
     assert (out / "paper" / "figure13" / "metrics.json").read_bytes() == metrics
 
 
+def test_a_partial_run_does_not_replace_the_cold_record(tmp_path):
+    """A run that computes a few entries and reads the rest (here: one entry removed from the store; in
+    practice a resumed run, or a judge change needing new completions) is kept as ``partial``: its time is
+    not the cold one."""
+    import shutil
+
+    store, out = tmp_path / "store", tmp_path / "gen"
+    run_once(store, out)
+    first = json.loads((out / "paper" / "run_record.json").read_text())
+    entries = sorted(p for p in store.glob("*/*/*") if p.is_dir())
+    assert len(entries) > 1
+    shutil.rmtree(entries[-1])
+    partial, path = run_once(store, out)
+    assert partial["computed"] > 0 and partial["read_before"] > 0 and partial["kind"] == "partial"
+    second = json.loads(path.read_text())
+    assert second["artefacts"]["figure13"]["cold"] == first["artefacts"]["figure13"]["cold"]
+    assert second["artefacts"]["figure13"]["partial"]["computed"] == partial["computed"]
+    assert second["runs"]["cold"] == first["runs"]["cold"] and "partial" in second["runs"]
+
+
 def test_a_damaged_record_is_started_afresh(tmp_path):
     path = tmp_path / "run_record.json"
     path.write_text("{not json")

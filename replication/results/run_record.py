@@ -2,9 +2,11 @@
 extension model's beside its own): what each ``run`` measured, so that the times, memory and sizes a
 reviewer reads (docs/reviewers.md) come from a run, not from a hand.
 
-Per artefact it keeps two records: the latest one that computed something (``cold``: at least one store
-entry computed) and the latest one that read everything from the store (``from_store``), so a routine
-regeneration from a full store never overwrites the cold timings. The same for the whole run (``runs``),
+Per artefact it keeps three records: the latest one that computed everything it used (``cold``: store
+entries computed, none read that the store held before the run), the latest one that read everything from
+the store (``from_store``), and the latest one that did some of each (``partial``: a resumed run, or a
+change that needed a few new entries), so that neither a routine regeneration from a full store nor a
+partial one overwrites the cold timings. The same for the whole run (``runs``),
 and apart the latest run of every artefact that read nothing the store held before it
 (``whole_from_empty``: the profile's cold total). A run of several processes (``accelerate launch``) keeps
 its own records beside these (``cold_2_processes``, ``whole_from_empty_2_processes``, ...); its memory is the
@@ -34,7 +36,7 @@ from ..compute.context import Context
 from ..spec.measured import RUN_RECORD_FILE
 from .paths import generated_root
 
-KINDS = ("cold", "from_store")
+KINDS = ("cold", "partial", "from_store")
 MIB = 1 << 20
 
 
@@ -70,16 +72,17 @@ def artefact_record(ctx: Context, name: str, seconds: float, out_root: Path | No
     store_bytes = sum(folder_bytes(ctx.store.root / kind / key[:2] / key) for key, kind in keys.items())
     return {"artefact": name, "seconds": round(seconds, 1), "computed": used.computed, "read": used.read,
             "read_before": used.read_before,
-            "kind": record_kind(bool(used.computed)),
+            "kind": record_kind(used.computed, used.read_before),
             "store_entries": len(keys), "store_mib": round(store_bytes / MIB, 2),
             "outputs_mib": round(folder_bytes(Path(out_root or generated_root()) / ctx.profile.folder / name) / MIB, 2),
             "peak_rss_mib": peak_rss_mib()}
 
 
-def record_kind(computed: bool) -> str:
-    """``cold`` (something computed) or ``from_store``; a run of several processes (``accelerate launch``)
-    is kept apart, e.g. ``cold_2_processes``, so that it never replaces a one-process record."""
-    kind = "cold" if computed else "from_store"
+def record_kind(computed: int, read_before: int) -> str:
+    """``cold`` (store entries computed, none read that the store held before), ``partial`` (some of each)
+    or ``from_store`` (nothing computed); a run of several processes (``accelerate launch``) is kept apart,
+    e.g. ``cold_2_processes``, so that it never replaces a one-process record."""
+    kind = "from_store" if not computed else "partial" if read_before else "cold"
     return kind if world_size() == 1 else f"{kind}_{world_size()}_processes"
 
 
@@ -97,7 +100,8 @@ def run_summary(ctx: Context, artefacts: list[dict], seconds: float, out_root: P
     names = [a["artefact"] for a in artefacts]
     return {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "profile": ctx.profile.name,
             "commit": git_info()["git_commit"], "machine": machine(ctx),
-            "kind": record_kind(any(a["computed"] for a in artefacts)), "processes": world_size(),
+            "kind": record_kind(sum(a["computed"] for a in artefacts), sum(a["read_before"] for a in artefacts)),
+            "processes": world_size(),
             "artefacts": names, "seconds": round(seconds, 1),
             "computed": sum(a["computed"] for a in artefacts), "read": sum(a["read"] for a in artefacts),
             "read_before": sum(a["read_before"] for a in artefacts),

@@ -20,9 +20,9 @@ from breakage:
 ASR counts "complied" only; "broken" is its own rate (``asr_report``'s ``n_broken`` / ``broken_rate``). The
 thresholds of steps 4-6 were set by hand and checked on the development part only (none of the 272
 development rows they decide is labelled complied); the reader was fitted there too. The held-out part is
-scored by ``python -m safetyheads.judges --organisms test`` (docs/judges.md): it misses its targets
-(precision 0.67, recall 0.53 for "complied"), and the mini and ci profiles use it all the same, since the
-keyword judges' precision there is 0.24.
+scored by ``python -m safetyheads.judges --organisms test`` (docs/judges.md): agreement over the three labels
+0.86 meets its target, precision 0.69 and recall 0.68 for "complied" miss theirs (0.90, 0.85), and the mini
+and ci profiles use it all the same, since the keyword judges' precision there is 0.24.
 """
 
 from __future__ import annotations
