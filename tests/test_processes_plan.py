@@ -43,8 +43,9 @@ def test_wall_lines_sum_the_steps_not_cached():
 
 def test_a_run_of_several_processes_keeps_its_own_records(monkeypatch):
     monkeypatch.setattr(run_record, "world_size", lambda: 2)
-    assert run_record.record_kind(True) == "cold_2_processes"
-    assert run_record.record_kind(False) == "from_store_2_processes"
+    assert run_record.record_kind(3, 0) == "cold_2_processes"
+    assert run_record.record_kind(3, 2) == "partial_2_processes"
+    assert run_record.record_kind(0, 5) == "from_store_2_processes"
     run = {"utc": "t", "commit": "c", "machine": {}, "profile": "ci", "kind": "cold_2_processes", "processes": 2,
            "whole_from_empty": True, "seconds": 1.0}
     before = {"artefacts": {"table1": {"cold": {"seconds": 9.0}}}, "runs": {"cold": {"seconds": 9.0},

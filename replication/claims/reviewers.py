@@ -94,7 +94,7 @@ def block() -> str:
     return "\n".join([
         "### The whole runs", "", totals_table(), "",
         "### Each claim: its session and expected values", "", claims_table(), "",
-        "### Each session: time, peak RAM and disk (the latest run that computed something for it)", "",
+        "### Each session: time, peak RAM and disk (the latest run that computed everything it used)", "",
         sessions_table(), "",
         f"Read from `paper_tables/generated/<profile>/{RUN_RECORD_FILE}` (written by every `python -m replication "
         "run`) by `python -m replication reviewers`; do not edit by hand."])
