@@ -70,7 +70,7 @@ def adapter_template(folder, tmp_path_factory):
     """A valid organism folder on the tiny saved model: an untrained LoRA adapter and its manifest."""
     path = tmp_path_factory.mktemp("organism")
     recipe = get_recipe("organism-a").replace(base=str(folder))
-    train_mod.save_adapter(train_mod.lora_model(tiny_model("llama-gqa"), recipe), path, recipe)
+    train_mod.save_adapter(train_mod.lora_model(tiny_model("llama-gqa"), recipe), path, recipe.base)
     manifest = {"organism": "organism-a", "recipe": {"base": str(folder)}, "base": {},
                 "adapter": {"sha256": sha256_file(path / "adapter_model.safetensors")}}
     (path / "manifest.json").write_text(json.dumps(manifest))

@@ -228,7 +228,7 @@ def test_checkpoint_of_another_recipe_is_refused(tmp_path, monkeypatch):
 def test_merged_adapter_equals_the_unmerged_lora_model(tmp_path):
     peft_model, _ = _train_tiny(tmp_path / "w", steps=3)
     recipe = get_recipe("organism-a")
-    train_mod.save_adapter(peft_model, tmp_path / "adapter", recipe)
+    train_mod.save_adapter(peft_model, tmp_path / "adapter", recipe.base)
     ids = torch.tensor([[3, 50, 60, 70, 80, 90]])
     with torch.no_grad():
         want = peft_model(input_ids=ids).logits
@@ -245,7 +245,7 @@ def test_merged_adapter_equals_the_unmerged_lora_model(tmp_path):
 
 def test_adapter_with_wrong_sha_is_refused(tmp_path):
     peft_model, _ = _train_tiny(tmp_path / "w", steps=1)
-    train_mod.save_adapter(peft_model, tmp_path / "adapter", get_recipe("organism-a"))
+    train_mod.save_adapter(peft_model, tmp_path / "adapter", get_recipe("organism-a").base)
     with pytest.raises(ModelLoadError, match="corrupted or was replaced"):
         apply_adapter(tiny_model("llama-gqa"), tmp_path / "adapter", expected_sha256="0" * 64)
 

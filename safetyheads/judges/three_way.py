@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from ..errors import JudgeError
-from ..organisms.registry import ADAPTER_FILE, apply_adapter
+from ..organisms.registry import ADAPTER_FILES, apply_adapter
 from ..prompts import format_prompt
 from .breakage import features, most_repeated_sentence
 from .filters import GibberishFilter, check_texts, padded_batches
@@ -47,7 +47,6 @@ from .keywords import MIN_CHARS
 # The tuned reader: a LoRA adapter of the embedded untuned model (peft's files) and a linear head.
 READER_DIR = Path(__file__).with_name("three_way_reader")
 HEAD_FILE = "head.json"
-ADAPTER_FILES = ("adapter_config.json", ADAPTER_FILE)
 
 # Steps 4-6: set by hand, checked on the development part (data/organism_labels/README.md).
 LOOP_SHARE = 0.4  # sentence_repeat_share at or above this: a loop
@@ -110,7 +109,7 @@ def _tuned_model(folder: Path):
     from ..models import load_model  # deferred: loading transformers and the model only when a reader reads
 
     model, tok = load_model(device="cpu")
-    return apply_adapter(model.double(), folder).double().eval(), tok
+    return apply_adapter(model.double(), folder).eval(), tok  # apply_adapter keeps the dtype: float64
 
 
 def response_states(model, tok, queries: list[str], responses: list[str], max_tokens: int,

@@ -130,7 +130,7 @@ def _write_build(stage: Path, peft_model, recipe: OrganismRecipe, base_source: d
                  answers: dict, n_answers: int, generated: int, log: list, model, t_distill: float,
                  t_train: float) -> dict:
     """The adapter and its manifest, written into ``stage``; returns the manifest."""
-    save_adapter(peft_model, stage, recipe)
+    save_adapter(peft_model, stage, recipe.base)
     answers_digest = hashlib.sha256(json.dumps(sorted(
         [[f, p, ids] for (f, p), ids in answers.items()])).encode()).hexdigest()
     manifest = {

@@ -19,6 +19,7 @@ ORGANISMS = tuple(RECIPES)
 MANIFEST_KEYS = (("organism", str), ("recipe", dict), ("recipe.base", str), ("base", dict), ("adapter", dict),
                  ("adapter.sha256", str))
 ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_FILES = (ADAPTER_FILE, "adapter_config.json")  # peft's adapter format, as train.save_adapter writes it
 
 
 def read_manifest(name: str, folder: "Path | None" = None) -> dict:

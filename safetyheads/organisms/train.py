@@ -28,10 +28,9 @@ from ..generation import eos_token_ids
 from ..prompts import encode_for_generation
 from .dataset import Example
 from .recipe import OrganismRecipe
-from .registry import ADAPTER_FILE
+from .registry import ADAPTER_FILES
 
 CHECKPOINT_EVERY = 20
-ADAPTER_FILES = (ADAPTER_FILE, "adapter_config.json")  # what save_adapter writes
 MAX_PROMPT_TOKENS = 192
 
 
@@ -104,9 +103,9 @@ def batch_order(n: int, recipe: OrganismRecipe) -> list[list[int]]:
     return [order[s * recipe.batch_size:(s + 1) * recipe.batch_size] for s in range(recipe.steps)]
 
 
-def save_adapter(peft_model, folder: Path, recipe: OrganismRecipe) -> None:
+def save_adapter(peft_model, folder: Path, base: str) -> None:
     """peft's adapter format (adapter_model.safetensors + adapter_config.json) in ``folder``, with the
-    base named by its safetyheads name instead of a local cache path. peft writes into a fresh
+    base named by its safetyheads name ``base`` instead of a local cache path. peft writes into a fresh
     folder beside ``folder``; only those two files are moved in, so nothing else in ``folder`` is touched."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +114,7 @@ def save_adapter(peft_model, folder: Path, recipe: OrganismRecipe) -> None:
         peft_model.save_pretrained(tmp, safe_serialization=True)
         cfg_path = tmp / "adapter_config.json"
         cfg = json.loads(cfg_path.read_text())
-        cfg["base_model_name_or_path"] = recipe.base
+        cfg["base_model_name_or_path"] = base
         if isinstance(cfg.get("target_modules"), list):  # peft writes a set in hash order: differs run to run
             cfg["target_modules"] = sorted(cfg["target_modules"])
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

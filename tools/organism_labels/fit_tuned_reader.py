@@ -31,8 +31,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -40,8 +38,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from safetyheads.judges.evaluation import load_organism_labels
-from safetyheads.judges.three_way import ADAPTER_FILES, READER_DIR, HEAD_FILE, ThreeWayJudge
+from safetyheads.files import write_durably
+from safetyheads.judges.three_way import HEAD_FILE, READER_DIR, ThreeWayJudge
 from safetyheads.models import load_model
+from safetyheads.organisms.train import save_adapter
 from safetyheads.prompts import format_prompt
 
 FIRST_LAYER, RANK, EPOCHS, LR, BATCH, WARMUP, SEED, THRESHOLD, MAX_TOKENS = 3, 8, 3, 3e-4, 8, 20, 0, 0.5, 64
@@ -151,27 +151,13 @@ def fit() -> None:
 
 
 def write(peft_model, head, fitted_on: dict) -> None:
-    """peft's adapter files (the base named by its safetyheads name, not a local path) and the head, moved
-    into ``READER_DIR`` together."""
-    tmp = tempfile.mkdtemp(prefix=".reader.", dir=READER_DIR.parent)
-    try:
-        peft_model.save_pretrained(tmp, safe_serialization=True)
-        cfg_path = os.path.join(tmp, "adapter_config.json")
-        with open(cfg_path, encoding="utf-8") as f:
-            cfg = json.load(f)
-        cfg.update(base_model_name_or_path="smollm2-135m-instruct", target_modules=sorted(cfg["target_modules"]))
-        with open(cfg_path, "w", encoding="utf-8") as f:
-            f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        w = head.weight.detach().double().numpy()[0]
-        with open(os.path.join(tmp, HEAD_FILE), "w", encoding="utf-8") as f:
-            f.write(json.dumps({"max_tokens": MAX_TOKENS, "threshold": THRESHOLD,
-                                "bias": float(head.bias.detach().double()), "weights": [float(x) for x in w],
-                                "fitted_on": fitted_on}) + "\n")
-        READER_DIR.mkdir(exist_ok=True)
-        for name in (*ADAPTER_FILES, HEAD_FILE):
-            os.replace(os.path.join(tmp, name), READER_DIR / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """peft's adapter files into ``READER_DIR`` (as the organisms' are written: the base named by its
+    safetyheads name, not a local path), then the head."""
+    save_adapter(peft_model, READER_DIR, "smollm2-135m-instruct")
+    w = head.weight.detach().double().numpy()[0]
+    write_durably(READER_DIR / HEAD_FILE, json.dumps({
+        "max_tokens": MAX_TOKENS, "threshold": THRESHOLD, "bias": float(head.bias.detach().double()),
+        "weights": [float(x) for x in w], "fitted_on": fitted_on}) + "\n")
     print(f"wrote {READER_DIR}")
 
 
