@@ -199,7 +199,9 @@ def test_labelled_set_is_whole_and_split_before_tuning():
     pairs = [(i["prompt"], i["response"]) for i in items]
     assert len(set(pairs)) == len(pairs)  # no completion labelled twice, in or across the draws
     # the rows added later are development rows only: the test part is the one fixed before tuning
-    assert {i["split"] for i in items if i["id"].startswith("x")} == {"dev"}
+    assert {i["split"] for i in items if i["id"].startswith(("x", "m"))} == {"dev"}
+    # items_more's prompts are new: no test row shares a query with them
+    assert not {i["prompt"] for i in items if i["id"].startswith("m")} & {i["prompt"] for i in items if i["split"] == "test"}
     assert all(l["label"] in LABELS and isinstance(l["borderline"], bool) for l in labels)
     assert {i["split"] for i in items} == {"dev", "test"}
     counts = {k: sum(l["label"] == k for l in labels) for k in LABELS}

@@ -156,9 +156,10 @@ def evaluate(path: "str | Path" = EVAL_FILE, with_nll: bool = True, reference=No
 
 
 # The labelled draws: the first (items, with its base-model extra), and the development rows added after the
-# first judge version was scored (items_extra: rows the rules leave open, for the reader; no test rows)
-ORGANISM_ITEM_FILES = ("items.jsonl", "base_extra.jsonl", "items_extra.jsonl")
-ORGANISM_LABEL_FILES = ("labels.jsonl", "labels_extra.jsonl")
+# first judge version was scored (items_extra: rows the rules leave open, for the reader; no test rows), and
+# after the third (items_more: new base-model answers, harmful and benign, on prompts no other row uses; dev only)
+ORGANISM_ITEM_FILES = ("items.jsonl", "base_extra.jsonl", "items_extra.jsonl", "items_more.jsonl")
+ORGANISM_LABEL_FILES = ("labels.jsonl", "labels_extra.jsonl", "labels_more.jsonl")
 
 
 def load_organism_labels(split: str, folder: "str | Path" = ORGANISM_LABELS_DIR) -> list[dict]:
