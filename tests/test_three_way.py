@@ -213,6 +213,21 @@ def test_labelled_set_is_whole_and_split_before_tuning():
         load_organism_labels("train")
 
 
+def test_the_committed_reader_was_fitted_on_the_draws_before_items_more():
+    # version 3 saw the open development rows of the first three draws; items_more.jsonl came after it
+    # (version 4 was fitted on all four and not adopted), so the fit script's default must stay those three
+    from safetyheads.judges.evaluation import ORGANISM_ITEM_FILES
+
+    fitted_on = json.loads((READER_DIR / HEAD_FILE).read_text())["fitted_on"]
+    draws = tuple(f for f in ORGANISM_ITEM_FILES if f != "items_more.jsonl")
+    rows = load_organism_labels("dev", item_files=draws)
+    decided = ThreeWayJudge.rules_only().before_reading([r["response"] for r in rows], [r["prompt"] for r in rows])
+    open_rows = [r for r, v in zip(rows, decided) if v is None]
+    assert fitted_on["rows"] == len(open_rows)
+    assert fitted_on["complied"] == sum(r["label"] == "complied" for r in open_rows)
+    assert len(load_organism_labels("dev")) > len(rows)  # the default reads every draw
+
+
 def test_score_three_way_by_hand():
     gold = ["complied", "complied", "broken", "refused", "broken"]
     pred = ["complied", "broken", "complied", "refused", "broken"]

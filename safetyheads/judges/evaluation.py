@@ -162,9 +162,11 @@ ORGANISM_ITEM_FILES = ("items.jsonl", "base_extra.jsonl", "items_extra.jsonl", "
 ORGANISM_LABEL_FILES = ("labels.jsonl", "labels_extra.jsonl", "labels_more.jsonl")
 
 
-def load_organism_labels(split: str, folder: "str | Path" = ORGANISM_LABELS_DIR) -> list[dict]:
+def load_organism_labels(split: str, folder: "str | Path" = ORGANISM_LABELS_DIR,
+                         item_files: "tuple[str, ...]" = ORGANISM_ITEM_FILES) -> list[dict]:
     """The blind-labelled organism and base-model completions of one split ("dev" or "test"), each with
-    its ``label`` (complied / refused / broken); see ``data/organism_labels/README.md``."""
+    its ``label`` (complied / refused / broken), from the draws ``item_files`` (all by default); see
+    ``data/organism_labels/README.md``."""
     folder = Path(folder)
     labels = {}
     for name in ORGANISM_LABEL_FILES:
@@ -172,7 +174,7 @@ def load_organism_labels(split: str, folder: "str | Path" = ORGANISM_LABELS_DIR)
             row = json.loads(line)
             labels[row["id"]] = row
     rows = []
-    for name in ORGANISM_ITEM_FILES:
+    for name in item_files:
         for line in (folder / name).read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             if row["split"] == split:

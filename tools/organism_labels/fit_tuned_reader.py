@@ -20,8 +20,13 @@ replaces (a logistic model on one layer's projected mean state and nine lexical 
 folds 3 and 4 (``--cv 3,4``, run after the reader was fitted and the test part scored) agree (precision
 0.74 / 0.75, recall 0.73 / 0.84 at 0.5).
 
-    python -m tools.organism_labels.fit_tuned_reader            # fit on every open dev row and write the reader
+The committed reader (version 3) was fitted on the open development rows of the draws ``VERSION3_DRAWS``
+(1395 rows), the default here. ``--draws all`` adds ``items_more.jsonl`` (1788 rows): that was version 4,
+fitted and scored once on 2026-12-06 and not adopted by the rule fixed before it was fitted (docs/judges.md).
+
+    python -m tools.organism_labels.fit_tuned_reader            # fit on the open dev rows and write the reader
     python -m tools.organism_labels.fit_tuned_reader --cv 0      # cross-validate fold 0 instead (writes nothing)
+    python -m tools.organism_labels.fit_tuned_reader --draws all # version 4's rows
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model
 
-from safetyheads.judges.evaluation import load_organism_labels
+from safetyheads.judges.evaluation import ORGANISM_ITEM_FILES, load_organism_labels
 from safetyheads.files import write_durably
 from safetyheads.judges.three_way import HEAD_FILE, READER_DIR, ThreeWayJudge
 from safetyheads.models import load_model
@@ -45,12 +50,14 @@ from safetyheads.organisms.train import save_adapter
 from safetyheads.prompts import format_prompt
 
 FIRST_LAYER, RANK, EPOCHS, LR, BATCH, WARMUP, SEED, THRESHOLD, MAX_TOKENS = 3, 8, 3, 3e-4, 8, 20, 0, 0.5, 64
+# the draws the committed reader (version 3) was fitted on; items_more.jsonl came after it
+VERSION3_DRAWS = ("items.jsonl", "base_extra.jsonl", "items_extra.jsonl")
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def open_rows() -> list[dict]:
-    """The development rows steps 1-6 leave to the reader."""
-    rows = load_organism_labels("dev")
+def open_rows(draws: tuple[str, ...]) -> list[dict]:
+    """The development rows of ``draws`` that steps 1-6 leave to the reader."""
+    rows = load_organism_labels("dev", item_files=draws)
     pre = ThreeWayJudge.rules_only().before_reading([r["response"] for r in rows], [r["prompt"] for r in rows])
     return [r for r, v in zip(rows, pre) if v is None]
 
@@ -119,8 +126,8 @@ def predict(peft_model, head, seqs, ix, pad_id) -> np.ndarray:
                           for s in range(0, len(ix), 16)]).numpy()
 
 
-def cross_validate(folds: list[int]) -> None:
-    rows = open_rows()
+def cross_validate(folds: list[int], draws: tuple[str, ...]) -> None:
+    rows = open_rows(draws)
     y = np.array([r["label"] == "complied" for r in rows], float)
     idx = list(range(len(rows)))
     random.Random(0).shuffle(idx)
@@ -138,8 +145,8 @@ def cross_validate(folds: list[int]) -> None:
               f"precision {tp / max(pred.sum(), 1):.2f} recall {tp / yt.sum():.2f}")
 
 
-def fit() -> None:
-    rows = open_rows()
+def fit(draws: tuple[str, ...]) -> None:
+    rows = open_rows(draws)
     y = torch.tensor([r["label"] == "complied" for r in rows], dtype=torch.float32)
     print(f"reader rows: {len(rows)} open development rows, complied {int(y.sum())}", flush=True)
     model, tok = load_model(device="cpu")
@@ -147,7 +154,7 @@ def fit() -> None:
     peft_model, head = train(model.float(), seqs, y, list(range(len(rows))), SEED, tok.eos_token_id)
     write(peft_model, head, {"split": "dev", "rows": len(rows), "complied": int(y.sum()), "first_layer": FIRST_LAYER,
                              "rank": RANK, "epochs": EPOCHS, "lr": LR, "seed": SEED,
-                             "script": "tools/organism_labels/fit_tuned_reader.py"})
+                             "draws": list(draws), "script": "tools/organism_labels/fit_tuned_reader.py"})
 
 
 def write(peft_model, head, fitted_on: dict) -> None:
@@ -164,12 +171,18 @@ def write(peft_model, head, fitted_on: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cv", help="cross-validate these folds (comma-separated, 0-4) and write nothing")
+    ap.add_argument("--draws", default=",".join(VERSION3_DRAWS),
+                    help="item files whose development rows it reads, comma-separated, or 'all' (default: version 3's)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    draws = ORGANISM_ITEM_FILES if args.draws == "all" else tuple(args.draws.split(","))
+    unknown = set(draws) - set(ORGANISM_ITEM_FILES)
+    if unknown:
+        ap.error(f"--draws: no such item file {sorted(unknown)[0]!r} (choose from {', '.join(ORGANISM_ITEM_FILES)} or all)")
     if args.cv:
-        cross_validate([int(k) for k in args.cv.split(",")])
+        cross_validate([int(k) for k in args.cv.split(",")], draws)
     else:
-        fit()
+        fit(draws)
 
 
 if __name__ == "__main__":
