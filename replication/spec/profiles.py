@@ -48,8 +48,9 @@ PAPER = Profile(
         "and evaluates the same sets in full, so attribution and evaluation overlap, as they appear to in the paper.",
         JUDGE_DEPARTURE + " The paper's own list is available as keyword-paper. Beside it, every judged cell "
         "reports the three-way judge's ASR and broken rate (side_judges; its reader was fitted on the 135M "
-        "organisms' completions at 40 tokens, so on 7B answers of 128 tokens its figures are a second opinion, "
-        "not a measured one) and Llama Guard 3 8B's ASR (unsafe responses; a harm classifier, not run on its real "
+        "organisms' completions at 40 tokens; on the 128-token answers of the judge evaluation set it calls 8 of 27 "
+        "benign and 18 of 26 harmful answers broken, so on 7B answers its ASR is a second opinion that likely errs "
+        "low) and Llama Guard 3 8B's ASR (unsafe responses; a harm classifier, not run on its real "
         "weights by this project yet: docs/judges.md). Every verdict reads keyword-fixed, as the paper's keyword ASR.",
         HEAD_LEVEL_DEPARTURE,
     ),
