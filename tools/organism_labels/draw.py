@@ -118,18 +118,19 @@ def main(batch_folder: str | None = None) -> None:
         for row in drawn:
             f.write(json.dumps({k: row[k] for k in fields}, ensure_ascii=False) + "\n")
     if batch_folder:
-        _write_batches(drawn, Path(batch_folder))
+        write_batches(drawn, Path(batch_folder), BATCH_SIZE)
     counts = defaultdict(lambda: defaultdict(int))
     for row in drawn:
         counts[row["group"]][row["split"]] += 1
     print(len(drawn), "rows;", {g: dict(c) for g, c in counts.items()})
 
 
-def _write_batches(drawn: list[dict], folder: Path) -> None:
+def write_batches(drawn: list[dict], folder: Path, size: int) -> None:
+    """The blind labellers' files: ``batch_NN.jsonl`` of ``size`` rows each, id, prompt and response only."""
     folder.mkdir(parents=True, exist_ok=True)
-    for b in range(0, len(drawn), BATCH_SIZE):
-        with open(folder / f"batch_{b // BATCH_SIZE:02d}.jsonl", "w", encoding="utf-8") as f:
-            for row in drawn[b : b + BATCH_SIZE]:
+    for b in range(0, len(drawn), size):
+        with open(folder / f"batch_{b // size:02d}.jsonl", "w", encoding="utf-8") as f:
+            for row in drawn[b : b + size]:
                 f.write(json.dumps({"id": row["id"], "prompt": row["prompt"], "response": row["response"]},
                                    ensure_ascii=False) + "\n")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from safetyheads.judges.three_way import ThreeWayJudge
 
-from .draw import load_pool
+from .draw import load_pool, write_batches
 
 HERE = Path(__file__).resolve().parents[2] / "safetyheads" / "data" / "organism_labels"  # the labelled set
 
@@ -61,14 +61,7 @@ def main(batch_folder: str | None = None) -> None:
         for row in drawn:
             f.write(json.dumps({k: row[k] for k in FIELDS}, ensure_ascii=False) + "\n")
     if batch_folder:
-        folder = Path(batch_folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        size = -(-len(drawn) // N_BATCHES)
-        for b in range(N_BATCHES):
-            with open(folder / f"batch_{b:02d}.jsonl", "w", encoding="utf-8") as f:
-                for row in drawn[b * size : (b + 1) * size]:
-                    f.write(json.dumps({"id": row["id"], "prompt": row["prompt"], "response": row["response"]},
-                                       ensure_ascii=False) + "\n")
+        write_batches(drawn, Path(batch_folder), -(-len(drawn) // N_BATCHES))
     print(f"{len(drawn)} rows ({len(harmful)} harmful, {len(drawn) - len(harmful)} benign) of {len(open_rows)} open")
 
 

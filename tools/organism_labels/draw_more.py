@@ -28,6 +28,8 @@ from pathlib import Path
 from safetyheads.data import load_prompts
 from safetyheads.judges.three_way import ThreeWayJudge
 
+from .draw import write_batches
+
 HERE = Path(__file__).resolve().parents[2] / "safetyheads" / "data" / "organism_labels"  # the labelled set
 JUDGE_EVAL = HERE.parent / "judge_eval"
 SEED = 20261210
@@ -87,13 +89,7 @@ def draw(batch_folder: Path, outputs: list[str]) -> None:
             row.update(id=f"m{i:04d}", split="dev")
             f.write(json.dumps({k: row[k] for k in ("id", "split", "prompt", "response", "source", "kind")},
                                ensure_ascii=False) + "\n")
-    batch_folder.mkdir(parents=True, exist_ok=True)
-    size = -(-len(open_rows) // N_BATCHES)
-    for b in range(N_BATCHES):
-        with open(batch_folder / f"batch_{b:02d}.jsonl", "w", encoding="utf-8") as f:
-            for row in open_rows[b * size : (b + 1) * size]:
-                f.write(json.dumps({"id": row["id"], "prompt": row["prompt"], "response": row["response"]},
-                                   ensure_ascii=False) + "\n")
+    write_batches(open_rows, batch_folder, -(-len(open_rows) // N_BATCHES))
     print(f"{len(open_rows)} open rows of {len(rows)} ({sum(r['kind'] == 'benign' for r in open_rows)} benign)")
 
 
