@@ -37,7 +37,7 @@ N_BATCHES = 8
 HARMFUL_SETS = ("strongreject", "harmbench-test", "harmbench-val", "tdc2023", "advbench")
 HARMFUL_N = 300  # prompts drawn over HARMFUL_SETS
 BENIGN_N = 160  # Alpaca instructions
-# (prompt file, template, decoding flags, new tokens): harmful at mini's 40 tokens and at 64, the most the
+# (template, decoding flags, new tokens): harmful at mini's 40 tokens and at 64, the most the
 # reader reads; benign at 64. Each harmful prompt gets one setting, in turn.
 HARMFUL_SETTINGS = (
     ("paper", "--decoding topk --k 5 --seed 11", 40),
@@ -50,7 +50,9 @@ BENIGN_SETTINGS = (("paper", "--decoding greedy", 64), ("chat", "--decoding topk
 def used_prompts() -> set[str]:
     """Every prompt of a labelled row, a judge-evaluation row or an NLL-calibration row."""
     used = set()
-    for path in [*HERE.glob("items*.jsonl"), HERE / "base_extra.jsonl", *JUDGE_EVAL.glob("*.jsonl")]:
+    # the draws made before this one (not items_more.jsonl itself, so that re-running draws the same prompts)
+    earlier = [HERE / name for name in ("items.jsonl", "base_extra.jsonl", "items_extra.jsonl")]
+    for path in [*earlier, *JUDGE_EVAL.glob("*.jsonl")]:
         for line in path.read_text(encoding="utf-8").splitlines():
             used.add(json.loads(line)["prompt"].strip())
     return used
